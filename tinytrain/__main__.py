@@ -1,0 +1,5 @@
+import sys
+
+from tinytrain.cli import main
+
+sys.exit(main())

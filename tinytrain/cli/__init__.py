@@ -1,0 +1,43 @@
+"""The `tinytrain` command. Thin: each sub-module parses its arguments and calls the library."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines register(subparsers); its parsers set `func(args) -> int | None`.
+COMMAND_MODULES = ["zoo", "data", "train", "adapt", "plan", "evaluate", "bench", "export", "demo"]
+
+
+class UserError(Exception):
+    """Bad input: printed as one clear line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinytrain", description="On-device few-shot training of small CNNs "
+                                     "under memory and compute budgets (TinyTrain, ICML 2024).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"tinytrain.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        print(f"tinytrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
