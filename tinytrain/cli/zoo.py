@@ -1,7 +1,9 @@
-"""`tinytrain models` and `tinytrain profile`."""
+"""`tinytrain models`, `tinytrain profile` and `tinytrain devices`."""
 from __future__ import annotations
 
-from ..models.specs import ZOO, conv_layers
+import json
+
+from ..models.specs import ZOO, conv_layers, get_spec
 
 
 def cmd_models(args) -> int:
@@ -13,6 +15,50 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from ..costs.devices import get_device
+    from ..costs.report import format_profile, profile
+
+    spec = get_spec(args.model)
+    if args.resolution is not None and args.resolution < 16:
+        raise ValueError(f"--resolution must be at least 16 pixels (got {args.resolution})")
+    device = get_device(args.device, args.devices_file) if args.device else None
+    p = profile(spec, args.resolution or 128, args.optimizer, device)
+    print(json.dumps(p, indent=1) if args.json else format_profile(p))
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from ..costs.devices import list_devices
+    from ..costs.units import format_bytes
+
+    devices = list_devices(args.devices_file)
+    if args.json:
+        print(json.dumps([d.to_dict() for d in devices], indent=1))
+        return 0
+    for d in devices:
+        flash = format_bytes(d.flash_bytes) if d.flash_bytes else "-"
+        where = "frozen weights in flash" if d.frozen_weights_in_flash else "all weights in RAM"
+        print(f"{d.name:12s} RAM {format_bytes(d.ram_bytes):>8}  flash {flash:>8}  budget "
+              f"{format_bytes(d.memory_budget_bytes):>8} / {d.compute_budget:.0%} MACs  {where}  {d.description}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("profile", help="per-layer costs and the Table-2 style backward-pass comparison of a model")
+    p.add_argument("model", help=f"one of: {', '.join(ZOO)}")
+    p.add_argument("--resolution", type=int, default=None, help="input size in pixels (default 128, the paper's)")
+    p.add_argument("--optimizer", choices=["adam", "sgd", "sgdm"], default="adam",
+                   help="optimizer state counted per trained weight: adam 3x, sgd 1x (gradient only), sgdm 2x")
+    p.add_argument("--device", default=None, help="also say which methods fit this device profile")
+    p.add_argument("--devices-file", default=None, help="JSON file with extra device profiles")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("devices", help="list the device profiles (built in, $TINYTRAIN_DEVICES, --devices-file)")
+    p.add_argument("--devices-file", default=None, help="JSON file with extra device profiles")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)

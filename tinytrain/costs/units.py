@@ -1,0 +1,89 @@
+"""Parsing and printing of memory sizes and compute budgets.
+
+Memory units are **1024-based**: "KB" and "KiB" both mean 1024 bytes, "MB" and "MiB" both mean 2**20
+bytes. The paper writes "MB" for what are binary mebibytes (its 0.625 MB inference buffer is 640 KiB),
+so reading the decimal prefixes as binary is what makes a budget such as "1MB" mean what the paper means.
+"""
+from __future__ import annotations
+
+import re
+
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "kb": 1024, "kib": 1024,
+    "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
+    "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3,
+}
+_MAC_UNITS = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z%]*)\s*$", re.IGNORECASE)
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """Bytes from "1MB", "512KB", "1.5MiB", "320k" or "1048576" (KB/MB are 1024-based, like the paper)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"a memory size cannot be negative (got {text})")
+        return int(text)
+    m = _NUMBER.match(str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _BYTE_UNITS:
+        raise ValueError(f"cannot read memory size {text!r}; write e.g. '1MB', '512KB', '1.5MiB' or a byte count")
+    return int(round(float(m.group(1)) * _BYTE_UNITS[unit]))
+
+
+def parse_compute_budget(text: str | int | float) -> float | int:
+    """A compute budget: a fraction of FullTrain's backward MACs ("15%", "0.15") or absolute MACs ("6.5M").
+
+    A bare number <= 1 is a fraction; a bare number > 1 is a MAC count. Fractions come back as float,
+    MAC counts as int.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        m = _NUMBER.match(str(text))
+        if not m:
+            raise ValueError(f"cannot read compute budget {text!r}; write e.g. '15%', '0.15' or '6.5M' (MACs)")
+        value, unit = float(m.group(1)), m.group(2).lower()
+    if unit == "%":
+        if not 0 < value <= 100:
+            raise ValueError(f"a percentage compute budget must be in (0, 100] (got {text!r})")
+        return value / 100
+    if unit.endswith("macs"):
+        unit = unit[:-4]
+    if unit not in _MAC_UNITS:
+        raise ValueError(f"cannot read compute budget {text!r}; use '%' or a K/M/G suffix, e.g. '15%' or '6.5M'")
+    if value <= 0:
+        raise ValueError(f"a compute budget must be positive (got {text!r})")
+    if unit == "" and value <= 1:
+        return value
+    return int(round(value * _MAC_UNITS[unit]))
+
+
+def format_bytes(n: int | float, digits: int = 3, largest: str = "GiB") -> str:
+    """'906 MiB', '1.43 MiB', '640 KiB': binary units, `digits` significant figures, at most `largest`."""
+    n = float(n)
+    units = (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024))
+    names = [u for u, _ in units]
+    if largest not in names:
+        raise ValueError(f"largest must be one of {', '.join(names)} (got {largest!r})")
+    for unit, size in units[names.index(largest):]:
+        if abs(n) >= size:
+            return f"{_sig(n / size, digits)} {unit}"
+    return f"{int(n)} B"
+
+
+def format_macs(n: int | float, digits: int = 3) -> str:
+    """'44.9M', '590K': decimal units, as the paper prints MACs."""
+    n = float(n)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{_sig(n / size, digits)}{unit}"
+    return f"{int(n)}"
+
+
+def _sig(x: float, digits: int) -> str:
+    if x == 0:
+        return "0"
+    mag = len(str(int(abs(x)))) if abs(x) >= 1 else 0
+    decimals = max(0, digits - mag)
+    return f"{x:,.{decimals}f}"
