@@ -1,5 +1,105 @@
-"""Sub-commands of this area are registered here (filled in by the area's issue)."""
+"""`tinytrain data ...`: list datasets, build the pocket benchmark, episode statistics, episode files."""
+from __future__ import annotations
+
+import json
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("data", help="datasets: list, build the pocket benchmark, stats, sample episodes")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+
+    q = dsub.add_parser("list", help="named datasets and where the pocket benchmark lives")
+    q.set_defaults(func=_list)
+
+    q = dsub.add_parser("build", help="build a benchmark from installed packages (offline)")
+    q.add_argument("name", choices=["pocket"], help="what to build")
+    q.add_argument("--root", default=None, help="target folder (default: $TINYTRAIN_DATA/pocket or user cache)")
+    q.add_argument("--force", action="store_true", help="rebuild even if a build exists")
+    q.add_argument("--small", action="store_true", help="tiny version for smoke tests")
+    q.set_defaults(func=_build)
+
+    for name, helptext in (("stats", "classes, images and Table-5 style episode statistics"),
+                           ("episodes", "sample episodes and save them as JSON for identical evaluation")):
+        q = dsub.add_parser(name, help=helptext)
+        q.add_argument("dataset", help="folder (ROOT/<class>/<image>), pocket domain, or <source>:<path>")
+        q.add_argument("--split", default="all", choices=["train", "val", "test", "all"])
+        q.add_argument("--episodes", type=int, default=200, help="number of episodes (default 200)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--mode", default="metadataset", choices=["metadataset", "fixed"])
+        q.add_argument("--ways", type=int, default=None, help="fixed mode: classes per episode")
+        q.add_argument("--shots", type=int, default=None, help="fixed mode: support images per class")
+        q.add_argument("--queries", type=int, default=None, help="fixed mode: query images per class")
+        q.add_argument("--pocket-root", default=None, help="where the pocket benchmark lives")
+        if name == "stats":
+            q.add_argument("--json", action="store_true", help="print JSON")
+            q.add_argument("--verify", action="store_true", help="decode every image first; skip bad ones")
+            q.set_defaults(func=_stats)
+        else:
+            q.add_argument("--out", required=True, help="JSON file to write")
+            q.set_defaults(func=_episodes)
+    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def _list(args) -> int:
+    from tinytrain.data import dataset_names
+    from tinytrain.data.pocket import POCKET_SOURCE, pocket_root
+    print("named datasets (besides any class-per-folder path):")
+    for n in dataset_names():
+        print(f"  {n}{'  (pocket source)' if n == POCKET_SOURCE else ''}")
+    print(f"pocket benchmark root: {pocket_root()}")
+    return 0
+
+
+def _build(args) -> int:
+    from tinytrain.data.pocket import build_pocket
+    root = build_pocket(args.root, force=args.force, small=args.small)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for name, d in manifest["domains"].items():
+        print(f"{name:16s} {d['n_classes']:5d} classes {d['n_images']:7d} images")
+    print(f"pocket benchmark ready at {root} (built in {manifest['build_seconds']} s)")
+    return 0
+
+
+def _sampler(args):
+    from tinytrain.data import EpisodeSampler, open_dataset
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    ds = open_dataset(args.dataset, args.split, root=args.pocket_root)
+    if getattr(args, "verify", False) and hasattr(ds, "verify"):
+        ds.verify(progress=True)
+    sampler = EpisodeSampler(ds, mode=args.mode, ways=args.ways, shots=args.shots, queries=args.queries,
+                             seed=args.seed)
+    return ds, sampler
+
+
+def _stats(args) -> int:
+    from tinytrain.data import episode_stats
+    ds, sampler = _sampler(args)
+    sizes = ds.class_sizes()
+    out = {"dataset": ds.name, "split": args.split, "n_classes": len(ds.classes), "n_images": ds.num_images,
+           "images_per_class_min": min(sizes), "images_per_class_max": max(sizes),
+           "skipped_images": int(getattr(ds, "skipped", 0)), "mode": args.mode, "seed": args.seed,
+           "episodes": episode_stats(sampler.sample(args.episodes))}
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    e = out["episodes"]
+    print(f"{ds.name} ({args.split}): {out['n_classes']} classes, {out['n_images']} images "
+          f"({out['images_per_class_min']}-{out['images_per_class_max']} per class), "
+          f"{out['skipped_images']} unreadable skipped")
+    print(f"{e['n_episodes']} {args.mode} episodes, seed {args.seed}:   mean     sd    min    max")
+    for key, label in (("ways", "ways"), ("support", "support size"), ("query", "query size"),
+                       ("shots", "shots per class"), ("query_shots", "queries per class")):
+        print(f"  {label:18s} {e[key + '_mean']:8.1f} {e[key + '_sd']:6.1f} {e[key + '_min']:6.0f} "
+              f"{e[key + '_max']:6.0f}")
+    return 0
+
+
+def _episodes(args) -> int:
+    from tinytrain.data import save_episode_file
+    ds, sampler = _sampler(args)
+    episodes = sampler.sample(args.episodes)
+    save_episode_file(args.out, ds, episodes, split=args.split, mode=args.mode, seed=args.seed,
+                      spec=args.dataset, ways=args.ways, shots=args.shots, queries=args.queries)
+    print(f"wrote {len(episodes)} episodes of {ds.name} to {args.out}")
+    return 0
