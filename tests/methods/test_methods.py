@@ -1,0 +1,123 @@
+"""Every method: fits, changes exactly what its plan says, reports within budget; clear errors."""
+import pytest
+import torch
+
+from tinytrain.methods import METHODS, AdaptConfig, make_method
+from tinytrain.methods.tinytl import TinyTLBackbone
+from tinytrain.models.backbone import build_backbone
+from tinytrain.sparse.selection import BudgetTooSmall
+
+
+@pytest.fixture(scope="module")
+def task():
+    torch.manual_seed(0)
+    bb = build_backbone("tiny-test").eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 3, 32, 32, generator=g)
+    y = torch.arange(3).repeat(3)
+    return bb, x, y
+
+
+def _cfg(**kw):
+    return AdaptConfig(iterations=2, resolution=32, augment=kw.pop("augment", False), **kw)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_fit_changes_exactly_the_plan(task, name):
+    bb, x, y = task
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    m = make_method(name, bb, _cfg(lr=1e-2, augment=True))
+    pred = m.fit(x, y)
+    assert pred.predict(x).shape == (9, 3)
+    for k, v in bb.state_dict().items():            # the caller's backbone is untouched
+        assert torch.equal(v, before[k]), k
+    after = pred.backbone.state_dict()
+    rep = m.report
+    if name == "none":
+        return
+    assert rep.train_seconds > 0 and rep.measured_saved_bytes > 0
+    up = rep.extra["update_plan"]
+    if "engine_plan" in rep.extra:
+        assert rep.measured_saved_bytes == rep.extra["predicted_saved_bytes"]
+        ep = rep.extra["engine_plan"]
+        mods = bb.conv_modules()
+        names = dict((i, l.name) for i, l in enumerate(bb.conv_layers()))
+        changed_keys = {k for k in before if not torch.equal(after[k], before[k])}
+        allowed = {f"{names[w['index']]}.conv.weight" for w in ep["weights"]}
+        allowed |= {f"{names[b]}.bn.bias" for b in ep["biases"]}
+        assert changed_keys <= allowed and changed_keys, (changed_keys, allowed)
+        for w in ep["weights"]:     # non-selected channels bit-identical
+            key = f"{names[w['index']]}.conv.weight"
+            W0, W1 = before[key], after[key]
+            dim = 0 if (w["axis"] == "out" or mods[w["index"]].conv.groups > 1) else 1
+            rest = [c for c in range(W0.shape[dim]) if c not in w["channels"]]
+            if rest:
+                assert torch.equal(W0.index_select(dim, torch.tensor(rest)), W1.index_select(dim, torch.tensor(rest)))
+    if name == "fulltrain":
+        assert all(not torch.equal(after[k], before[k]) for k in before if k.endswith("conv.weight"))
+    if name == "tinytl":
+        assert isinstance(pred.backbone, TinyTLBackbone)
+        assert any(k.startswith("lite.") for k in after)
+        assert all(torch.equal(after[k], before[k]) for k in before if k.endswith("conv.weight"))
+    assert up["model"] == "tiny-test"
+
+
+@pytest.mark.parametrize("mem,comp", [(60_000, 0.15), (80_000, 0.1), (200_000, 0.3)])
+@pytest.mark.parametrize("score", ["full", "fisher", "fisher/memory", "fisher/compute"])
+def test_tinytrain_plan_respects_budgets(task, mem, comp, score):
+    bb, x, y = task
+    m = make_method("tinytrain", bb, _cfg(memory_budget=mem, compute_budget=comp, options={"score": score}))
+    rep = m.plan(x, y)
+    assert rep.plan and rep.predicted_memory_bytes <= mem
+    assert rep.backward_macs <= rep.extra["compute_budget_macs"]
+    for row in rep.plan:
+        assert set(row) == {"layer", "name", "channels_updated", "channels_total", "score"}
+        assert 1 <= row["channels_updated"] <= row["channels_total"]
+
+
+@pytest.mark.parametrize("opts", [{"channel_choice": "l2"}, {"channel_choice": "random"}, {"layer_choice": "l2"},
+                                  {"stop_rule": "skip", "candidates": "all"}, {"axis": "in", "channel_choice": "l2"},
+                                  {"bias": True}])
+def test_tinytrain_ablation_switches_fit(task, opts):
+    bb, x, y = task
+    m = make_method("tinytrain", bb, _cfg(options=opts))
+    m.fit(x, y)
+    assert m.report.measured_saved_bytes == m.report.extra["predicted_saved_bytes"]
+
+
+def test_budget_too_small_names_the_minimum(task):
+    bb, x, y = task
+    m = make_method("tinytrain", bb, _cfg(memory_budget=1000))
+    with pytest.raises(BudgetTooSmall, match="at least"):
+        m.plan(x, y)
+
+
+def test_bad_support_sets(task):
+    bb, x, y = task
+    m = make_method("tinytrain", bb, _cfg())
+    with pytest.raises(ValueError, match="single class"):
+        m.fit(x, torch.zeros(9, dtype=torch.long))
+    with pytest.raises(ValueError, match="mixed sizes"):
+        m.fit([torch.randn(3, 32, 32), torch.randn(3, 24, 24)], torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="one label per image"):
+        m.fit(x, y[:5])
+    with pytest.raises(ValueError, match="unknown method"):
+        make_method("bogus", bb)
+    with pytest.raises(ValueError, match="unknown tinytrain option"):
+        make_method("tinytrain", bb, _cfg(options={"scroe": "full"})).plan(x, y)
+
+
+def test_micro_batch_size_does_not_change_the_result(task):
+    bb, x, y = task
+    outs = []
+    for b in (1, 4, 9):
+        m = make_method("tinytrain", bb, _cfg(lr=1e-2, batch_size=b, options={"fisher_batch_size": b}))
+        outs.append(m.fit(x, y).predict(x))
+    assert torch.allclose(outs[0], outs[1], atol=1e-4) and torch.allclose(outs[0], outs[2], atol=1e-4)
+
+
+def test_automatic_learning_rate(task):
+    bb, x, y = task
+    m = make_method("lastlayer", bb, _cfg(lr=None, options={"lr_candidates": [1e-3, 1e-2]}))
+    m.fit(x, y)
+    assert m.report.extra["lr"] in (1e-3, 1e-2) and set(m.report.extra["lr_search"]) == {"0.001", "0.01"}

@@ -1,0 +1,106 @@
+"""`tinytl`: TinyTL (Cai et al. 2020): a lite-residual branch per block, backbone weights frozen.
+
+Branch on block b (architectures.md; shapes = tinytrain.costs.model.lite_residual_branches):
+block input -> AvgPool(2) -> conv k (groups 2, stride of the block) -> BN -> ReLU6 -> 1x1 conv -> BN
+(scale 0 at start, so the branch starts as a no-op) -> bilinear upsample to the block output, added to it.
+Trained: the branches and, by default (TinyTL's "lite_residual+bias"; option "bias"), every BN shift
+of the backbone. Plain autograd, batch 100 by default. BN statistics stay frozen.
+
+Saving: the adapted model is a `TinyTLBackbone`, a `Backbone` subclass whose state_dict holds the
+branches under `lite.<block>.*`; rebuild it with `TinyTLBackbone(spec, resolution)` and load that
+state_dict (safetensors works, all tensors).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..costs.baselines import tinytl_plan
+from ..costs.model import lite_residual_branches
+from ..models.backbone import Backbone
+from ..models.specs import ArchSpec
+from .trained import Built, TrainedMethod, full_rows, private_copy
+
+
+class LiteResidual(nn.Module):
+    def __init__(self, cin: int, mid: int, cout: int, kernel: int, stride: int, groups: int = 2):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, mid, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, cout, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        y = F.avg_pool2d(x, 2) if min(x.shape[-2:]) >= 2 else x
+        y = self.bn2(self.conv2(F.relu6(self.bn1(self.conv1(y)))))
+        if tuple(y.shape[-2:]) != tuple(size):
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return y
+
+
+class TinyTLBackbone(Backbone):
+    """A Backbone with a lite-residual branch on every block (its state_dict includes them)."""
+
+    def __init__(self, spec: ArchSpec, resolution: int | None = None, num_classes: int | None = None):
+        super().__init__(spec, num_classes)
+        self.lite = nn.ModuleList(LiteResidual(b.cin, b.mid, b.cout, b.kernel, b.stride, b.groups)
+                                  for b in lite_residual_branches(spec, resolution))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for blk, lite in zip(self.blocks, self.lite):
+            y = blk(x)
+            x = y + lite(x, tuple(y.shape[-2:]))
+        if self.feature_mix is not None:
+            x = self.feature_mix(x)
+        return x
+
+    @staticmethod
+    def from_backbone(backbone: Backbone, resolution: int | None = None) -> "TinyTLBackbone":
+        tl = TinyTLBackbone(backbone.spec, resolution, backbone.classifier.out_features
+                            if backbone.classifier is not None else None)
+        missing, unexpected = tl.load_state_dict(backbone.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("lite.") for k in missing)
+        return tl.eval()
+
+
+class _TinyTLModel(nn.Module):
+    def __init__(self, backbone: TinyTLBackbone, train_biases: bool):
+        super().__init__()
+        self.backbone = backbone.eval()
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        self.params = list(backbone.lite.parameters())
+        if train_biases:
+            self.params += [m.bn.bias for m in backbone.conv_modules()]
+        for p in self.params:
+            p.requires_grad_(True)
+
+    def trainable_parameters(self):
+        return self.params
+
+    def sync(self) -> None:
+        pass
+
+    def forward(self, x):
+        return self.backbone(x)
+
+
+class TinyTLMethod(TrainedMethod):
+    name = "tinytl"
+    default_batch_size = 100
+
+    def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
+        res = int(x.shape[-1])
+        torch.manual_seed(int(self.config.seed))    # branch initialisation is part of the seeded run
+        tl = TinyTLBackbone.from_backbone(private_copy(self.source_backbone), res)
+        bias = bool(self.config.options.get("bias", True))
+        up = tinytl_plan(tl.spec, res, self.config.optimizer, self.batch_size, train_biases=bias)
+        rows = full_rows(tl, list(up.bias_layers)) if bias else []
+        for r in rows:
+            r["channels_updated"], r["name"] = r["channels_total"], r["name"] + " (BN shift)"
+        rows += [{"layer": None, "name": f"lite.{b}", "channels_updated": m.conv2.out_channels,
+                  "channels_total": m.conv2.out_channels, "score": None} for b, m in enumerate(tl.lite)]
+        return Built(_TinyTLModel(tl, bias), tl, up, rows, None, 0.0, {"train_biases": bias})

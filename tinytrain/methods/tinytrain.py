@@ -1,0 +1,154 @@
+"""`tinytrain`: task-adaptive sparse update (paper Algorithm 1).
+
+Fisher pass over the support set -> Fisher potential per candidate layer -> multi-objective score
+(Eq. 3) -> greedy layer selection under the memory and compute budgets with top-K channels per
+layer -> sparse fine-tuning of exactly those channels with the memory-real engine.
+
+Options (AdaptConfig.options; defaults in brackets, see docs/engine.md):
+  score           full | fisher | fisher/memory | fisher/compute                      [full]
+  channel_choice  fisher | l2 | random                                               [fisher]
+  layer_choice    score | l2 (weight L2 norm of the layer, Table 3's "L2 Norm")        [score]
+  stop_rule       first | skip                                                       [first]
+  candidates      last6 (conv layers of the last 6 blocks + feature-mix) | all        [last6]
+  channel_ratios  ratios tried per layer, largest that fits first                     [1, .5, .25, .125]
+  axis            out | in  (in: Fisher channel choice not available)                 [out]
+  bias            also train the BN shifts of the selected layers                     [false]
+  fisher_batch_size  micro-batch of the Fisher pass; "auto" = largest within the memory budget [auto]
+  device          a device profile name (tinytrain.costs.devices) giving both budgets  [none]
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..costs.model import CostModel, compute_budget_macs
+from ..costs.plan import LayerUpdate, UpdatePlan
+from ..sparse.accounting import predicted_saved_bytes
+from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
+from ..sparse.fisher import fisher_information
+from ..sparse.selection import LayerChoice, layer_scores, select_channels, select_layers
+from .trained import Built, TrainedMethod, private_copy
+
+DEFAULT_MEMORY_BUDGET = 1024 * 1024     # "around 1 MB" (paper 4.5), 1 MiB like the paper's MB
+DEFAULT_COMPUTE_BUDGET = 0.15           # of FullTrain's backward MACs
+OPTION_DEFAULTS = {"score": "full", "channel_choice": "fisher", "layer_choice": "score", "stop_rule": "first",
+                   "candidates": "last6", "channel_ratios": [1.0, 0.5, 0.25, 0.125], "axis": "out",
+                   "bias": False, "fisher_batch_size": "auto", "device": None}
+
+
+def candidate_layers(backbone, which: str) -> list[int]:
+    """Conv layers inspected by the Fisher pass: the last 6 blocks (+ feature-mix) or all."""
+    layers = backbone.conv_layers()
+    if which == "all":
+        return [l.index for l in layers]
+    if which == "last6":
+        n_blocks = len(backbone.spec.blocks)
+        first = max(0, n_blocks - 6)
+        return [l.index for l in layers if l.block >= first]
+    raise ValueError(f"candidates must be 'last6' or 'all' (got {which!r})")
+
+
+def resolve_budgets(spec, config, resolution: int) -> tuple[int, int]:
+    """(memory bytes, backward MACs) from the config, a device profile option, or the defaults."""
+    mem, comp = config.memory_budget, config.compute_budget
+    device = config.options.get("device")
+    if device:
+        from ..costs.devices import get_device
+        prof = get_device(device)
+        mem = mem if mem is not None else prof.memory_budget_bytes
+        comp = comp if comp is not None else prof.compute_budget
+    if mem is None:
+        mem = DEFAULT_MEMORY_BUDGET
+    if comp is None:
+        comp = DEFAULT_COMPUTE_BUDGET
+    if isinstance(mem, str):
+        from ..costs.units import parse_bytes
+        mem = parse_bytes(mem)
+    if isinstance(comp, str):
+        from ..costs.units import parse_compute_budget
+        comp = parse_compute_budget(comp)
+    if mem <= 0 or comp <= 0:
+        raise ValueError("memory and compute budgets must be positive")
+    return int(mem), int(compute_budget_macs(spec, comp, resolution))
+
+
+class TinyTrainMethod(TrainedMethod):
+    name = "tinytrain"
+    default_batch_size = 1
+
+    def option(self, key: str):
+        unknown = set(self.config.options) - set(OPTION_DEFAULTS) - {"lr_candidates", "lr_search_iterations",
+                                                                    "augment_p", "prefix_batch_size"}
+        if unknown:
+            raise ValueError(f"unknown tinytrain option(s) {sorted(unknown)}; known: {sorted(OPTION_DEFAULTS)}")
+        return self.config.options.get(key, OPTION_DEFAULTS[key])
+
+    def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
+        t0 = time.perf_counter()
+        backbone = private_copy(self.source_backbone)
+        spec = backbone.spec
+        res = int(x.shape[-1])
+        layers = backbone.conv_layers(res)
+        mem_budget, comp_budget = resolve_budgets(spec, self.config, res)
+        axis = self.option("axis")
+        choice = self.option("channel_choice")
+        if axis not in ("out", "in"):
+            raise ValueError(f"axis must be 'out' or 'in' (got {axis!r})")
+        if axis == "in" and choice == "fisher":
+            raise ValueError("Fisher channel choice ranks output channels; use axis 'out' or channel_choice "
+                             "'l2'/'random'")
+        cands = candidate_layers(backbone, self.option("candidates"))
+        # Fisher pass, micro-batched so that what it keeps fits the memory budget
+        fb = self.option("fisher_batch_size")
+        tap_plan = EnginePlan(biases=(min(cands),))
+        per_image = predicted_saved_bytes(spec, tap_plan, 1, res) + 4 * sum(layers[i].output_elems for i in cands)
+        if fb == "auto":
+            fb = max(1, mem_budget // max(per_image, 1))
+        fb = int(fb)
+        fisher = fisher_information(backbone, x, y, cands, self.head, batch_size=fb)
+        potential = fisher.potential
+        scores = layer_scores(layers, potential, self.option("score"))
+        if self.option("layer_choice") == "score":
+            order = sorted(cands, key=lambda i: (-scores[i], i))
+        elif self.option("layer_choice") == "l2":
+            mods = backbone.conv_modules()
+            norms = {i: float(mods[i].conv.weight.detach().norm()) for i in cands}
+            order = sorted(cands, key=lambda i: (-norms[i], i))
+        else:
+            raise ValueError(f"layer_choice must be 'score' or 'l2' (got {self.option('layer_choice')!r})")
+        mods = backbone.conv_modules()
+        gen = torch.Generator().manual_seed(int(self.config.seed))
+        totals = {i: (layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin) for i in cands}
+        cache: dict[tuple[int, float], tuple[int, ...]] = {}
+
+        def channels_for(i: int, r: float) -> tuple[int, ...]:
+            if (i, r) not in cache:
+                k = max(1, int(round(r * totals[i])))
+                cache[(i, r)] = select_channels(k, choice, fisher.channel[i], mods[i].conv.weight, axis, gen)
+            return cache[(i, r)]
+
+        cm = CostModel(spec, res)
+        bias = bool(self.option("bias"))
+
+        def cost(sel: list[LayerChoice]) -> tuple[int, int]:
+            ups = [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis, list(c.channels)) for c in sel]
+            biases = [c.index for c in sel] if bias else []
+            return cm.sparse_memory_bytes(ups, self.config.optimizer, biases), cm.sparse_backward_macs(ups, biases)
+
+        chosen = select_layers(order, scores, channels_for, totals, cost, mem_budget, comp_budget,
+                               self.option("channel_ratios"), self.option("stop_rule"), axis)
+        up = UpdatePlan(spec.name, [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis,
+                                                list(c.channels)) for c in chosen],
+                        [c.index for c in chosen] if bias else [], self.batch_size, self.config.optimizer,
+                        "sparse", res)
+        eplan = EnginePlan(tuple(LayerSelection(c.index, c.channels, c.axis) for c in chosen),
+                           tuple(c.index for c in chosen) if bias else ())
+        engine = SparseEngine(backbone, eplan)
+        rows = [{"layer": c.index, "name": layers[c.index].name, "channels_updated": len(c.channels),
+                 "channels_total": c.channels_total, "score": c.score} for c in chosen]
+        extra = {"memory_budget": mem_budget, "compute_budget_macs": comp_budget,
+                 "candidates": cands, "fisher_potential": {str(i): p for i, p in potential.items()},
+                 "scores": {str(i): s for i, s in scores.items()}, "fisher_batch_size": fb,
+                 "fisher_seconds": fisher.seconds, "options": {k: self.option(k) for k in OPTION_DEFAULTS}}
+        return Built(engine, backbone, up, rows, eplan, time.perf_counter() - t0, extra)

@@ -1,0 +1,54 @@
+"""The bytes THIS engine keeps for backward: the quantity `count_saved_bytes` measures.
+
+This is not the paper's Table 2 accounting (that lives in tinytrain.costs); it is an exact
+model of `SparseEngine`, so that the measured figure can be checked against a prediction:
+
+* layers below the earliest updated layer: nothing (run without autograd);
+* from the earliest updated layer up, per conv layer i
+  - ReLU6 (every layer but pw2): a 1-byte bool mask per output element (the paper counts 1 bit);
+  - frozen conv and every BN: nothing (weights and BN constants are not activations);
+  - updated conv, axis "out" (not depthwise): the full fp32 input;
+  - updated conv, axis "in", or a depthwise conv: the fp32 input of the K selected channels;
+* residual adds and global pooling keep nothing.
+"""
+from __future__ import annotations
+
+from ..models.specs import ArchSpec, conv_layers
+from .engine import EnginePlan
+
+FP32 = 4
+MASK_BYTES = 1
+
+
+def predicted_saved_bytes(spec: ArchSpec, plan: EnginePlan, batch_size: int = 1,
+                          resolution: int | None = None) -> int:
+    """Bytes kept for backward by `SparseEngine` for one micro-batch of `batch_size` images."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    layers = conv_layers(spec, resolution)
+    sel = {w.index: w for w in plan.weights}
+    total = 0
+    for layer in layers[plan.earliest:]:
+        if layer.kind != "pw2":
+            total += MASK_BYTES * layer.output_elems
+        w = sel.get(layer.index)
+        if w is not None:
+            hw = layer.h_in * layer.h_in
+            if w.axis == "out" and not layer.groups > 1:
+                total += FP32 * layer.cin * hw
+            else:
+                total += FP32 * len(w.channels) * hw
+    return total * batch_size
+
+
+def engine_backward_macs(spec: ArchSpec, plan: EnginePlan, resolution: int | None = None) -> int:
+    """Backward MACs this engine performs per image: input gradients above the earliest updated
+    layer plus weight gradients of the selected channels (bias gradients are free)."""
+    layers = conv_layers(spec, resolution)
+    sel = {w.index: w for w in plan.weights}
+    macs = sum(l.macs for l in layers[plan.earliest + 1:])
+    for i, w in sel.items():
+        layer = layers[i]
+        size = layer.cout if (w.axis == "out" or layer.groups > 1) else layer.cin
+        macs += layer.macs * len(w.channels) // size
+    return macs

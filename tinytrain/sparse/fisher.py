@@ -1,0 +1,80 @@
+"""Fisher information on activations (paper Eq. 2) and the per-layer Fisher potential.
+
+    Delta_o = 1/(2N) * sum_n ( sum_d a_nd * g_nd )^2,      P = sum_o Delta_o
+
+a is a candidate layer's output activation (the ConvBNAct output, i.e. after BN and ReLU6 where the
+layer has one; option tap point documented in docs/engine.md), g = dL_n/da for sample n. The loss is
+the fine-tuning loss: ProtoNet cosine cross-entropy of each support image against the (detached)
+support prototypes, summed over samples, so g is a per-sample gradient and the result does not
+depend on the micro-batch size. One pass over the whole support set, micro-batched; layers below
+the earliest candidate run without autograd, and the rest uses the memory-light engine functions.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..fewshot.protonet import CosineClassifier, class_prototypes
+from ..models.backbone import Backbone
+from .engine import EnginePlan, SparseEngine
+
+
+@dataclass
+class FisherResult:
+    channel: dict[int, torch.Tensor]   # layer index -> Delta per output channel (C,)
+    n_samples: int
+    batch_size: int
+    seconds: float
+
+    @property
+    def potential(self) -> dict[int, float]:
+        """Fisher potential per layer: P_i = sum over channels of Delta."""
+        return {i: float(d.sum()) for i, d in self.channel.items()}
+
+    def to_dict(self) -> dict:
+        return {"potential": {str(i): p for i, p in self.potential.items()},
+                "channel": {str(i): d.tolist() for i, d in self.channel.items()},
+                "n_samples": self.n_samples, "batch_size": self.batch_size, "seconds": self.seconds}
+
+
+def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, layers: list[int],
+                       head: CosineClassifier | None = None, batch_size: int = 1,
+                       prefix_batch_size: int = 64) -> FisherResult:
+    """Per-channel Fisher information (Eq. 2) of the output activations of `layers`.
+
+    `batch_size` is the micro-batch of the backward pass (the memory-relevant part); the constant
+    prefix and the prototypes are computed without autograd in chunks of `prefix_batch_size`.
+    """
+    if not layers:
+        raise ValueError("give at least one candidate layer for the Fisher pass")
+    if batch_size < 1:
+        raise ValueError("the Fisher micro-batch size must be at least 1")
+    t0 = time.perf_counter()
+    engine = SparseEngine(copy.deepcopy(backbone), EnginePlan(biases=(min(layers),)))
+    head = copy.deepcopy(head) if head is not None else CosineClassifier()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    n = len(x)
+    with torch.no_grad():
+        h = torch.cat([engine.prefix(x[i:i + prefix_batch_size]) for i in range(0, n, prefix_batch_size)])
+        feats = torch.cat([engine.suffix(h[i:i + prefix_batch_size]) for i in range(0, n, prefix_batch_size)])
+        protos = class_prototypes(feats, y)
+    acc = {i: torch.zeros(engine.mods[i].conv.out_channels) for i in layers}
+
+    def tap(i: int, act: torch.Tensor) -> None:
+        def hook(g: torch.Tensor) -> None:
+            acc[i].add_((act.detach() * g).sum((2, 3)).pow(2).sum(0))
+        act.register_hook(hook)
+
+    engine.taps = {i: tap for i in layers}
+    with torch.enable_grad():
+        for i in range(0, n, batch_size):
+            f = engine.suffix(h[i:i + batch_size])
+            F.cross_entropy(head(f, protos), y[i:i + batch_size], reduction="sum").backward()
+    engine.taps = {}
+    channel = {i: acc[i] / (2 * n) for i in layers}
+    return FisherResult(channel, n, batch_size, time.perf_counter() - t0)
