@@ -1,5 +1,193 @@
-"""Sub-commands of this area are registered here (filled in by the area's issue)."""
+"""`tinytrain pretrain`, `tinytrain metatrain` and `tinytrain checkpoint-eval`: the offline stage.
+
+    tinytrain pretrain  --model mcunet-5fps --out runs/pretrain-mcunet-5fps
+    tinytrain metatrain --model mcunet-5fps --init runs/pretrain-mcunet-5fps/best.safetensors \
+                        --out runs/meta-mcunet-5fps [--nproc 2]
+    tinytrain checkpoint-eval --model mcunet-5fps --checkpoints random runs/.../best.safetensors
+
+Every run writes config.json, log.jsonl, best/last .safetensors and a resumable state into --out;
+running the same command again resumes it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import UserError
+
+DEFAULT_RESOLUTION = 64
+
+
+def _default_source() -> str:
+    from ..data.pocket import POCKET_SOURCE
+    return POCKET_SOURCE
+
+
+def _prepare_data(spec: str) -> str:
+    """Build the pocket benchmark on first use; return the data version recorded in the run config."""
+    from ..data.pocket import POCKET_DOMAINS, POCKET_VERSION, ensure_pocket
+    if spec in POCKET_DOMAINS:
+        ensure_pocket()
+        return POCKET_VERSION
+    return ""
+
+
+def _add_common(p, stage: str) -> None:
+    p.add_argument("--model", default="mcunet-5fps", help="zoo model name (see `tinytrain zoo`)")
+    p.add_argument("--data", default=None, help="source dataset: pocket domain name, '<source>:<path>' or a "
+                   "class-per-folder tree (default: the pocket benchmark's source domain)")
+    p.add_argument("--out", default=None, help=f"run folder (default: runs/{stage}-<model>)")
+    p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, help="input size in pixels")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--ways", help="episode ways, e.g. 5 or 5-20 (validation episodes; also training for metatrain)")
+    p.add_argument("--shots", help="support images per class, e.g. 5 or 1-10")
+    p.add_argument("--queries", type=int, help="query images per class")
+    p.add_argument("--val-episodes", type=int, help="validation episodes on held-out classes (0: none)")
+    p.add_argument("--flip", action="store_true", default=None, help="add horizontal flips to augmentation")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (GPU when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many optimizer steps (resumable; for timing and smoke runs)")
+    p.add_argument("--save-every", type=int, help="save the resumable state every N steps (and every epoch)")
+    p.add_argument("--log-every", type=int, help="write a log record every N steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+_FIELDS = {"model": "model", "resolution": "resolution", "epochs": "epochs", "lr": "lr",
+           "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay", "ways": "ways", "shots": "shots",
+           "queries": "queries", "val_episodes": "val_episodes", "flip": "flip", "seed": "seed", "device": "device",
+           "batch_size": "batch_size", "label_smoothing": "label_smoothing", "episodes_per_epoch":
+           "episodes_per_epoch", "batch_episodes": "batch_episodes", "momentum": "momentum", "bn_mode": "bn_mode",
+           "init": "init", "nproc": "nproc", "save_every": "save_every_steps", "log_every": "log_every_steps"}
+
+
+def _config_from_args(cls, args, stage: str):
+    values = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a, None) is not None}
+    values["data"] = args.data or _default_source()
+    values["data_version"] = _prepare_data(values["data"])
+    config = cls(**values)
+    out = Path(args.out or f"runs/{stage}-{config.model}")
+    return config, out
+
+
+def _report(result, out: Path) -> int:
+    if not result.completed:
+        print(f"stopped at step {result.step}/{result.total_steps}; the same command resumes it ({out})")
+        return 0
+    best = "n/a" if result.best_val is None else f"{100 * result.best_val:.2f} %"
+    print(f"done: {result.step} steps; best validation accuracy {best}; checkpoint {out / 'best.safetensors'}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from ..fewshot.pretrain import PretrainConfig, run_pretrain
+    config, out = _config_from_args(PretrainConfig, args, "pretrain")
+    result = run_pretrain(config, out, restart=args.restart, stop_at_step=args.max_steps,
+                          progress=not args.no_progress)
+    return _report(result, out)
+
+
+def _metatrain_worker(config_dict: dict, out: str, restart: bool, max_steps: int | None, progress: bool) -> None:
+    from ..fewshot.metatrain import MetaTrainConfig, run_metatrain
+    run_metatrain(MetaTrainConfig.from_dict(config_dict), out, restart=restart, stop_at_step=max_steps,
+                  progress=progress)
+
+
+def cmd_metatrain(args) -> int:
+    from ..fewshot.distributed import init_from_env, launch
+    from ..fewshot.metatrain import MetaTrainConfig, TrainResult, run_metatrain
+    from ..fewshot.rundir import RunDir
+    config, out = _config_from_args(MetaTrainConfig, args, "metatrain")
+    config.check()
+    progress = not args.no_progress
+    if config.nproc > 1:
+        if config.batch_episodes % config.nproc:
+            raise UserError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of --nproc "
+                            f"({config.nproc}); e.g. --batch-episodes {config.nproc}")
+        launch(_metatrain_worker, config.nproc, (config.to_dict(), str(out), args.restart, args.max_steps, progress))
+        state_step = max((r.get("step", 0) for r in RunDir(out).read_log()), default=0)
+        hist = [r for r in RunDir(out).read_log() if "val_acc" in r]
+        best = max((r["val_acc"] for r in hist), default=None)
+        total = config.epochs * config.steps_per_epoch
+        return _report(TrainResult(out, state_step, total, best, hist), out)
+    init_from_env()   # under torchrun: join its process group
+    result = run_metatrain(config, out, restart=args.restart, stop_at_step=args.max_steps, progress=progress)
+    return _report(result, out)
+
+
+def cmd_checkpoint_eval(args) -> int:
+    from ..fewshot.evaluate import evaluate_checkpoints, format_table
+    from ..data.pocket import POCKET_TARGETS
+    from ..fewshot.card import command_line
+    domains = args.domains or list(POCKET_TARGETS)
+    version = ""
+    for d in domains:
+        version = _prepare_data(d) or version
+    results = evaluate_checkpoints(args.model, args.checkpoints, domains, episodes=args.episodes,
+                                   resolution=args.resolution, seed=args.seed, progress=not args.no_progress)
+    table = format_table(results)
+    print(f"None accuracy (%), mean ± 95% CI, {args.model}, resolution {args.resolution}, seed {args.seed}")
+    print(table)
+    if args.card:
+        from ..fewshot.card import config_command, render_card
+        runs = {"pretrain": args.pretrain_run, "metatrain": args.metatrain_run}
+        runs = {k: v for k, v in runs.items() if v}
+        commands = [config_command(k, json.loads((Path(v) / "config.json").read_text()), v) for k, v in runs.items()]
+        commands.append(command_line(["checkpoint-eval", "--model", args.model, "--checkpoints", *args.checkpoints,
+                                      "--domains", *domains, "--episodes", str(args.episodes),
+                                      "--resolution", str(args.resolution), "--seed", str(args.seed)]))
+        card = render_card(args.model, runs, commands, results, args.episodes, args.resolution)
+        Path(args.card).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.card).write_text(card)
+        print(f"card written to {args.card}")
+    if args.json:
+        payload = {"model": args.model, "checkpoints": args.checkpoints, "episodes": args.episodes,
+                   "resolution": args.resolution, "seed": args.seed, "data_version": version,
+                   "results": {d: {c: s.to_dict() for c, s in row.items()} for d, row in results.items()}}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("pretrain", help="supervised pretraining of a backbone on a source domain",
+                       description="Train MODEL as a classifier on the training classes of the source domain; "
+                       "keep the epoch with the best few-shot validation accuracy on held-out classes.")
+    _add_common(p, "pretrain")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--label-smoothing", type=float)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("metatrain", help="episodic ProtoNet meta-training (paper recipe), optionally distributed",
+                       description="Meta-train MODEL with ProtoNet (cosine) episodes. Defaults: the paper's recipe "
+                       "(SGD momentum 0.9; lr 1e-6 -> 5e-5 over 5 epochs, cosine to 1e-6; 100 x 2000 episodes; "
+                       "5-way 5-shot 15-query). Distributed: --nproc N, or torchrun.")
+    _add_common(p, "metatrain")
+    p.add_argument("--init", help="starting weights: 'random', 'imagenet' (mobilenetv2-1.0), 'pocket' (shipped) "
+                   "or a checkpoint path such as runs/pretrain-<model>/best.safetensors (default: random)")
+    p.add_argument("--episodes-per-epoch", type=int)
+    p.add_argument("--batch-episodes", type=int, help="episodes averaged per optimizer step, over all processes")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--bn-mode", choices=["auto", "eval", "train"],
+                   help="BatchNorm during meta-training (auto: eval from trained weights, train from random)")
+    p.add_argument("--nproc", type=int, help="local processes (gloo on CPU, NCCL on GPU)")
+    p.set_defaults(func=cmd_metatrain)
+
+    p = sub.add_parser("checkpoint-eval", help="None accuracy of several checkpoints on the same episodes",
+                       description="ProtoNet nearest-centroid accuracy (no fine-tuning), mean and 95%% CI over "
+                       "EPISODES test episodes per domain, every checkpoint on identical episodes.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="random | pocket | imagenet | PATH ...")
+    p.add_argument("--domains", nargs="+", help="default: the pocket target domains")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the results (with per-episode accuracies summarised) to this file")
+    p.add_argument("--card", help="write a checkpoint card (markdown) here")
+    p.add_argument("--pretrain-run", help="for --card: the pretraining run folder (its config and log)")
+    p.add_argument("--metatrain-run", help="for --card: the meta-training run folder (its config and log)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_checkpoint_eval)

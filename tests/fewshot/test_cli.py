@@ -1,0 +1,103 @@
+"""`tinytrain pretrain` -> `tinytrain metatrain` -> `tinytrain checkpoint-eval` on a tiny PNG folder."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tinytrain.cli import main
+from tinytrain.fewshot.episodes import EpisodeShape, ImageEpisodes, open_source_splits
+from tinytrain.models.weights import load_checkpoint
+
+from .helpers import write_png_folder
+
+
+def test_image_episodes_are_reproducible(tmp_path):
+    data = write_png_folder(tmp_path / "data", classes=10, per_class=8)
+    train, val = open_source_splits(str(data))
+    assert len(train.classes) == 8 and len(val.classes) == 2
+    assert not set(train.classes) & set(val.classes)
+    src = ImageEpisodes(train, EpisodeShape.parse(3, 2, 3), resolution=32, seed=1, train=True)
+    a, b, c = src.task(5), src.task(5), src.task(6)
+    assert a.support_x.shape == (6, 3, 32, 32) and a.query_x.shape == (9, 3, 32, 32)
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+    assert not torch.equal(a.support_x, c.support_x)
+
+
+def test_cli_pretrain_metatrain_evaluate(tmp_path, capsys):
+    data = str(write_png_folder(tmp_path / "data", classes=15, per_class=8))
+    common = ["--model", "tiny-test", "--data", data, "--resolution", "32", "--ways", "3", "--shots", "2",
+              "--queries", "3", "--val-episodes", "2", "--no-progress"]
+    pre = tmp_path / "pre"
+    assert main(["pretrain", *common, "--out", str(pre), "--epochs", "2", "--batch-size", "16",
+                 "--warmup-epochs", "0.5"]) == 0
+    cfg = json.loads((pre / "config.json").read_text())
+    assert cfg["data"] == data and cfg["batch_size"] == 16
+    backbone, meta = load_checkpoint(pre / "best.safetensors", expect_model="tiny-test")
+    assert backbone.classifier is not None and meta["stage"] == "pretrain"
+
+    meta_out = tmp_path / "meta"
+    args = ["metatrain", *common, "--init", str(pre / "best.safetensors"), "--out", str(meta_out), "--epochs", "2",
+            "--episodes-per-epoch", "2", "--warmup-epochs", "1", "--lr", "0.01"]
+    assert main(args + ["--max-steps", "1"]) == 0
+    assert "resumes" in capsys.readouterr().out
+    assert main(args) == 0
+    cfg = json.loads((meta_out / "config.json").read_text())
+    assert cfg["init"].endswith("best.safetensors") and cfg["epochs"] == 2
+    mt, meta = load_checkpoint(meta_out / "best.safetensors", expect_model="tiny-test")
+    assert mt.classifier is None and meta["stage"] == "metatrain" and meta["val_episodes"] == 2
+
+    assert main(args[:-2] + ["--lr", "0.5"]) == 2          # changed config on a finished run -> clear error
+    assert "different config" in capsys.readouterr().err
+
+    report = tmp_path / "eval.json"
+    assert main(["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random",
+                 str(meta_out / "best.safetensors"), "--domains", data, "--episodes", "3", "--resolution", "32",
+                 "--json", str(report), "--no-progress", "--card", str(tmp_path / "card.md"),
+                 "--pretrain-run", str(pre), "--metatrain-run", str(meta_out)]) == 0
+    res = json.loads(report.read_text())["results"][data]
+    assert set(res) == {"random", str(meta_out / "best.safetensors")}
+    assert all(r["n"] == 3 and 0 <= r["mean"] <= 1 for r in res.values())
+    card = (tmp_path / "card.md").read_text()
+    assert "tinytrain metatrain --batch-episodes 1" in card and "--lr 0.01 --min-lr" in card
+    assert "tinytrain checkpoint-eval --model tiny-test --checkpoints random" in card and "± " in card
+
+
+def test_metatrain_survives_sigkill_mid_epoch(tmp_path):
+    """A real kill -9 of `tinytrain metatrain` mid-epoch; the same command then finishes the run with
+    exactly the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+    from tinytrain.fewshot.state import load_state
+
+    data = str(write_png_folder(tmp_path / "data", classes=15, per_class=8))
+    args = ["metatrain", "--model", "tiny-test", "--data", data, "--resolution", "32", "--ways", "3",
+            "--shots", "2", "--queries", "2", "--val-episodes", "1", "--epochs", "2", "--episodes-per-epoch", "60",
+            "--warmup-epochs", "1", "--lr", "0.01", "--save-every", "3", "--log-every", "1", "--no-progress",
+            "--device", "cpu"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "tinytrain", *args, "--out", str(killed)],
+                            env=os.environ | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
+    log = killed / "log.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and any(json.loads(l).get("step", 0) >= 7 for l in log.read_text().splitlines()[1:]):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    cut = load_state(killed / "state.safetensors")["step"]
+    assert 0 < cut < 60                                         # state from the middle of epoch 1
+    assert main([*args, "--out", str(killed)]) == 0             # same command: resumes
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    a = load_file(str(killed / "last.safetensors"))
+    b = load_file(str(tmp_path / "whole" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(l)["step"] for l in log.read_text().splitlines() if "loss" in l]
+    assert steps == list(range(1, 121))                         # no step lost or logged twice

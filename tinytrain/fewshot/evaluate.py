@@ -1,0 +1,118 @@
+"""None (no fine-tuning) few-shot accuracy: ProtoNet nearest-centroid with cosine similarity.
+
+Used for validation during training and for checkpoint cards, where several backbones are scored on
+the very same episodes (each task is loaded once and given to every backbone).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, asdict
+from typing import Iterable
+
+import torch
+
+from ..data.types import Task
+from ..models.backbone import Backbone
+from .protonet import CosineClassifier, class_prototypes
+
+
+@dataclass
+class AccuracySummary:
+    """Mean accuracy over episodes with the 95 % confidence half-width 1.96 * std / sqrt(n)."""
+
+    mean: float
+    ci95: float
+    n: int
+    accs: list[float]
+
+    def to_dict(self, with_accs: bool = False) -> dict:
+        d = asdict(self)
+        if not with_accs:
+            d.pop("accs")
+        return d
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f} % (n={self.n})"
+
+
+def summarize(accs: list[float]) -> AccuracySummary:
+    n = len(accs)
+    if n == 0:
+        raise ValueError("no episodes to summarise; evaluate at least one episode")
+    mean = sum(accs) / n
+    var = sum((a - mean) ** 2 for a in accs) / (n - 1) if n > 1 else 0.0
+    return AccuracySummary(mean, 1.96 * math.sqrt(var / n), n, list(accs))
+
+
+def _features(backbone: Backbone, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    device = next(backbone.parameters()).device
+    return torch.cat([backbone(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def none_accuracy(backbone: Backbone, task: Task) -> float:
+    """Query accuracy of nearest-prototype classification (BN in eval mode, no training)."""
+    backbone.eval()
+    head = CosineClassifier()   # scale and bias do not change the arg-max
+    protos = class_prototypes(_features(backbone, task.support_x), task.support_y.to(_device(backbone)))
+    logits = head.to(protos.device)(_features(backbone, task.query_x), protos)
+    return float((logits.argmax(-1).cpu() == task.query_y).float().mean())
+
+
+def _device(backbone: Backbone) -> torch.device:
+    return next(backbone.parameters()).device
+
+
+def evaluate_none(backbones: dict[str, Backbone], tasks: Iterable[Task],
+                  progress: bool = False) -> dict[str, AccuracySummary]:
+    """Score every backbone on the same tasks; returns name -> summary."""
+    accs: dict[str, list[float]] = {name: [] for name in backbones}
+    tasks = _progress(tasks, progress, "episodes")
+    for task in tasks:
+        for name, backbone in backbones.items():
+            accs[name].append(none_accuracy(backbone, task))
+    return {name: summarize(a) for name, a in accs.items()}
+
+
+def _progress(it, enabled: bool, unit: str):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+    return tqdm(it, unit=unit, leave=False)
+
+
+def evaluate_checkpoints(model: str, checkpoints: list[str], domains: list[str], episodes: int = 100,
+                         resolution: int = 64, seed: int = 0, mode: str = "metadataset",
+                         ways: int = 5, shots: int = 5, queries: int = 10,
+                         progress: bool = False) -> dict[str, dict[str, AccuracySummary]]:
+    """None accuracy of several checkpoints of `model` on the test split of each domain, on identical
+    episodes. Returns domain -> checkpoint -> summary (plus an "all" entry pooling every episode)."""
+    from ..data import EpisodeSampler, load_task, open_dataset
+    from ..models.weights import load_backbone
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    backbones = {c: load_backbone(model, c)[0] for c in checkpoints}
+    results: dict[str, dict[str, AccuracySummary]] = {}
+    pooled: dict[str, list[float]] = {c: [] for c in checkpoints}
+    for domain in domains:
+        from pathlib import Path
+        dataset = open_dataset(domain, split="all" if Path(domain).expanduser().is_dir() else "test")
+        sampler = EpisodeSampler(dataset, mode=mode, ways=ways, shots=shots, queries=queries, seed=seed)
+        tasks = (load_task(dataset, sampler.episode(i), resolution) for i in range(episodes))
+        results[domain] = evaluate_none(backbones, tasks, progress)
+        for c in checkpoints:
+            pooled[c] += results[domain][c].accs
+    if len(domains) > 1:
+        results["all"] = {c: summarize(a) for c, a in pooled.items()}
+    return results
+
+
+def format_table(results: dict[str, dict[str, AccuracySummary]]) -> str:
+    """Markdown table: one row per domain, one column per checkpoint, 'mean ± ci95' in %."""
+    names = list(next(iter(results.values())))
+    lines = ["| domain | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for domain, row in results.items():
+        cells = [f"{100 * row[n].mean:.1f} ± {100 * row[n].ci95:.1f}" for n in names]
+        lines.append(f"| {domain} (n={row[names[0]].n}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

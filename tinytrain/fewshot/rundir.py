@@ -1,0 +1,72 @@
+"""One training run's folder: its full config, a JSONL log, checkpoints and a resumable state.
+
+    out/config.json        the run's full configuration (written before training starts)
+    out/log.jsonl          one JSON record per log interval and per validation
+    out/best.safetensors   backbone with the best validation accuracy so far
+    out/last.safetensors   backbone at the end of the latest epoch
+    out/state.safetensors  optimizer, counters, RNG: what `resume` needs (pickle-free)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .state import load_state, save_state
+
+# Fields that may differ between an interrupted run and the command that resumes it.
+OPERATIONAL_FIELDS = {"save_every_steps", "log_every_steps", "progress", "device", "nproc"}
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    log_path = property(lambda self: self.path / "log.jsonl")
+    state_path = property(lambda self: self.path / "state.safetensors")
+    best_path = property(lambda self: self.path / "best.safetensors")
+    last_path = property(lambda self: self.path / "last.safetensors")
+
+    def prepare(self, config: dict, restart: bool = False, write: bool = True) -> dict | None:
+        """Write config.json; return the saved state to resume from, or None for a fresh run.
+
+        A folder holding a run with a different config is refused rather than overwritten.
+        `write=False` (ranks other than 0) only reads."""
+        if write:
+            self.path.mkdir(parents=True, exist_ok=True)
+        if restart and write:
+            for p in (self.state_path, self.log_path, self.best_path, self.last_path):
+                p.unlink(missing_ok=True)
+        state = None
+        if self.state_path.is_file():
+            old = json.loads(self.config_path.read_text()) if self.config_path.is_file() else {}
+            diff = sorted(k for k in set(old) | set(config)
+                          if k not in OPERATIONAL_FIELDS and old.get(k) != config.get(k))
+            if diff:
+                k = diff[0]
+                raise ValueError(f"{self.path} holds an unfinished run with a different config "
+                                 f"({k}: {old.get(k)!r} there, {config.get(k)!r} now); pass another --out, "
+                                 "the same options to resume, or --restart to discard it")
+            state = load_state(self.state_path)
+            if write:
+                self.truncate_log(state["step"])
+        if write:
+            self.config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return state
+
+    def save_state(self, state: dict) -> None:
+        save_state(self.state_path, state)
+
+    def log(self, record: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_log(self) -> list[dict]:
+        if not self.log_path.is_file():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def truncate_log(self, step: int) -> None:
+        """Drop records written after the saved state (they will be produced again on resume)."""
+        kept = [r for r in self.read_log() if r.get("step", 0) <= step]
+        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
