@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/tinytrain demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -x -q tests
+	$(BIN)/python -m pytest -x tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,5 +1,24 @@
-"""Sub-commands of this area are registered here (filled in by the area's issue)."""
+"""`tinytrain export`: an adapted model as one ONNX or TorchScript file (image -> class scores)."""
+from __future__ import annotations
+
+from pathlib import Path
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("export", help="export a model saved by `tinytrain adapt --save` to ONNX or TorchScript")
+    p.add_argument("--model-dir", required=True, metavar="OUT", help="directory written by `adapt --save`")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file (a FILE.json sidecar is written too)")
+    p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13, loads in most runtimes)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from ..deploy.adapted import load_adapted
+    from ..deploy.export import export_model
+
+    adapted = load_adapted(args.model_dir)
+    out = export_model(adapted, args.format, Path(args.out), args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.name}.json: input 'image' "
+          f"(N, 3, {adapted.resolution}, {adapted.resolution}) RGB in [0, 1] -> 'scores' (N, {len(adapted.classes)})")
+    return 0

@@ -1,5 +1,91 @@
-"""Sub-commands of this area are registered here (filled in by the area's issue)."""
+"""`tinytrain plan`: the update plan and its predicted cost, and whether it fits, without training."""
+from __future__ import annotations
+
+import json
+
+from . import UserError
+from .adapt import add_budget_arguments, add_model_arguments
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("plan", help="show what an adaptation would update and cost, and whether it fits a device")
+    add_model_arguments(p)
+    p.add_argument("--support", metavar="DIR", help="support images, DIR/<class>/<image> (needed for tinytrain)")
+    p.add_argument("--method", default="tinytrain",
+                   help="tinytrain (default; Fisher pass + selection on --support) or a baseline: "
+                        "fulltrain|lastlayer|tinytl|sparseupdate")
+    add_budget_arguments(p)
+    p.add_argument("--devices-file", metavar="JSON", help="extra device profiles (same shape as the built-in table)")
+    p.add_argument("--list-devices", action="store_true", help="list the device profiles and exit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run_plan)
+
+
+def run_plan(args) -> int:
+    from ..costs.devices import list_devices
+    from ..deploy.planning import PLANNED_METHODS, make_plan
+    from ..deploy.session import load_task_folders, resolve_budgets
+    from ..models.specs import get_spec
+
+    if args.list_devices:
+        devices = list_devices(args.devices_file)
+        if args.json:
+            print(json.dumps([d.to_dict() for d in devices], indent=2))
+        else:
+            for d in devices:
+                print(f"{d.name:<14} {d.description}")
+        return 0
+    if args.method not in PLANNED_METHODS:
+        raise UserError(f"--method {args.method!r} has no plan; choose one of {', '.join(PLANNED_METHODS)}")
+    budgets = resolve_budgets(args.memory_budget, args.compute_budget, args.device, args.devices_file)
+    if args.method == "tinytrain" and budgets.memory_bytes is None:
+        raise UserError("TinyTrain needs a memory budget: give --device NAME or --memory-budget (e.g. 1MB)")
+    spec = get_spec(args.model)
+    backbone = support = None
+    if args.method == "tinytrain":
+        if not args.support:
+            raise UserError("TinyTrain's plan depends on the task: give --support DIR (one folder per class)")
+        from ..models.weights import load_backbone
+        import torch
+        torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
+        backbone, _ = load_backbone(args.model, args.checkpoint)
+        support, _ = load_task_folders(args.support, None, args.resolution)
+    result = make_plan(spec, args.method, budgets, args.resolution, backbone,
+                       support.x if support else None, support.y if support else None, args.seed)
+    print(json.dumps(result, indent=2) if args.json else format_plan(result))
+    return 0
+
+
+def format_plan(r: dict) -> str:
+    from ..costs.units import format_bytes, format_macs
+
+    lines = [f"{r['method']} on {r['model']} at {r['resolution']} px, batch {r['batch_size']}"
+             + (f", device {r['device']}" if r.get("device") else "")]
+    rows = r.get("plan") or []
+    if rows:
+        lines.append(f"{'layer':>5}  {'name':<16} {'channels':>12}  {'score':>10}")
+        shown = rows if len(rows) <= 20 else rows[:8] + [None] + rows[-8:]
+        for row in shown:
+            if row is None:
+                lines.append(f"{'...':>5}  ({len(rows) - 16} more layers)")
+                continue
+            score = row.get("score")
+            lines.append(f"{row['layer']:>5}  {row['name']:<16} {row['channels_updated']:>5} / "
+                         f"{row['channels_total']:<5} {'-' if score is None else f'{score:.4g}':>10}")
+    m = r["memory"]
+    lines.append("predicted backward memory: " + ", ".join(
+        f"{k.replace('_', ' ')} {format_bytes(m[k])}" for k in ("updated_weights", "optimizer_state",
+                                                               "activations", "biases")) +
+                 f"; total {format_bytes(m['total'])}")
+    if r.get("memory_needed_bytes") != m["total"]:
+        lines.append(f"memory needed on the device (all weights in RAM): {format_bytes(r['memory_needed_bytes'])}")
+    lines.append(f"backward MACs: {format_macs(r['backward_macs'])} ({100 * r['compute_share']:.1f} % of FullTrain)")
+    if r.get("selection_seconds") is not None:
+        lines.append(f"Fisher pass + selection: {r['selection_seconds']:.2f} s")
+    verdict = "fits" if r["fits"] else "does NOT fit"
+    why = [w for w, ok in (("memory", r.get("fits_memory")), ("compute", r.get("fits_compute")),
+                           ("flash", r.get("fits_flash"))) if ok is False]
+    budget = f"memory budget {format_bytes(r['memory_budget_bytes'])}" if r.get("memory_budget_bytes") else ""
+    lines.append(f"{verdict}" + (f" ({budget})" if budget else "") + (f": over on {', '.join(why)}" if why else ""))
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""An adapted model on disk: what `tinytrain adapt --save OUT` writes and `predict`/`export` read.
+
+    OUT/model.safetensors   the adapted backbone (a tinytrain checkpoint, see models.weights)
+    OUT/head.safetensors    prototypes (K, D), cosine-classifier scale and bias
+    OUT/adapted.json        model, classes, resolution, normalisation, method, report, update plan
+
+The directory is written under a temporary name and renamed into place, so a crash or a bad input
+never leaves a half-written OUT behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..fewshot.protonet import CosineClassifier
+from ..methods.base import Predictor
+from ..models.weights import load_checkpoint, save_checkpoint
+
+FORMAT = "tinytrain-adapted"
+FORMAT_VERSION = 1
+MODEL_FILE, HEAD_FILE, META_FILE = "model.safetensors", "head.safetensors", "adapted.json"
+
+
+@dataclass
+class AdaptedModel:
+    """A predictor plus everything needed to feed it images and to explain how it was made."""
+
+    predictor: Predictor
+    model: str
+    resolution: int
+    classes: list[str]
+    normalisation: dict
+    method: str
+    report: dict = field(default_factory=dict)       # AdaptReport.to_dict()
+    update_plan: dict | None = None                  # UpdatePlan.to_dict() when the method has one
+    info: dict = field(default_factory=dict)         # checkpoint, seed, query accuracy, ...
+
+    def metadata(self) -> dict:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "model": self.model,
+                "resolution": self.resolution, "classes": self.classes,
+                "normalisation": self.normalisation, "method": self.method,
+                "report": self.report, "update_plan": self.update_plan, "info": self.info}
+
+
+def _write_bundle(folder: Path, adapted: AdaptedModel) -> None:
+    p = adapted.predictor
+    save_checkpoint(folder / MODEL_FILE, p.backbone, meta={"adapted": True, "method": adapted.method})
+    save_file({"prototypes": p.prototypes.detach().contiguous().float().cpu(),
+               "scale": p.head.scale.detach().reshape(()).float().cpu().contiguous(),
+               "bias": p.head.bias.detach().reshape(()).float().cpu().contiguous()},
+              str(folder / HEAD_FILE), metadata={"format": FORMAT})
+    (folder / META_FILE).write_text(json.dumps(adapted.metadata(), indent=2, default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    raise TypeError(f"cannot store {type(obj).__name__} in adapted.json")
+
+
+def is_adapted_dir(folder: str | Path) -> bool:
+    meta = Path(folder) / META_FILE
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == FORMAT
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def save_adapted(out_dir: str | Path, adapted: AdaptedModel) -> Path:
+    """Write `adapted` to `out_dir` atomically. An existing adapted-model directory is replaced;
+    any other non-empty directory is refused rather than overwritten."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--save {out} is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not is_adapted_dir(out):
+        raise ValueError(f"--save {out} is a non-empty directory that is not a saved tinytrain model; "
+                         "choose a new or empty directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_bundle(tmp, adapted)
+        _apply_umask(tmp)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder; give the result the permissions a plain mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for f in folder.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+
+
+def load_adapted(folder: str | Path) -> AdaptedModel:
+    """Read a directory written by `save_adapted` (or `tinytrain adapt --save`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model directory {folder} does not exist; create it with `tinytrain adapt --save`")
+    if not is_adapted_dir(folder):
+        raise ValueError(f"{folder} is not a saved tinytrain model (no valid {META_FILE}); "
+                         "create one with `tinytrain adapt ... --save DIR`")
+    meta = json.loads((folder / META_FILE).read_text())
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{folder} was written by a newer tinytrain (format version {meta['version']}); upgrade")
+    backbone, _ = load_checkpoint(folder / MODEL_FILE, expect_model=meta["model"])
+    head_t = load_file(str(folder / HEAD_FILE))
+    protos = head_t["prototypes"]
+    if protos.shape != (len(meta["classes"]), backbone.feature_dim):
+        raise ValueError(f"{folder}: prototypes have shape {tuple(protos.shape)}, expected "
+                         f"({len(meta['classes'])}, {backbone.feature_dim}); the directory is inconsistent")
+    head = CosineClassifier(float(head_t["scale"]), float(head_t["bias"]))
+    predictor = Predictor(backbone, protos, head, list(meta["classes"]))
+    return AdaptedModel(predictor, meta["model"], int(meta["resolution"]), list(meta["classes"]),
+                        meta["normalisation"], meta["method"], meta.get("report") or {},
+                        meta.get("update_plan"), meta.get("info") or {})
+
+
+def classify(adapted: AdaptedModel, x: torch.Tensor, top: int = 1) -> list[dict]:
+    """Class scores -> per image {label, score, probabilities of the top classes}."""
+    logits = adapted.predictor.predict(x)
+    probs = logits.softmax(-1)
+    k = min(top, probs.shape[1])
+    out = []
+    for row_p, row_l in zip(probs, logits):
+        vals, idx = row_p.topk(k)
+        out.append({"label": adapted.classes[int(idx[0])], "score": float(row_l[idx[0]]),
+                    "top": [{"label": adapted.classes[int(i)], "probability": round(float(v), 6)}
+                            for v, i in zip(vals, idx)]})
+    return out

@@ -1,0 +1,111 @@
+"""`tinytrain plan`: what an adaptation would update and cost, and whether it fits, before training.
+
+TinyTrain's plan needs the user's support set (one Fisher pass, then the budgeted selection);
+the baselines' plans are fixed by the method (FullTrain: everything at batch 100, ...) and are
+priced by the same analytic cost model, so the two can be compared side by side.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..costs.baselines import fulltrain_plan, lastlayer_plan, sparseupdate_plan, tinytl_plan
+from ..costs.devices import DeviceProfile, check_fit
+from ..costs.model import CostModel
+from ..costs.plan import UpdatePlan
+from ..methods.base import AdaptConfig
+from ..models.backbone import Backbone
+from ..models.specs import ArchSpec, conv_layers
+from .session import Budgets, compute_budget_macs, make_method
+
+FIXED_PLANS = {"fulltrain": fulltrain_plan, "lastlayer": lastlayer_plan, "tinytl": tinytl_plan,
+               "sparseupdate": sparseupdate_plan}
+PLANNED_METHODS = ("tinytrain",) + tuple(FIXED_PLANS)
+
+
+def plan_rows(spec: ArchSpec, plan: UpdatePlan) -> list[dict]:
+    """{layer, name, channels_updated, channels_total, score} rows for a plan without scores."""
+    layers = conv_layers(spec, plan.resolution)
+    rows = []
+    for u in plan.layers:
+        layer = layers[u.index]
+        total = layer.cin if (u.axis == "in" and layer.groups == 1) else layer.cout
+        rows.append({"layer": u.index, "name": layer.name, "channels_updated": u.n_channels(total),
+                     "channels_total": total, "score": None})
+    return rows
+
+
+def fixed_plan(method: str, spec: ArchSpec, resolution: int, optimizer: str = "adam") -> UpdatePlan:
+    """A baseline's update plan at the paper's batch size (FullTrain/TinyTL 100, others 1)."""
+    if method not in FIXED_PLANS:
+        raise ValueError(f"no fixed plan for {method!r}; choose one of {', '.join(PLANNED_METHODS)}")
+    if method == "sparseupdate":
+        return sparseupdate_plan(spec, None, resolution, optimizer)
+    return FIXED_PLANS[method](spec, resolution, optimizer)
+
+
+def tinytrain_plan(backbone: Backbone, support_x: torch.Tensor, support_y: torch.Tensor, config: AdaptConfig
+                   ) -> tuple[UpdatePlan, list[dict], float]:
+    """TinyTrain's dry run on the support set: (update plan, scored rows, selection seconds)."""
+    method = make_method("tinytrain", backbone, config)
+    t0 = time.perf_counter()
+    report = method.plan(support_x, support_y)
+    seconds = report.selection_seconds or (time.perf_counter() - t0)
+    raw = (report.extra or {}).get("update_plan")
+    if raw is None:
+        raise ValueError("the tinytrain method returned no update plan; it cannot be priced")
+    plan = raw if isinstance(raw, UpdatePlan) else UpdatePlan.from_dict(raw.to_dict() if hasattr(raw, "to_dict") else raw)
+    return plan, list(report.plan), float(seconds)
+
+
+def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
+    """Memory per component, backward MACs, and whether the plan fits the device or the budgets."""
+    model = CostModel(spec, plan.resolution)
+    mem = model.backward_memory(plan)
+    macs = model.backward_macs(plan)
+    out = {"memory": mem.to_dict(), "predicted_memory_bytes": mem.total, "backward_macs": macs,
+           "fulltrain_backward_macs": 2 * model.forward_macs}
+    out["compute_share"] = macs / (2 * model.forward_macs)
+    if isinstance(budgets.device, DeviceProfile):
+        fit = check_fit(spec, plan, budgets.device)
+        out |= {"device_fit": fit.to_dict()} | {k: getattr(fit, k) for k in ("fits", "fits_memory", "fits_compute",
+                                                                        "fits_flash")}
+        out["memory_needed_bytes"] = fit.memory_needed_bytes
+        # explicit --memory-budget / --compute-budget tighten the device's own budgets
+        if budgets.memory_bytes is not None and budgets.memory_bytes < fit.memory_budget_bytes:
+            out["fits_memory"] = fit.memory_needed_bytes <= budgets.memory_bytes
+        limit = compute_budget_macs(spec, budgets.compute, plan.resolution)
+        if limit is not None:
+            out["fits_compute"] = macs <= limit
+        out["fits"] = bool(out["fits_memory"] and out["fits_compute"] and out["fits_flash"])
+    else:
+        limit = compute_budget_macs(spec, budgets.compute, plan.resolution)
+        out["fits_memory"] = budgets.memory_bytes is None or mem.total <= budgets.memory_bytes
+        out["fits_compute"] = limit is None or macs <= limit
+        out["fits"] = bool(out["fits_memory"] and out["fits_compute"])
+        out["memory_needed_bytes"] = mem.total
+    return out
+
+
+def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
+              backbone: Backbone | None = None, support_x: torch.Tensor | None = None,
+              support_y: torch.Tensor | None = None, seed: int = 0) -> dict:
+    """The whole `tinytrain plan` answer for one method, as a JSON-ready dict. TinyTrain needs the
+    backbone and the support set; the baselines' plans need only the architecture."""
+    model = spec.name
+    result = {"model": model, "method": method, "resolution": resolution} | budgets.to_dict()
+    if method == "tinytrain":
+        if support_x is None or backbone is None:
+            raise ValueError("TinyTrain's plan depends on the task: give --support DIR")
+        config = AdaptConfig(seed=seed, resolution=resolution, memory_budget=budgets.memory_bytes,
+                             compute_budget=budgets.compute)
+        torch.manual_seed(seed)
+        plan, rows, seconds = tinytrain_plan(backbone, support_x, support_y, config)
+        result |= {"selection_seconds": seconds}
+    else:
+        plan = fixed_plan(method, spec, resolution)
+        rows = plan_rows(spec, plan)
+    result |= {"batch_size": plan.batch_size, "plan": rows, "update_plan": plan.to_dict()}
+    result |= price_plan(spec, plan, budgets)
+    return result

@@ -1,0 +1,140 @@
+"""One adaptation from the user's folders: load, check, fit, report (what `tinytrain adapt` runs).
+
+Inputs are checked before any training, and nothing is written until the adapted model exists,
+so a bad input never leaves a half-written model directory behind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..methods.base import AdaptConfig, Method
+from ..models.backbone import Backbone
+from .adapted import AdaptedModel
+from .images import LabeledImages, load_class_folder, normalisation
+
+# The methods the CLI offers (the engine area registers them in tinytrain.methods).
+METHOD_NAMES = ("none", "lastlayer", "fulltrain", "tinytl", "sparseupdate", "tinytrain")
+
+
+def make_method(name: str, backbone: Backbone, config: AdaptConfig) -> Method:
+    """Build an adaptation method by name (the methods registry; unknown names get a clear error)."""
+    from ..methods import make_method as registry_make
+    return registry_make(name, backbone, config)
+
+
+@dataclass
+class Budgets:
+    """Resolved budgets: bytes, and a compute budget as a fraction (<= 1) or a MAC count, plus the
+    device they came from (if any)."""
+
+    memory_bytes: int | None = None
+    compute: float | int | None = None
+    device: object | None = None       # costs.devices.DeviceProfile
+
+    def to_dict(self) -> dict:
+        d = {"memory_budget_bytes": self.memory_bytes, "compute_budget": self.compute}
+        if self.device is not None:
+            d["device"] = getattr(self.device, "name", str(self.device))
+        return d
+
+
+def resolve_budgets(memory: str | int | None = None, compute: str | float | None = None,
+                    device: str | None = None, devices_file: str | Path | None = None) -> Budgets:
+    """Budgets from --memory-budget / --compute-budget / --device; explicit budgets override the device's."""
+    from ..costs.units import parse_bytes, parse_compute_budget
+
+    profile = None
+    mem = comp = None
+    if device:
+        try:
+            from ..costs.devices import get_device
+        except ImportError:
+            raise ValueError("device profiles are not available in this installation; "
+                             "give --memory-budget and --compute-budget instead") from None
+        profile = get_device(device, devices_file)
+        mem = getattr(profile, "memory_budget_bytes", None)
+        comp = getattr(profile, "compute_budget", None)
+    if memory is not None:
+        mem = parse_bytes(memory)
+        if mem <= 0:
+            raise ValueError(f"--memory-budget must be positive (got {memory!r})")
+    if compute is not None:
+        comp = parse_compute_budget(compute)
+    return Budgets(mem, comp, profile)
+
+
+def compute_budget_macs(spec, budget: float | int | None, resolution: int) -> int | None:
+    """A compute budget in MACs (a fraction is of FullTrain's backward MACs at `resolution`)."""
+    if budget is None:
+        return None
+    from ..costs.model import compute_budget_macs as to_macs
+    return int(to_macs(spec, budget, resolution))
+
+
+def check_support(support: LabeledImages, where: str = "support") -> None:
+    """Few-shot adaptation needs at least two classes, each with at least one image."""
+    if len(support.classes) < 2:
+        raise ValueError(f"the {where} set has a single class ({support.classes[0]!r}); few-shot adaptation "
+                         "needs at least two class folders")
+
+
+def load_task_folders(support_dir: str | Path, query_dir: str | Path | None, resolution: int
+                      ) -> tuple[LabeledImages, LabeledImages | None]:
+    support = load_class_folder(support_dir, resolution)
+    check_support(support)
+    query = load_class_folder(query_dir, resolution, classes=support.classes) if query_dir else None
+    return support, query
+
+
+def _update_plan_of(report) -> dict | None:
+    extra = report.extra or {}
+    for key in ("update_plan", "plan", "UpdatePlan"):
+        value = extra.get(key)
+        if isinstance(value, dict):
+            return value
+        if hasattr(value, "to_dict"):
+            return value.to_dict()
+    return None
+
+
+def check_within_budgets(report_dict: dict, budgets: Budgets, compute_macs: int | None) -> None:
+    """The method promised to respect the budgets; refuse to save a model that does not."""
+    mem, macs = report_dict.get("predicted_memory_bytes"), report_dict.get("backward_macs")
+    if budgets.memory_bytes is not None and mem and mem > budgets.memory_bytes:
+        raise ValueError(f"method {report_dict['method']} predicts {mem} bytes, over the memory budget of "
+                         f"{budgets.memory_bytes} bytes; raise --memory-budget or choose --method tinytrain")
+    if compute_macs is not None and macs and macs > compute_macs:
+        raise ValueError(f"method {report_dict['method']} needs {macs} backward MACs, over the compute budget "
+                         f"of {compute_macs}; raise --compute-budget or choose --method tinytrain")
+
+
+def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, query: LabeledImages | None,
+                     method: str, config: AdaptConfig, budgets: Budgets | None = None,
+                     info: dict | None = None) -> tuple[AdaptedModel, dict]:
+    """Fit `method` on the support images; returns the adapted model and the summary `adapt` prints."""
+    budgets = budgets or Budgets()
+    config.memory_budget = budgets.memory_bytes if budgets.memory_bytes is not None else config.memory_budget
+    config.compute_budget = budgets.compute if budgets.compute is not None else config.compute_budget
+    torch.manual_seed(config.seed)
+    m = make_method(method, backbone, config)
+    predictor = m.fit(support.x, support.y)
+    predictor.class_names = list(support.classes)
+    report = m.report
+    rd = report.to_dict()
+    rd["method"] = rd.get("method") or method
+    check_within_budgets(rd, budgets, compute_budget_macs(backbone.spec, budgets.compute, config.resolution))
+    summary = {k: rd.get(k) for k in ("method", "plan", "predicted_memory_bytes", "measured_saved_bytes",
+                                      "backward_macs", "selection_seconds", "train_seconds")}
+    summary |= {"model": model, "resolution": config.resolution, "classes": list(support.classes),
+                "support_images": len(support.y), "mixed_image_sizes": support.mixed_sizes,
+                "seed": config.seed} | budgets.to_dict()
+    if query is not None:
+        acc = predictor.accuracy(query.x, query.y)
+        summary |= {"query_accuracy": acc, "query_images": len(query.y)}
+    adapted = AdaptedModel(predictor, model, config.resolution, list(support.classes), normalisation(),
+                           rd["method"], rd, _update_plan_of(report),
+                           (info or {}) | {k: summary[k] for k in summary if k in ("seed", "query_accuracy")})
+    return adapted, summary
