@@ -43,3 +43,21 @@ def test_score_and_channel_choice():
     w = torch.zeros(4, 3, 1, 1); w[2] = 5; w[0] = 1
     assert select_channels(2, "l2", weight=w) == (0, 2)
     assert select_channels(1, "l2", weight=w.transpose(0, 1).contiguous(), axis="in") == (2,)
+
+
+def _live_tensor_count() -> int:
+    import gc
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+def test_fisher_pass_frees_its_graphs():
+    # A hook that captured its own activation kept every micro-batch's graph (and weights) alive.
+    torch.manual_seed(0)
+    net = build_backbone("tiny-test").eval()
+    x, y = torch.randn(12, 3, 32, 32), torch.arange(3).repeat_interleave(4)
+    layers = list(range(10, 16))
+    fisher_information(net, x, y, layers, batch_size=1)      # warm-up (lazy one-off state)
+    before = _live_tensor_count()
+    fisher_information(net, x, y, layers, batch_size=1)
+    assert _live_tensor_count() <= before

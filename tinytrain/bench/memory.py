@@ -117,9 +117,8 @@ def measure_in_this_process(cfg: dict) -> dict:
                          compute_budget=parse_compute_budget(cfg["compute_budget"]))
     if method_name != "tinytrain":
         config.memory_budget = config.compute_budget = None
-    if method_name != "none":
-        # the no-grad passes (prototypes, frozen prefix) run at the training batch, as on a device
-        config.options["prefix_batch_size"] = config.batch_size
+    # the no-grad passes (prototypes, frozen prefix) run at the training batch, as on a device
+    config.options["prefix_batch_size"] = config.batch_size
     method = make_method(method_name, backbone, config)
     _warm_up(torch)
     loaded = _rss()

@@ -121,22 +121,26 @@ def finetune(model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineCla
         with torch.no_grad():
             run = model.suffix if has_prefix else model
             protos = class_prototypes(torch.cat([run(cached[i:i + prefix_batch_size]) for i in chunks]), y)
-        z = augment(x, gen)
-        if has_prefix:
-            with torch.no_grad():
-                z = torch.cat([model.prefix(z[i:i + prefix_batch_size]) for i in chunks])
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for i in range(0, n, batch_size):
-            counter = SavedBytesCounter(exclude=set(exclude_storages))
-            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
-                zb = z[i:i + batch_size].clone()   # its own buffer, as on a device (honest byte count)
-                f = model.suffix(zb) if has_prefix else model(zb)
-            with torch.enable_grad():
-                loss = F.cross_entropy(head(f, protos), y[i:i + batch_size], reduction="sum") / n
-                loss.backward()
-            measured = max(measured, counter.bytes)
-            total += float(loss.detach())
+        # Stream the pseudo-query chunk by chunk, so no whole-support-set tensor is built beyond the input:
+        # augmentation draws depend on the chunking (prefix_batch_size), never on the micro-batch size.
+        for c in chunks:
+            z = augment(x[c:c + prefix_batch_size], gen)
+            if has_prefix:
+                with torch.no_grad():
+                    z = model.prefix(z)
+            for j in range(0, len(z), batch_size):
+                counter = SavedBytesCounter(exclude=set(exclude_storages))
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+                    zb = z[j:j + batch_size].clone()   # its own buffer, as on a device (honest byte count)
+                    f = model.suffix(zb) if has_prefix else model(zb)
+                with torch.enable_grad():
+                    loss = F.cross_entropy(head(f, protos), y[c + j:c + j + batch_size], reduction="sum") / n
+                    loss.backward()
+                measured = max(measured, counter.bytes)
+                total += float(loss.detach())
+            del z
         if before_step is not None:
             before_step()
         opt.step()

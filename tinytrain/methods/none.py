@@ -11,5 +11,6 @@ class NoneMethod(Method):
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
         backbone = self.fresh_backbone()
-        protos = support_prototypes(backbone, support_x, support_y)
+        protos = support_prototypes(backbone, support_x, support_y,
+                                    batch_size=int(self.config.options.get("prefix_batch_size", 256)))
         return Predictor(backbone, protos, self.head)

@@ -106,7 +106,8 @@ class TinyTrainMethod(TrainedMethod):
         if fb == "auto":
             fb = max(1, mem_budget // max(per_image, 1))
         fb = int(fb)
-        fisher = fisher_information(backbone, x, y, cands, self.head, batch_size=fb)
+        fisher = fisher_information(backbone, x, y, cands, self.head, batch_size=fb,
+                                    prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)))
         potential = fisher.potential
         scores = layer_scores(layers, potential, self.option("score"))
         if self.option("layer_choice") == "score":

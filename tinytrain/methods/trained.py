@@ -108,7 +108,8 @@ class TrainedMethod(Method):
         backbone = built.backbone.eval()
         for p in backbone.parameters():
             p.requires_grad_(True)
-        protos = support_prototypes(backbone, x, y)
+        protos = support_prototypes(backbone, x, y,
+                                    batch_size=int(self.config.options.get("prefix_batch_size", 64)))
         rep = self._report(built, len(x))
         rep.measured_saved_bytes = int(stats["measured_saved_bytes"])
         rep.train_seconds = train_seconds

@@ -66,8 +66,12 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
     acc = {i: torch.zeros(engine.mods[i].conv.out_channels) for i in layers}
 
     def tap(i: int, act: torch.Tensor) -> None:
+        # The hook must not capture `act` itself: act -> hook -> act is a cycle through C++ that Python's
+        # garbage collector cannot see, and it would keep every micro-batch's graph alive.
+        value = act.detach()
+
         def hook(g: torch.Tensor) -> None:
-            acc[i].add_((act.detach() * g).sum((2, 3)).pow(2).sum(0))
+            acc[i].add_((value * g).sum((2, 3)).pow(2).sum(0))
         act.register_hook(hook)
 
     engine.taps = {i: tap for i in layers}
