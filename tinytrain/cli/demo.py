@@ -1,5 +1,84 @@
-"""Sub-commands of this area are registered here (filled in by the area's issue)."""
+"""`tinytrain demo`: the whole pipeline in minutes on a laptop CPU.
+
+Builds (or reuses) the offline pocket benchmark, loads the shipped mcunet-5fps checkpoint, runs every
+method on a few identical episodes of each pocket target domain, and prints the accuracy and cost
+tables and where the plots are. It is `tinytrain eval` with small, printed settings.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from . import UserError
+from .evaluate import add_run_arguments, config_from_args, print_summary
+
+# Sized to finish in under 10 minutes on 2 CPU cores including the pocket build (docs/evaluation.md has
+# the measured time). The learning rates are the ones `tinytrain eval --lr auto` chose for these settings
+# on validation episodes of the pocket source's held-out val classes (grid 1e-4, 1e-3, 1e-2; 6 episodes;
+# the command is in docs/evaluation.md), never on the target domains' test episodes.
+DEMO_LR = {"lastlayer": 1e-4, "fulltrain": 1e-4, "tinytl": 1e-3, "sparseupdate": 1e-4, "tinytrain": 1e-3,
+           "default": 1e-3}
+DEMO_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "pocket",
+                 "domains": "pocket-scripts,pocket-digits,pocket-textures", "methods": "all", "tasks": 6,
+                 "iterations": 20, "lr": DEMO_LR, "mode": "fixed", "ways": 5, "shots": 5,
+                 "queries": 10, "workers": max(1, min(2, os.cpu_count() or 1)), "out": "tinytrain-demo"}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.harness import run_eval
+    from ..bench.summary import write_run_report
+    from ..data.pocket import ensure_pocket, pocket_root
+    from ..models.weights import load_backbone
+
+    t0 = time.perf_counter()
+    config = config_from_args(args)
+    shape = config.episodes
+    print("tinytrain demo: every method on identical few-shot episodes of the pocket benchmark")
+    lr = (", ".join(f"{k} {v:g}" for k, v in config.lr.items() if k != "default") if isinstance(config.lr, dict)
+          else str(config.lr))
+    print(f"  model {config.model} (checkpoint '{config.checkpoint}'), {config.resolution}x{config.resolution} "
+          f"inputs, {config.iterations} fine-tuning iterations (Adam)")
+    print(f"  learning rates (chosen on validation classes): {lr}")
+    if shape.mode == "fixed":
+        print(f"  {config.tasks} tasks per domain, each {shape.ways}-way {shape.shots}-shot with {shape.queries} "
+              f"queries per class; domains: {', '.join(config.domains)}")
+    else:
+        print(f"  {config.tasks} Meta-Dataset-style tasks per domain; domains: {', '.join(config.domains)}")
+    print(f"  methods: {', '.join(v.label for v in config.variants)}; {args.workers} worker process(es)")
+    print(f"  results and plots go to {Path(args.out).resolve()} (rerunning resumes)")
+
+    print(f"[1/3] pocket benchmark at {pocket_root()} ...", flush=True)
+    t = time.perf_counter()
+    ensure_pocket()
+    print(f"      ready ({time.perf_counter() - t:.0f} s)")
+    print(f"[2/3] checkpoint {config.model}/{config.checkpoint} ...", flush=True)
+    try:
+        _, meta = load_backbone(config.model, config.checkpoint)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc}. The demo needs the shipped checkpoint; reinstall tinytrain or pass --checkpoint PATH")
+    print(f"      loaded ({meta.get('checkpoint', config.checkpoint)})")
+    print("[3/3] adapting and evaluating ...", flush=True)
+    out = Path(args.out)
+    records = run_eval(config, out, workers=args.workers, progress=not args.no_progress)
+    text, files = write_run_report(out, config, records)
+    print()
+    print_summary(text, files, out)
+    by = {r["method"]: r for r in records}
+    if "tinytrain" in by and "fulltrain" in by:
+        mem = lambda m: sum(r["predicted_memory_bytes"] for r in records if r["method"] == m)
+        if mem("tinytrain"):
+            print(f"TinyTrain's predicted backward memory is 1/{mem('fulltrain') / mem('tinytrain'):,.0f} of FullTrain's.")
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("demo", help="the whole pipeline in minutes: pocket benchmark, shipped checkpoint, "
+                                    "all methods, tables and plots",
+                       description="Build (or reuse) the pocket benchmark, load the shipped mcunet-5fps checkpoint, "
+                                   "run all methods on a few tasks per pocket target domain and print the accuracy "
+                                   "and cost tables. Every `tinytrain eval` option can override the small defaults.")
+    add_run_arguments(p, DEMO_DEFAULTS)
+    p.set_defaults(func=run, resolution_fallback=64)

@@ -1,5 +1,178 @@
-"""Sub-commands of this area are registered here (filled in by the area's issue)."""
+"""`tinytrain eval`: every method on identical stored episodes of each domain, resumable, in parallel,
+with Table-1/Table-2 style reports, plots and ablations."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from . import UserError
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def _lr(text: str):
+    """'auto', a number, or per-method values 'fulltrain=1e-4,tinytrain=1e-3,default=1e-3'."""
+    if text == "auto":
+        return "auto"
+    try:
+        if "=" in text:
+            pairs = dict(item.split("=", 1) for item in _csv(text))
+            values = {k.strip(): float(v) for k, v in pairs.items()}
+        else:
+            values = {"": float(text)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lr takes a number, 'auto' or METHOD=LR pairs, got {text!r}") from None
+    if any(v <= 0 for v in values.values()):
+        raise argparse.ArgumentTypeError(f"--lr must be positive, got {text!r}")
+    return values[""] if "" in values else values
+
+
+def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """Arguments shared by `eval` and `demo` (the demo only changes their defaults)."""
+    g = p.add_argument_group("what to evaluate")
+    g.add_argument("--model", default=defaults["model"], help="zoo model id (default: %(default)s)")
+    g.add_argument("--checkpoint", default=defaults["checkpoint"],
+                   help="'pocket' (shipped), 'imagenet', 'random' or a checkpoint path (default: %(default)s)")
+    g.add_argument("--domains", default=defaults["domains"],
+                   help="comma-separated pocket domains, SOURCE:PATH Meta-Dataset sources or class-per-folder paths "
+                        "(default: %(default)s)")
+    g.add_argument("--methods", default=defaults["methods"],
+                   help="comma-separated methods, or 'all' (default: %(default)s)")
+    g.add_argument("--tasks", type=int, default=defaults["tasks"], help="episodes per domain (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="fixes episodes and training (default: %(default)s)")
+    g = p.add_argument_group("budgets and training")
+    g.add_argument("--memory-budget", default=None, help="backward memory budget, e.g. 1MB, 512KB (default: per method)")
+    g.add_argument("--compute-budget", default=None, help="compute budget: '15%%' of FullTrain backward MACs or MACs "
+                   "such as 6.5M (default: per method)")
+    g.add_argument("--resolution", type=int, default=None,
+                   help="input size (default: the checkpoint's training resolution, else 128)")
+    g.add_argument("--iterations", type=int, default=defaults["iterations"],
+                   help="fine-tuning iterations per task (default: %(default)s)")
+    g.add_argument("--lr", type=_lr, default=defaults["lr"],
+                   help="learning rate: a number for every method; 'auto' to pick per domain and method from "
+                        "--lr-grid on validation episodes (never test episodes); or METHOD=LR pairs such as "
+                        "fulltrain=1e-4,default=1e-3 (default: %(default)s)")
+    g.add_argument("--lr-grid", default="1e-4,1e-3,1e-2", help="candidates for --lr auto (default: %(default)s)")
+    g.add_argument("--lr-episodes", type=int, default=3, help="validation episodes per lr candidate (default: %(default)s)")
+    g.add_argument("--lr-domain", default=None,
+                   help="domain with a 'val' split to choose lr on when a domain has none (pocket targets use "
+                        "the pocket source automatically)")
+    g = p.add_argument_group("episodes")
+    g.add_argument("--mode", choices=["metadataset", "fixed"], default=defaults["mode"],
+                   help="Meta-Dataset variable way/shot episodes, or fixed N-way K-shot (default: %(default)s)")
+    g.add_argument("--ways", type=int, default=defaults.get("ways"), help="fixed mode: classes per episode")
+    g.add_argument("--shots", type=int, default=defaults.get("shots"), help="fixed mode: support images per class")
+    g.add_argument("--queries", type=int, default=defaults.get("queries"), help="fixed mode: query images per class")
+    g.add_argument("--max-ways", type=int, default=defaults.get("max_ways", 50),
+                   help="metadataset mode: most classes per episode (default: %(default)s)")
+    g.add_argument("--max-support", type=int, default=defaults.get("max_support", 500),
+                   help="metadataset mode: largest support set (default: %(default)s)")
+    g = p.add_argument_group("ablations (each adds its own table and plot)")
+    g.add_argument("--ablate-meta", metavar="CHECKPOINT", default=None,
+                   help="also run every method on this second checkpoint (e.g. the one without meta-training)")
+    g.add_argument("--ablate-score", action="store_true", help="TinyTrain with each layer-selection score variant")
+    g.add_argument("--ablate-channels", action="store_true", help="TinyTrain with Fisher, L2-norm and random channels")
+    g.add_argument("--budget-sweep", default=None, metavar="SIZES",
+                   help="TinyTrain at these memory budgets, e.g. 128KB,256KB,512KB,1MB")
+    g = p.add_argument_group("running")
+    g.add_argument("--workers", type=int, default=defaults["workers"],
+                   help="worker processes, one thread each (default: %(default)s)")
+    g.add_argument("--out", default=defaults["out"], help="run directory (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace):
+    """argparse namespace -> EvalConfig (validates every value with a message naming the flag)."""
+    from ..bench.ablations import build_variants
+    from ..bench.harness import EpisodeShape, EvalConfig, available_methods, checkpoint_resolution
+    from ..costs.units import parse_bytes, parse_compute_budget
+
+    known = available_methods()
+    methods = known if args.methods == "all" else _csv(args.methods)
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; --methods takes 'all' or some of {', '.join(known)}")
+    if args.mode == "fixed" and None in (args.ways, args.shots, args.queries):
+        raise UserError("--mode fixed needs --ways, --shots and --queries")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1 (got {args.workers})")
+    if args.iterations < 0:
+        raise UserError(f"--iterations must be >= 0 (got {args.iterations})")
+    try:
+        grid = tuple(float(x) for x in _csv(args.lr_grid))
+    except ValueError:
+        raise UserError(f"--lr-grid must be comma-separated numbers, got {args.lr_grid!r}") from None
+    budgets = [parse_bytes(b) for b in _csv(args.budget_sweep)] if args.budget_sweep else None
+    variants = build_variants(methods, args.ablate_meta, args.ablate_score, args.ablate_channels, budgets)
+    resolution = args.resolution or checkpoint_resolution(args.model, args.checkpoint,
+                                                          getattr(args, "resolution_fallback", 128))
+    if resolution < 8:
+        raise UserError(f"--resolution must be at least 8 (got {resolution})")
+    shape = EpisodeShape(args.mode, args.ways, args.shots, args.queries, args.max_ways, args.max_support)
+    return EvalConfig(model=args.model, checkpoint=args.checkpoint, domains=_csv(args.domains), variants=variants,
+                      tasks=args.tasks, seed=args.seed,
+                      memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None,
+                      compute_budget=parse_compute_budget(args.compute_budget) if args.compute_budget else None,
+                      resolution=resolution, iterations=args.iterations, lr=args.lr, lr_grid=grid,
+                      lr_episodes=args.lr_episodes, lr_domain=args.lr_domain, episodes=shape)
+
+
+def print_summary(text: str, files: list[Path], out: Path) -> None:
+    print(text)
+    pngs = [f for f in files if f.suffix == ".png"]
+    print(f"report: {out / 'report.md'}")
+    print(f"results: {out / 'results.jsonl'}")
+    if pngs:
+        print("plots: " + ", ".join(str(p) for p in pngs))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.harness import run_eval
+    from ..bench.summary import write_run_report
+
+    config = config_from_args(args)
+    out = Path(args.out)
+    records = run_eval(config, out, workers=args.workers, progress=not args.no_progress)
+    text, files = write_run_report(out, config, records)
+    print_summary(text, files, out)
+    expected = len(config.domains) * config.tasks * len(config.variants)
+    if len(records) < expected:
+        print(f"{expected - len(records)} of {expected} results are missing (failed jobs); "
+              "rerun the same command to retry them")
+        return 1
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    import json
+    from ..bench.harness import EvalConfig
+    from ..bench.results import ResultStore
+    from ..bench.summary import write_run_report
+
+    out = Path(args.dir)
+    if not (out / "config.json").exists():
+        raise UserError(f"{out} is not an evaluation directory (no config.json); pass the --out of a `tinytrain eval` run")
+    config = EvalConfig.from_dict(json.loads((out / "config.json").read_text()))
+    text, files = write_run_report(out, config, ResultStore(out / "results.jsonl").load())
+    print_summary(text, files, out)
+    return 0
+
+
+EVAL_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "pocket",
+                 "domains": "pocket-scripts,pocket-digits,pocket-textures", "methods": "all", "tasks": 200,
+                 "iterations": 40, "lr": "auto", "mode": "metadataset",
+                 "workers": max(1, min(4, os.cpu_count() or 1)), "out": "tinytrain-eval"}
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("eval", help="evaluate methods on few-shot episodes (Table 1/2 style reports, plots, ablations)",
+                       description="Run every method on identical stored episodes of each domain. Results are "
+                                   "appended to OUT/results.jsonl as they finish; rerunning the same command resumes.")
+    add_run_arguments(p, EVAL_DEFAULTS)
+    p.set_defaults(func=run)
+    r = sub.add_parser("eval-report", help="rebuild the tables and plots of an evaluation directory")
+    r.add_argument("dir", help="the --out directory of a `tinytrain eval` run")
+    r.set_defaults(func=report)

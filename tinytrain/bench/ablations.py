@@ -1,0 +1,81 @@
+"""Ablations as extra result columns ("variants") on the same stored episodes.
+
+Each ablation adds variants with their own labels and a `group`; the run evaluates them like any
+method (same episodes, same backbone, same lr procedure), and the report gives each group its own
+table and plot. Variant labels are the `method` field of result records, e.g. `tinytrain[score=fisher]`.
+
+The option names follow the paper's ablations (paper_spec.md 9.6-9.8) and are passed to the method as
+`AdaptConfig.options`:
+- score (Table 3): "fisher" (Fisher only), "fisher/memory", "fisher/compute"; TinyTrain's own
+  Fisher / (memory x compute) is "full", the reference row; plus layer_choice "l2" (layers ranked by
+  weight L2 norm, Table 3's "L2 Norm");
+- channel_choice (Fig. 6b): "l2" and "random" (static) against TinyTrain's dynamic "fisher" (reference);
+- the meta-training ablation runs every method on a second checkpoint;
+- the budget sweep runs TinyTrain at several memory budgets.
+"""
+from __future__ import annotations
+
+from ..costs.units import format_bytes
+from .harness import Variant
+
+SCORE_VARIANTS = ("fisher", "fisher/memory", "fisher/compute")   # reference: "full" (the main tinytrain row)
+CHANNEL_VARIANTS = ("l2", "random")                            # reference: "fisher" (the main tinytrain row)
+GROUP_TITLES = {
+    "meta": "Meta-training ablation: every method on two checkpoints",
+    "score": "Layer-selection criterion ablation (TinyTrain)",
+    "channels": "Channel-selection ablation (TinyTrain)",
+    "budget": "Accuracy against memory budget",
+}
+
+
+def checkpoint_label(checkpoint: str) -> str:
+    """A short label for a checkpoint spec ('pocket', a path -> its file stem)."""
+    from pathlib import Path
+    return Path(checkpoint).stem if ("/" in checkpoint or checkpoint.endswith((".safetensors", ".pth"))) \
+        else checkpoint
+
+
+def main_variants(methods: list[str]) -> list[Variant]:
+    return [Variant(m, m) for m in methods]
+
+
+def meta_variants(methods: list[str], other_checkpoint: str) -> list[Variant]:
+    """Every method again on `other_checkpoint` (e.g. the backbone without meta-training)."""
+    tag = checkpoint_label(other_checkpoint)
+    return [Variant(f"{m}@{tag}", m, checkpoint=other_checkpoint, group="meta") for m in methods]
+
+
+def score_variants(base: str = "tinytrain") -> list[Variant]:
+    return ([Variant(f"{base}[score={s}]", base, {"score": s}, group="score") for s in SCORE_VARIANTS]
+            + [Variant(f"{base}[layers=l2]", base, {"layer_choice": "l2"}, group="score")])
+
+
+def channel_variants(base: str = "tinytrain") -> list[Variant]:
+    return [Variant(f"{base}[channels={c}]", base, {"channel_choice": c}, group="channels")
+            for c in CHANNEL_VARIANTS]
+
+
+def budget_variants(budgets: list[int], methods: tuple[str, ...] = ("tinytrain",)) -> list[Variant]:
+    if not budgets:
+        return []
+    if any(b <= 0 for b in budgets):
+        raise ValueError("every --budget-sweep value must be a positive memory size, e.g. 128KB,256KB,1MB")
+    return [Variant(f"{m}@{format_bytes(b).replace(' ', '')}", m, memory_budget=int(b), group="budget")
+            for m in methods for b in sorted(set(budgets))]
+
+
+def build_variants(methods: list[str], meta_checkpoint: str | None = None, scores: bool = False,
+                   channels: bool = False, budgets: list[int] | None = None) -> list[Variant]:
+    """The full list of result columns for a run: the methods, then each requested ablation."""
+    variants = main_variants(methods)
+    if meta_checkpoint:
+        variants += meta_variants(methods, meta_checkpoint)
+    if (scores or channels or budgets) and "tinytrain" not in methods:
+        raise ValueError("the score, channel and budget ablations vary TinyTrain; include tinytrain in --methods")
+    if scores:
+        variants += score_variants()
+    if channels:
+        variants += channel_variants()
+    if budgets:
+        variants += budget_variants(budgets)
+    return variants

@@ -1,0 +1,510 @@
+"""The evaluation harness: every method on identical stored episodes, results appended as they finish,
+resumable, over K worker processes.
+
+Run directory layout (everything JSON, a user can read and diff it):
+
+    DIR/config.json              the run's settings; a resume into DIR must use the same ones
+    DIR/episodes/<domain>.json   test episodes, sampled once (with the sampler settings in "meta")
+    DIR/episodes/<domain>.val.json  validation episodes used by `--lr auto`
+    DIR/lr.json                  learning rates chosen on validation episodes (with `--lr auto`)
+    DIR/results.jsonl            one record per (domain, task, method), append-only (see results.py)
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..methods.base import AdaptConfig
+from .results import ResultStore, record_key
+
+TRAINING_FREE = {"none"}                 # methods whose result does not depend on the learning rate
+DEFAULT_LR = 1e-3                       # the fixed lr when --lr auto is not used (Adam; paper_spec 12.8)
+DEFAULT_LR_GRID = (1e-4, 1e-3, 1e-2)    # P>M>F's per-domain grid
+
+
+@dataclass
+class Variant:
+    """One column of results: a method with optional overrides (ablations). `label` is the record key."""
+
+    label: str
+    method: str
+    options: dict = field(default_factory=dict)
+    checkpoint: str | None = None        # None: the run's checkpoint
+    memory_budget: int | None = None     # None: the run's budget
+    group: str = "main"                  # main | meta | score | channels | budget
+
+
+@dataclass
+class EpisodeShape:
+    """How test and validation episodes are sampled (see tinytrain.data.sampler.EpisodeSampler)."""
+
+    mode: str = "metadataset"            # metadataset (variable way/shot) | fixed
+    ways: int | None = None
+    shots: int | None = None
+    queries: int | None = None
+    max_ways: int = 50
+    max_support: int = 500
+
+    def sampler_kwargs(self) -> dict:
+        if self.mode == "fixed":
+            return {"mode": "fixed", "ways": self.ways, "shots": self.shots, "queries": self.queries}
+        return {"mode": "metadataset", "max_ways": self.max_ways, "max_support": self.max_support}
+
+
+@dataclass
+class EvalConfig:
+    model: str = "mcunet-5fps"
+    checkpoint: str = "pocket"
+    domains: list[str] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
+    tasks: int = 200
+    seed: int = 0
+    memory_budget: int | None = None
+    compute_budget: float | int | None = None
+    resolution: int = 128
+    iterations: int = 40
+    lr: float | str | dict = DEFAULT_LR  # a number, "auto" (chosen per domain and method on validation data),
+                                         # or {method: lr, "default": lr} (values an earlier `auto` run chose)
+    lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
+    lr_episodes: int = 3
+    lr_domain: str | None = None         # validation data for domains without a validation split
+    split: str = "test"
+    episodes: EpisodeShape = field(default_factory=EpisodeShape)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_grid"] = list(self.lr_grid)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "EvalConfig":
+        d = dict(d)
+        d["variants"] = [Variant(**v) for v in d.get("variants", [])]
+        d["episodes"] = EpisodeShape(**d.get("episodes", {}))
+        d["lr_grid"] = tuple(d.get("lr_grid", DEFAULT_LR_GRID))
+        return EvalConfig(**d)
+
+    def validate(self) -> None:
+        if not self.domains:
+            raise ValueError("no domains to evaluate; pass --domains (pocket target names, SOURCE:PATH or folders)")
+        if not self.variants:
+            raise ValueError("no methods to evaluate; pass --methods")
+        if self.tasks < 1:
+            raise ValueError(f"--tasks must be >= 1 (got {self.tasks})")
+        labels = [v.label for v in self.variants]
+        dup = sorted({l for l in labels if labels.count(l) > 1})
+        if dup:
+            raise ValueError(f"methods listed twice: {', '.join(dup)}; list each once")
+        if isinstance(self.lr, str) and self.lr != "auto":
+            raise ValueError(f"--lr must be a number, 'auto' or METHOD=LR pairs (got {self.lr!r})")
+        if isinstance(self.lr, dict):
+            bad = [k for k in self.lr if k != "default" and k not in available_methods()]
+            if bad:
+                raise ValueError(f"--lr names unknown method(s) {', '.join(bad)}; use METHOD=LR with methods "
+                                 f"from {', '.join(available_methods())}, or default=LR")
+        if self.lr == "auto" and (not self.lr_grid or self.lr_episodes < 1):
+            raise ValueError("--lr auto needs a non-empty --lr-grid and --lr-episodes >= 1")
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Human-readable differences between two stored configs (for refusing a mismatched resume)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k == "variants" and [v["label"] for v in a or []] != [v["label"] for v in b or []]:
+            a, b, k = [v["label"] for v in a or []], [v["label"] for v in b or []], "methods"
+        out.append(f"{k}: stored {json.dumps(a)[:160]} vs now {json.dumps(b)[:160]}")
+    return out
+
+
+def domain_file_stem(domain: str) -> str:
+    """A safe, stable file name for a domain spec (which may be a path)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", domain).strip("._") or "domain"
+    if stem != domain:
+        stem = f"{stem[-40:]}-{hashlib.sha1(domain.encode()).hexdigest()[:8]}"
+    return stem
+
+
+def _write_json_atomic(path: Path, payload) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+# --- data and methods, resolved through the other areas' public APIs --------------------------------
+
+def open_domain(spec: str, split: str):
+    """A domain spec -> dataset of one split (pocket name, 'SOURCE:PATH' or a class-per-folder path)."""
+    from .. import data
+    if split == "test" and Path(spec).expanduser().is_dir():
+        split = "all"                    # a plain folder has no class splits: all of it is test data
+    return data.open_dataset(spec, split)
+
+
+def make_method(name: str, backbone, config: AdaptConfig, head=None):
+    from ..methods import make_method as factory
+    return factory(name, backbone, config, head)
+
+
+def available_methods() -> list[str]:
+    from ..methods import METHODS
+    return list(METHODS)
+
+
+def checkpoint_resolution(model: str, checkpoint: str, default: int = 128) -> int:
+    """The input size a checkpoint was trained at (its metadata), else `default`."""
+    from ..models.weights import load_backbone
+    meta = load_backbone(model, checkpoint)[1]
+    res = meta.get("resolution") or (meta.get("config") or {}).get("resolution")
+    return int(res) if res else default
+
+
+def validation_source(domain: str) -> str | None:
+    """The domain whose validation split stands in when `domain` has none (pocket targets -> source)."""
+    try:
+        from ..data import pocket
+    except ImportError:
+        return None
+    targets = list(getattr(pocket, "POCKET_TARGETS", []))
+    if domain in targets or domain == getattr(pocket, "POCKET_SOURCE", None):
+        return pocket.POCKET_SOURCE
+    return None
+
+
+# --- one worker's view: cached datasets, episodes and backbones --------------------------------------
+
+class Runner:
+    """Runs single (domain, task, variant) jobs; caches what repeated jobs share. One per process."""
+
+    def __init__(self, config: EvalConfig, out_dir: str | Path):
+        self.config, self.out_dir = config, Path(out_dir)
+        self._datasets: dict[tuple[str, str], object] = {}
+        self._episodes: dict[str, list] = {}
+        self._backbones: dict[str, object] = {}
+        self._task_cache: dict[tuple, object] = {}
+
+    def dataset(self, domain: str, split: str):
+        key = (domain, split)
+        if key not in self._datasets:
+            self._datasets[key] = open_domain(domain, split)
+        return self._datasets[key]
+
+    def backbone(self, checkpoint: str | None):
+        """(backbone, head): the head carries the checkpoint's meta-trained cosine scale and bias, if any,
+        so every method starts from the same classifier."""
+        ckpt = checkpoint or self.config.checkpoint
+        if ckpt not in self._backbones:
+            from ..fewshot.protonet import CosineClassifier
+            from ..models.weights import load_backbone
+            backbone, meta = load_backbone(self.config.model, ckpt)
+            h = meta.get("head") or {}
+            head = CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))
+            self._backbones[ckpt] = (backbone.eval(), head)
+        return self._backbones[ckpt]
+
+    def episodes(self, domain: str, kind: str = "test") -> list:
+        key = f"{domain}|{kind}"
+        if key not in self._episodes:
+            from ..data.types import load_episodes
+            suffix = ".json" if kind == "test" else ".val.json"
+            path = self.out_dir / "episodes" / (domain_file_stem(domain) + suffix)
+            self._episodes[key], _ = load_episodes(path)
+        return self._episodes[key]
+
+    def task(self, domain: str, index: int, kind: str = "test"):
+        key = (domain, index, kind)
+        if key not in self._task_cache:
+            from ..data.sampler import load_task
+            if len(self._task_cache) >= 2:
+                self._task_cache.pop(next(iter(self._task_cache)))
+            split = self.config.split if kind == "test" else _val_split_of(self.out_dir, domain)
+            ds_domain = domain if kind == "test" else _val_domain_of(self.out_dir, domain)
+            ep = self.episodes(domain, kind)[index]
+            self._task_cache[key] = (ep, load_task(self.dataset(ds_domain, split), ep, self.config.resolution))
+        return self._task_cache[key]
+
+    def adapt_config(self, variant: Variant, lr: float, task_index: int) -> AdaptConfig:
+        c = self.config
+        return AdaptConfig(iterations=c.iterations, lr=lr, resolution=c.resolution, options=dict(variant.options),
+                           memory_budget=variant.memory_budget if variant.memory_budget is not None else c.memory_budget,
+                           compute_budget=c.compute_budget, seed=c.seed * 100_003 + task_index)
+
+    def run(self, domain: str, index: int, variant: Variant, lr: float, kind: str = "test") -> dict:
+        """Adapt `variant` on one episode's support set and score it on the query set -> a result record."""
+        ep, task = self.task(domain, index, kind)
+        acfg = self.adapt_config(variant, lr, index)
+        torch.manual_seed(acfg.seed)
+        backbone, head = self.backbone(variant.checkpoint)
+        method = make_method(variant.method, backbone, acfg, copy.deepcopy(head))
+        t0 = time.perf_counter()
+        predictor = method.fit(task.support_x, task.support_y)
+        fit_s = time.perf_counter() - t0
+        accuracy = predictor.accuracy(task.query_x, task.query_y)
+        total_s = time.perf_counter() - t0
+        rep = method.report
+        fisher = (rep.extra or {}).get("fisher_potential")
+        return {
+            "domain": domain, "task": index, "method": variant.label, "base_method": variant.method,
+            "checkpoint": variant.checkpoint or self.config.checkpoint, "accuracy": accuracy,
+            "predicted_memory_bytes": int(rep.predicted_memory_bytes or 0),
+            "measured_saved_bytes": None if rep.measured_saved_bytes is None else int(rep.measured_saved_bytes),
+            "backward_macs": int(rep.backward_macs or 0), "seconds": total_s, "fit_seconds": fit_s,
+            "selection_seconds": float(rep.selection_seconds or 0.0), "train_seconds": float(rep.train_seconds or 0.0),
+            "lr": lr, "memory_budget": acfg.memory_budget, "options": variant.options,
+            "ways": ep.ways, "support": len(ep.support), "query": len(ep.query),
+            "plan": [[int(r["layer"]), int(r.get("channels_updated", 0)), int(r.get("channels_total", 0))]
+                     for r in rep.plan if r.get("layer") is not None and r.get("channels_updated", 0)],
+            "fisher_potential": {str(k): float(v) for k, v in fisher.items()} if isinstance(fisher, dict) else None,
+        }
+
+
+def _val_info(out_dir: Path) -> dict:
+    path = out_dir / "episodes" / "validation.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _val_split_of(out_dir: Path, domain: str) -> str:
+    return _val_info(out_dir)[domain]["split"]
+
+
+def _val_domain_of(out_dir: Path, domain: str) -> str:
+    return _val_info(out_dir)[domain]["domain"]
+
+
+# --- worker processes -----------------------------------------------------------------------------------
+
+_WORKER: dict = {}     # per-process cache of the Runner (set once by the pool initializer; never shared)
+
+
+def _worker_init(config_dict: dict, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    _WORKER["runner"] = Runner(EvalConfig.from_dict(config_dict), out_dir)
+
+
+def _job(job: tuple) -> dict:
+    """Run one job; a failure comes back as {'error': ...} so one bad task never stops the run."""
+    domain, index, variant_dict, lr, kind = job
+    variant = Variant(**variant_dict)
+    try:
+        return _WORKER["runner"].run(domain, index, variant, lr, kind)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent with its traceback
+        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                "domain": domain, "task": index, "method": variant.label, "kind": kind}
+
+
+def _run_jobs(config: EvalConfig, out_dir: Path, jobs: list[tuple], workers: int,
+              on_result: Callable[[dict], None], desc: str, progress: bool) -> None:
+    from tqdm import tqdm
+    bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress, dynamic_ncols=True)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            threads = torch.get_num_threads()
+            _worker_init(config.to_dict(), str(out_dir))     # one thread, like a pool worker: comparable times
+            try:
+                for job in jobs:
+                    on_result(_job(job))
+                    bar.update(1)
+            finally:
+                _WORKER.clear()
+                torch.set_num_threads(threads)
+            return
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init,
+                      initargs=(config.to_dict(), str(out_dir))) as pool:
+            for rec in pool.imap_unordered(_job, jobs, chunksize=1):
+                on_result(rec)
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
+    """Create DIR with config.json, or check that an existing DIR was made by the same settings."""
+    config.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    new = json.loads(json.dumps(config.to_dict()))
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = config_differences(old, new)
+        if diff and ResultStore(out / "results.jsonl").load():
+            raise ValueError(f"{out} holds a run with different settings ({'; '.join(diff)}); "
+                             "use a new --out, or repeat the original settings to resume")
+        if diff:       # nothing was evaluated yet (e.g. the first attempt failed early): start over
+            import shutil
+            shutil.rmtree(out / "episodes", ignore_errors=True)
+            (out / "lr.json").unlink(missing_ok=True)
+            _write_json_atomic(path, new)
+    else:
+        _write_json_atomic(path, new)
+    return out
+
+
+def _sampler(dataset, shape: EpisodeShape, seed: int):
+    from ..data.sampler import EpisodeSampler
+    return EpisodeSampler(dataset, seed=seed, **shape.sampler_kwargs())
+
+
+def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = print) -> None:
+    """Sample each domain's test episodes once and store them; later runs (and all methods) reuse them."""
+    from ..data.types import load_episodes, save_episodes
+    ep_dir = out / "episodes"
+    ep_dir.mkdir(exist_ok=True)
+    for domain in config.domains:
+        path = ep_dir / (domain_file_stem(domain) + ".json")
+        dataset = open_domain(domain, config.split)
+        if path.exists():
+            episodes, meta = load_episodes(path)
+            if meta.get("classes") is not None and list(meta["classes"]) != list(dataset.classes):
+                raise ValueError(f"{path} was sampled from a different class list than {domain!r} has now; "
+                                 "use a new --out (the data changed)")
+            if len(episodes) != config.tasks:
+                raise ValueError(f"{path} holds {len(episodes)} episodes, not --tasks {config.tasks}; use a new --out")
+            continue
+        episodes = _sampler(dataset, config.episodes, config.seed).sample(config.tasks)
+        meta = {"domain": domain, "split": config.split, "seed": config.seed, "tasks": config.tasks,
+                "sampler": asdict(config.episodes), "dataset": dataset.name, "classes": list(dataset.classes)}
+        tmp = path.with_suffix(".tmp")
+        save_episodes(tmp, episodes, meta)
+        tmp.replace(path)
+        log(f"sampled {len(episodes)} {config.episodes.mode} episodes of {domain} ({len(dataset.classes)} classes) "
+            f"-> {path}")
+
+
+def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = print) -> None:
+    """Validation episodes for `--lr auto`: from the domain's 'val' split, else from `lr_domain` or the
+    pocket source's 'val' split. Never from the test classes."""
+    from ..data.types import save_episodes
+    info = _val_info(out)
+    for domain in config.domains:
+        path = out / "episodes" / (domain_file_stem(domain) + ".val.json")
+        if domain in info and path.exists():
+            continue
+        candidates = [domain] + [d for d in (config.lr_domain, validation_source(domain)) if d and d != domain]
+        dataset, used, errors = None, None, []
+        for cand in candidates:
+            try:
+                dataset, used = open_domain(cand, "val"), cand
+                break
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                errors.append(f"{cand}: {exc}")
+        if dataset is None:
+            raise ValueError(f"--lr auto needs validation classes for {domain!r} but found none ({'; '.join(errors)}); "
+                             "pass --lr-domain with a domain that has a 'val' split, or a fixed --lr")
+        shape = config.episodes
+        if shape.mode == "fixed" and len(dataset.classes) < (shape.ways or 0):
+            shape = EpisodeShape("fixed", len(dataset.classes), shape.shots, shape.queries)
+        episodes = _sampler(dataset, shape, config.seed + 7919).sample(config.lr_episodes)
+        save_episodes(path, episodes, {"domain": used, "split": "val", "for": domain, "sampler": asdict(shape)})
+        info[domain] = {"domain": used, "split": "val"}
+        _write_json_atomic(out / "episodes" / "validation.json", info)
+        log(f"validation episodes for {domain}: {len(episodes)} from {used} (val split)")
+
+
+def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress: bool,
+                          log: Callable[[str], None] = print) -> dict:
+    """`--lr auto`: per domain and method, the grid lr with the best mean validation accuracy (ties: the
+    smaller lr). The same procedure for every method; stored in DIR/lr.json and reused on resume."""
+    path = out / "lr.json"
+    choices = json.loads(path.read_text()) if path.exists() else {}
+    methods = sorted({v.method for v in config.variants} - TRAINING_FREE)
+    todo = [(d, m) for d in config.domains for m in methods if m not in choices.get(d, {}).get("chosen", {})]
+    if not todo:
+        return choices
+    ensure_validation_episodes(config, out, log)
+    info = _val_info(out)
+    # domains whose validation episodes come from the same data (e.g. all pocket targets -> the pocket
+    # source) share identical validation episodes: search once and copy the choice
+    first_of = {}
+    for d in config.domains:
+        first_of.setdefault(info[d]["domain"], d)
+    run_todo = [(d, m) for d, m in todo if first_of[info[d]["domain"]] == d]
+    jobs = [(d, i, asdict(Variant(f"{m}|lr={lr:g}", m)), lr, "val")
+            for d, m in run_todo for lr in config.lr_grid for i in range(config.lr_episodes)]
+    scores: dict[tuple[str, str, float], list[float]] = {}
+    failures: list[dict] = []
+
+    def collect(rec: dict) -> None:
+        if "error" in rec:
+            failures.append(rec)
+            return
+        m, lr = rec["method"].split("|lr=")
+        scores.setdefault((rec["domain"], m, float(lr)), []).append(rec["accuracy"])
+
+    _run_jobs(config, out, jobs, workers, collect, "lr search (validation)", progress)
+    if failures:
+        raise RuntimeError(f"lr search failed on {len(failures)} jobs; first: {failures[0]['error']}\n"
+                           f"{failures[0]['traceback']}")
+    for d, m in todo:
+        src = first_of[info[d]["domain"]]
+        if (src, m, config.lr_grid[0]) not in scores:     # chosen by an earlier run: copy it
+            scores.update({(src, m, lr): [choices[src]["scores"][m][f"{lr:g}"]] for lr in config.lr_grid})
+        means = {lr: sum(scores[(src, m, lr)]) / len(scores[(src, m, lr)]) for lr in config.lr_grid}
+        best = min(sorted(means), key=lambda lr: -round(means[lr], 6))   # float noise is a tie: smaller lr
+        entry = choices.setdefault(d, {"split": f"{info[d]['domain']} (val)", "chosen": {}, "scores": {}})
+        entry["chosen"][m] = best
+        entry["scores"][m] = {f"{lr:g}": means[lr] for lr in sorted(means)}
+    _write_json_atomic(path, choices)
+    return choices
+
+
+def lr_for(config: EvalConfig, choices: dict, domain: str, method: str) -> float:
+    """The lr a method trains with: chosen on validation (auto), per method (a dict), or one fixed value."""
+    if config.lr == "auto":
+        return float(choices.get(domain, {}).get("chosen", {}).get(method, DEFAULT_LR))
+    if isinstance(config.lr, dict):
+        return float(config.lr.get(method, config.lr.get("default", DEFAULT_LR)))
+    return float(config.lr)
+
+
+def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress: bool = True,
+             log: Callable[[str], None] = print, max_jobs: int | None = None) -> list[dict]:
+    """Evaluate every variant on every stored episode; returns all records of DIR (old and new).
+
+    Safe to interrupt at any point: rerunning with the same settings skips finished (domain, task,
+    method) keys. `max_jobs` stops after that many new results (tests use it to simulate a kill).
+    """
+    out = prepare_run_dir(config, out_dir)
+    ensure_episodes(config, out, log)
+    choices = choose_learning_rates(config, out, workers, progress, log) if config.lr == "auto" else {}
+    store = ResultStore(out / "results.jsonl")
+    done = store.keys()
+    jobs = [(d, t, asdict(v), lr_for(config, choices, d, v.method), "test")
+            for t in range(config.tasks) for d in config.domains for v in config.variants
+            if (d, t, v.label) not in done]    # task-major: a partial run covers every domain and method evenly
+    if done:
+        log(f"resuming: {len(done)} results already in {store.path}, {len(jobs)} to run")
+    if max_jobs is not None:
+        jobs = jobs[:max_jobs]
+    failures: list[dict] = []
+
+    def collect(rec: dict) -> None:
+        if "error" in rec:
+            failures.append(rec)
+            log(f"FAILED {rec['domain']} task {rec['task']} {rec['method']}: {rec['error']}")
+        else:
+            store.append(rec)
+
+    if jobs:
+        _run_jobs(config, out, jobs, workers, collect, "evaluate", progress)
+    if failures:
+        (out / "failures.json").write_text(json.dumps(failures, indent=1))
+        log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); rerun the same command to retry them")
+    return store.load()

@@ -1,0 +1,87 @@
+"""The run report: tables (Markdown/CSV/JSON) and plots (PNG) for one evaluation directory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..costs.units import format_bytes
+from . import plots
+from .ablations import GROUP_TITLES
+from .harness import EvalConfig
+from .report import Table, accuracy_report, cost_report, layer_report, lr_table, render
+from .stats import accuracy_table, cost_table, layer_selection
+
+
+def _settings_lines(config: EvalConfig) -> list[str]:
+    shape = config.episodes
+    eps = (f"fixed {shape.ways}-way {shape.shots}-shot, {shape.queries} queries per class" if shape.mode == "fixed"
+           else f"Meta-Dataset variable way/shot (ways <= {shape.max_ways}, support <= {shape.max_support})")
+    lr = "auto (grid " + ", ".join(f"{x:g}" for x in config.lr_grid) + f" on {config.lr_episodes} validation " \
+         "episodes per domain; see the lr table)" if config.lr == "auto" else (
+        ", ".join(f"{k} {v:g}" for k, v in config.lr.items()) + " (fixed per method)" if isinstance(config.lr, dict)
+        else f"{config.lr:g} (fixed, all methods)")
+    return [f"- model: `{config.model}`, checkpoint: `{config.checkpoint}`, resolution {config.resolution}",
+            f"- episodes: {config.tasks} per domain, {eps}, seed {config.seed}, split `{config.split}`",
+            f"- iterations: {config.iterations}; learning rate: {lr}",
+            f"- memory budget: {format_bytes(config.memory_budget) if config.memory_budget else 'method default'}; "
+            f"compute budget: {config.compute_budget if config.compute_budget is not None else 'method default'}"]
+
+
+def write_run_report(out_dir: str | Path, config: EvalConfig, records: list[dict],
+                     lr_choices: dict | None = None) -> tuple[str, list[Path]]:
+    """Write report.md, every table as .md/.csv/.json and the plots; returns (markdown, files written)."""
+    out = Path(out_dir)
+    if lr_choices is None and (out / "lr.json").exists():
+        lr_choices = json.loads((out / "lr.json").read_text())
+    domains = list(config.domains)
+    groups: dict[str, list[str]] = {}
+    for v in config.variants:
+        groups.setdefault(v.group, []).append(v.label)
+    main = groups.get("main", [])
+    main_recs = [r for r in records if r["method"] in set(main)]
+    files: list[Path] = []
+    tables: list[Table | None] = [accuracy_report(main_recs, main, domains), cost_report(main_recs, main),
+                                  layer_report(main_recs), lr_table(lr_choices or {})]
+    acc = accuracy_table(main_recs, main, domains)
+    costs = cost_table(main_recs, main)
+    plot_paths = [plots.accuracy_vs_memory(acc, costs, out / "accuracy_vs_memory.png"),
+                  plots.domain_bars(acc, domains, out / "accuracy_per_domain.png"),
+                  plots.layer_selection_plot(layer_selection(main_recs), out / "layer_selection.png")]
+
+    for group, labels in groups.items():
+        if group == "main":
+            continue
+        ref = [m for m in ("tinytrain",) if m in main and group in ("score", "channels")]
+        if group == "meta":
+            ref = main
+        names = ref + labels
+        recs = [r for r in records if r["method"] in set(names)]
+        title = GROUP_TITLES.get(group, group)
+        tables.append(accuracy_report(recs, names, domains, name=f"ablation_{group}", title=title))
+        ga = accuracy_table(recs, names, domains)
+        if group == "budget":
+            budget_of = {v.label: v.memory_budget for v in config.variants if v.group == "budget"}
+            method_of = {v.label: v.method for v in config.variants}
+            pts: dict[str, list] = {}
+            for label in labels:
+                if ga[label]["average"].n:
+                    pts.setdefault(method_of[label], []).append((budget_of[label], ga[label]["average"]))
+            plot_paths.append(plots.budget_curve(pts, out / "ablation_budget.png"))
+            tables.append(cost_report(recs, labels, name="ablation_budget_costs",
+                                      title="Memory and compute at each budget (TinyTrain)"))
+        else:
+            plot_paths.append(plots.variant_bars(ga, out / f"ablation_{group}.png", title))
+
+    for t in tables:
+        if t is not None:
+            files += t.write(out)
+    plot_files = [p for p in plot_paths if p is not None]
+    files += plot_files
+    header = "\n".join(["# tinytrain evaluation report", ""] + _settings_lines(config) + [
+        f"- results: `{out / 'results.jsonl'}` ({len(records)} records)", ""])
+    text = render(tables, header)
+    if plot_files:
+        text += "\n### Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plot_files) + "\n"
+    report = out / "report.md"
+    report.write_text(text, encoding="utf-8")
+    return text, [report] + files
