@@ -99,7 +99,7 @@ def measure_in_this_process(cfg: dict) -> dict:
     import torch
 
     from ..costs.units import parse_bytes, parse_compute_budget
-    from ..deploy.session import make_method
+    from ..methods import make_method
     from ..methods.base import AdaptConfig
     from ..models.backbone import build_backbone
 

@@ -3,8 +3,7 @@
 A support set is a class-per-folder directory (``DIR/<class>/<image>``). Images of any size are
 accepted: every image goes through the same eval transform (resize the shorter side, centre crop to
 the resolution), which is also what the exported model expects (see `tinytrain.deploy.export`).
-The data area's reader and transform are used when they exist, so training and deployment see the
-same pixels; the small local fallback keeps this module usable on its own.
+The data area's transform is used, so training and deployment see the same pixels.
 """
 from __future__ import annotations
 
@@ -14,9 +13,12 @@ from typing import Callable
 
 import torch
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..data.datasets import IMAGE_EXTENSIONS
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import eval_transform as data_eval_transform
+
+# The same formats the data area's folder reader accepts.
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 @dataclass
@@ -36,47 +38,15 @@ class LabeledImages:
 
 def normalisation() -> dict:
     """Mean/std the eval transform applies (recorded in saved models and folded into exports)."""
-    try:
-        from ..data import transforms as T
-        mean = getattr(T, "MEAN", None) or getattr(T, "IMAGENET_MEAN", None)
-        std = getattr(T, "STD", None) or getattr(T, "IMAGENET_STD", None)
-        if mean is not None and std is not None:
-            return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
-    except ImportError:
-        pass
-    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-
-
-def _fallback_transform(resolution: int) -> Callable:
-    import numpy as np
-    from PIL import Image
-
-    norm = normalisation()
-    mean = torch.tensor(norm["mean"])[:, None, None]
-    std = torch.tensor(norm["std"])[:, None, None]
-
-    def transform(img: "Image.Image") -> torch.Tensor:
-        w, h = img.size
-        s = resolution / min(w, h)
-        img = img.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.BILINEAR)
-        w, h = img.size
-        left, top = (w - resolution) // 2, (h - resolution) // 2
-        img = img.crop((left, top, left + resolution, top + resolution))
-        t = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
-        return (t - mean) / std
-
-    return transform
+    return {"mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD]}
 
 
 def eval_transform(resolution: int) -> Callable:
-    """PIL RGB image -> normalised (3, R, R) tensor; the data area's transform when available."""
+    """PIL RGB image -> normalised (3, R, R) tensor: the data area's transform, so training and
+    deployment see the same pixels."""
     if resolution < 8:
         raise ValueError(f"resolution {resolution} is too small; use e.g. --resolution 128")
-    try:
-        from ..data.transforms import eval_transform as data_eval_transform
-        return data_eval_transform(resolution)
-    except ImportError:
-        return _fallback_transform(resolution)
+    return data_eval_transform(resolution)
 
 
 def open_rgb(path: str | Path):

@@ -17,7 +17,8 @@ from ..costs.plan import UpdatePlan
 from ..methods.base import AdaptConfig
 from ..models.backbone import Backbone
 from ..models.specs import ArchSpec, conv_layers
-from .session import Budgets, compute_budget_macs, make_method
+from ..methods import make_method
+from .session import Budgets, compute_budget_macs
 
 FIXED_PLANS = {"fulltrain": fulltrain_plan, "lastlayer": lastlayer_plan, "tinytl": tinytl_plan,
                "sparseupdate": sparseupdate_plan}

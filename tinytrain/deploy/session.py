@@ -10,19 +10,14 @@ from pathlib import Path
 
 import torch
 
-from ..methods.base import AdaptConfig, Method
+from ..methods import METHODS, make_method
+from ..methods.base import AdaptConfig
 from ..models.backbone import Backbone
 from .adapted import AdaptedModel
 from .images import LabeledImages, load_class_folder, normalisation
 
-# The methods the CLI offers (the engine area registers them in tinytrain.methods).
-METHOD_NAMES = ("none", "lastlayer", "fulltrain", "tinytl", "sparseupdate", "tinytrain")
-
-
-def make_method(name: str, backbone: Backbone, config: AdaptConfig) -> Method:
-    """Build an adaptation method by name (the methods registry; unknown names get a clear error)."""
-    from ..methods import make_method as registry_make
-    return registry_make(name, backbone, config)
+# The methods the CLI offers: the registry in tinytrain.methods.
+METHOD_NAMES = tuple(METHODS)
 
 
 @dataclass

@@ -10,7 +10,7 @@ episodes (up to float summation order).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,12 +21,12 @@ from ..models.weights import save_checkpoint
 from .episodes import EpisodeShape, EpisodeSource
 from .evaluate import none_accuracy, summarize
 from .protonet import CosineClassifier, protonet_loss
-from .rundir import RunDir
+from .rundir import RunConfig, RunDir
 from .schedule import warmup_cosine_lr
 
 
 @dataclass
-class MetaTrainConfig:
+class MetaTrainConfig(RunConfig):
     model: str = "mcunet-5fps"
     init: str = "random"            # checkpoint the backbone starts from (recorded; see load_backbone)
     data: str = "pocket-source"     # source dataset spec (train split: training; val split: validation)
@@ -77,13 +77,6 @@ class MetaTrainConfig:
             return self.bn_mode
         return "train" if self.init in ("random", "", None) else "eval"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "MetaTrainConfig":
-        known = {f.name for f in fields(MetaTrainConfig)}
-        return MetaTrainConfig(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from typing import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,12 +19,12 @@ from ..models.backbone import Backbone
 from ..models.weights import save_checkpoint
 from .episodes import EpisodeShape, EpisodeSource, episode_seed, seeded_rng
 from .metatrain import TrainResult, pick_device, validate
-from .rundir import RunDir
+from .rundir import RunConfig, RunDir
 from .schedule import warmup_cosine_lr
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     model: str = "mcunet-5fps"
     data: str = "pocket-source"
     data_version: str = ""
@@ -53,13 +53,6 @@ class PretrainConfig:
             raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         EpisodeShape.parse(self.ways, self.shots, self.queries)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "PretrainConfig":
-        known = {f.name for f in fields(PretrainConfig)}
-        return PretrainConfig(**{k: v for k, v in d.items() if k in known})
 
 
 def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: EpisodeSource | None,

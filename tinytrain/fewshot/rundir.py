@@ -9,12 +9,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from .state import load_state, save_state
 
 # Fields that may differ between an interrupted run and the command that resumes it.
 OPERATIONAL_FIELDS = {"save_every_steps", "log_every_steps", "progress", "device", "nproc"}
+
+
+class RunConfig:
+    """Mixin for the run-config dataclasses: JSON round trip that ignores keys it does not know
+    (so a config.json written by an older version still loads)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class RunDir:
