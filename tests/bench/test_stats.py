@@ -58,3 +58,20 @@ def test_layer_selection_counts_and_fisher():
     assert sel[3]["frequency"] == 0.5 and sel[5]["frequency"] == 1.0
     assert sel[5]["mean_channel_fraction"] == pytest.approx(0.75)
     assert sel[3]["mean_fisher_potential"] == 1.5 and 1 not in sel
+
+
+def test_paired_differences_use_only_shared_tasks():
+    from tinytrain.bench.report import paired_report
+    from tinytrain.bench.stats import paired_differences
+    recs = []
+    for t, (a, b) in enumerate([(0.9, 0.8), (0.5, 0.4), (0.7, 0.7), (0.6, 0.4)]):
+        recs += [{"domain": "d", "task": t, "method": "tinytrain", "accuracy": a},
+                 {"domain": "d", "task": t, "method": "fulltrain", "accuracy": b}]
+    recs.append({"domain": "d", "task": 9, "method": "tinytrain", "accuracy": 0.0})   # no partner: ignored
+    diff = paired_differences(recs)["fulltrain"]["d"]
+    d = [0.1, 0.1, 0.0, 0.2]
+    assert diff.n == 4 and diff.mean == pytest.approx(0.1)
+    assert diff.ci95 == pytest.approx(3.182 * np.std(d, ddof=1) / 2)
+    table = paired_report(recs)
+    assert table.rows[0][0] == "fulltrain" and table.rows[0][1].startswith("+10.0 ±")
+    assert paired_report([r for r in recs if r["method"] == "fulltrain"]) is None   # no reference method

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..costs.units import format_bytes, format_macs
-from .stats import accuracy_table, cost_table, layer_selection, ordered_unique
+from .stats import accuracy_table, cost_table, layer_selection, ordered_unique, paired_differences
 
 
 @dataclass
@@ -82,6 +82,30 @@ def accuracy_report(records: list[dict], methods: list[str] | None = None, domai
     notes = [f"tasks per (domain, method): {', '.join(map(str, n_tasks)) or 'none'}; "
              "average = mean of the per-domain means"]
     return Table(name, title, ["method"] + domains + ["average"], rows, data, notes)
+
+
+def paired_report(records: list[dict], methods: list[str] | None = None, domains: list[str] | None = None,
+                  reference: str = "tinytrain", name: str = "paired") -> Table | None:
+    """Per-task accuracy difference of `reference` minus each other method (same tasks), mean ± 95 % CI
+    in percentage points: an interval that excludes 0 is a real difference on these tasks."""
+    methods = methods or ordered_unique(r["method"] for r in records)
+    domains = domains or ordered_unique(r["domain"] for r in records)
+    if reference not in methods or len(methods) < 2:
+        return None
+    diffs = paired_differences(records, reference, methods, domains)
+    rows, data = [], []
+    for m, row in diffs.items():
+        cells = []
+        for d in domains + ["average"]:
+            c = row[d]
+            cells.append("-" if c.n == 0 else ("+" if c.mean >= 0 else "") + c.fmt())
+            data.append({"method": m, "reference": reference, "domain": d, "difference": c.mean, "ci95": c.ci95,
+                         "tasks": c.n})
+        rows.append([m] + cells)
+    notes = [f"positive: {reference} more accurate than the row's method on the same tasks; "
+             "differences in percentage points"]
+    return Table(name, f"Paired accuracy difference, {reference} minus method (points, mean ± 95 % CI)",
+                 ["method"] + domains + ["average"], rows, data, notes)
 
 
 def cost_report(records: list[dict], methods: list[str] | None = None, name: str = "costs",

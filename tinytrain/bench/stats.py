@@ -150,3 +150,34 @@ def layer_selection(records: list[dict], method: str = "tinytrain") -> dict[int,
     return {l: {"selected": counts.get(l, 0), "frequency": counts.get(l, 0) / len(rs) if rs else 0.0,
                 "mean_channel_fraction": _mean(frac.get(l, [])),
                 "mean_fisher_potential": _mean(fisher.get(l, []))} for l in layers}
+
+
+def paired_differences(records: list[dict], reference: str = "tinytrain", methods: list[str] | None = None,
+                       domains: list[str] | None = None) -> dict:
+    """{method: {domain: MeanCI of accuracy(reference) - accuracy(method) on the same task, "average": ...}}.
+
+    Every method runs on identical tasks, so the per-task difference removes the task's difficulty from
+    the comparison: its interval is usually far tighter than the two methods' own intervals, and says
+    whether one method beats the other rather than whether their means overlap. Tasks that only one of
+    the two methods finished are left out. The average combines domains like `accuracy_table`."""
+    methods = [m for m in (methods or ordered_unique(r["method"] for r in records)) if m != reference]
+    domains = domains or ordered_unique(r["domain"] for r in records)
+    acc: dict[tuple[str, str, int], float] = {}
+    for r in records:
+        acc.setdefault((r["method"], r["domain"], int(r["task"])), float(r["accuracy"]))
+    out: dict[str, dict[str, MeanCI]] = {}
+    for m in methods:
+        row = {}
+        for d in domains:
+            diffs = [a - acc[(m, d, t)] for (ref, dd, t), a in acc.items()
+                     if ref == reference and dd == d and (m, d, t) in acc]
+            row[d] = mean_ci(diffs)
+        have = [row[d] for d in domains if row[d].n > 0]
+        if have:
+            ci = (math.sqrt(sum(c.ci95 ** 2 for c in have)) / len(have) if all(c.n >= 2 for c in have)
+                  else float("nan"))
+            row["average"] = MeanCI(sum(c.mean for c in have) / len(have), ci, sum(c.n for c in have))
+        else:
+            row["average"] = MeanCI(float("nan"), float("nan"), 0)
+        out[m] = row
+    return out

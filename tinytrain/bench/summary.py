@@ -8,7 +8,7 @@ from ..costs.units import format_bytes
 from . import plots
 from .ablations import GROUP_TITLES
 from .harness import EvalConfig
-from .report import Table, accuracy_report, cost_report, layer_report, lr_table, render
+from .report import Table, accuracy_report, cost_report, layer_report, lr_table, paired_report, render
 from .stats import accuracy_table, cost_table, layer_selection
 
 
@@ -40,7 +40,8 @@ def write_run_report(out_dir: str | Path, config: EvalConfig, records: list[dict
     main = groups.get("main", [])
     main_recs = [r for r in records if r["method"] in set(main)]
     files: list[Path] = []
-    tables: list[Table | None] = [accuracy_report(main_recs, main, domains), cost_report(main_recs, main),
+    tables: list[Table | None] = [accuracy_report(main_recs, main, domains),
+                                  paired_report(main_recs, main, domains), cost_report(main_recs, main),
                                   layer_report(main_recs), lr_table(lr_choices or {})]
     acc = accuracy_table(main_recs, main, domains)
     costs = cost_table(main_recs, main)
