@@ -40,3 +40,33 @@ def test_two_processes_match_one(tmp_path):
             torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
             moved = max(moved, float((one[k] - init[k]).abs().max()))
     assert moved > 1e-3     # training really changed the weights, so the match is not trivial
+
+
+def test_torchrun_launch_matches_nproc(tmp_path):
+    """`torchrun --nproc-per-node 2 -m tinytrain metatrain ...` (env:// rendezvous) trains exactly what
+    `tinytrain metatrain --nproc 2 ...` trains on the same episodes."""
+    import os
+    import subprocess
+    import sys
+
+    from tinytrain.cli import main
+
+    from .helpers import write_png_folder
+
+    data = str(write_png_folder(tmp_path / "data", classes=15, per_class=6))
+    args = ["metatrain", "--model", "tiny-test", "--data", data, "--resolution", "32", "--ways", "3",
+            "--shots", "2", "--queries", "2", "--val-episodes", "1", "--epochs", "1", "--episodes-per-epoch", "4",
+            "--batch-episodes", "2", "--warmup-epochs", "0.5", "--lr", "0.05", "--device", "cpu", "--no-progress"]
+    assert main(args + ["--nproc", "2", "--out", str(tmp_path / "spawned")]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--standalone", "-m", "tinytrain", *args, "--out", str(tmp_path / "torchrun")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = load_file(str(tmp_path / "spawned" / "last.safetensors"))
+    b = load_file(str(tmp_path / "torchrun" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "torchrun" / "config.json").exists()
+    assert done.stdout.count("done:") == 1          # only rank 0 reports

@@ -114,7 +114,15 @@ def cmd_metatrain(args) -> int:
         best = max((r["val_acc"] for r in hist), default=None)
         total = config.epochs * config.steps_per_epoch
         return _report(TrainResult(out, state_step, total, best, hist), out)
-    init_from_env()   # under torchrun: join its process group
+    if init_from_env():   # under torchrun: join its process group; episodes are sharded over its ranks
+        import torch.distributed as dist
+        rank = dist.get_rank()
+        try:
+            result = run_metatrain(config, out, restart=args.restart, stop_at_step=args.max_steps,
+                                   progress=progress and rank == 0)
+        finally:
+            dist.destroy_process_group()
+        return _report(result, out) if rank == 0 else 0
     result = run_metatrain(config, out, restart=args.restart, stop_at_step=args.max_steps, progress=progress)
     return _report(result, out)
 
