@@ -108,3 +108,16 @@ def test_save_refuses_foreign_directory(folders, tmp_path, capsys):
     code = main(["adapt", *TINY, "--support", str(folders[0]), "--method", "none", "--save", str(foreign)])
     assert code == 2 and "not a saved tinytrain model" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_adapt_sparseupdate_with_a_policy_file(folders, tmp_path, capsys):
+    support, _ = folders
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"model": "tiny-test", "n_bias": 2, "ratios": {"3": 0.5}}))
+    s = run_json(capsys, ["adapt", *TINY, "--support", str(support), "--method", "sparseupdate",
+                          "--sparseupdate-policy", str(policy), "--iterations", "1", "--json"])
+    assert [r["layer"] for r in s["plan"]] == [3]
+    assert s["plan"][0]["channels_updated"] * 2 == s["plan"][0]["channels_total"]
+    assert main(["adapt", *TINY, "--support", str(support), "--method", "tinytrain",
+                 "--sparseupdate-policy", str(policy)]) == 2
+    assert "--method sparseupdate" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module defines register(subparsers); its parsers set `func(args) -> int | None`.
-COMMAND_MODULES = ["zoo", "data", "train", "adapt", "plan", "evaluate", "bench", "export", "demo"]
+COMMAND_MODULES = ["zoo", "data", "train", "adapt", "plan", "evaluate", "bench", "export", "demo", "policy"]
 
 
 class UserError(Exception):

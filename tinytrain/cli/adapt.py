@@ -20,6 +20,12 @@ def add_budget_arguments(p) -> None:
                    help="backward MACs budget: a share of FullTrain's (15%%) or a MAC count (6.5M)")
 
 
+def add_policy_argument(p) -> None:
+    p.add_argument("--sparseupdate-policy", metavar="JSON",
+                   help="static policy for --method sparseupdate, e.g. one written by `tinytrain sparseupdate-policy` "
+                        "(default: the published policy, else a derived one shipped in the zoo)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("adapt", help="adapt a model to a few labelled images (one folder per class)")
     add_model_arguments(p)
@@ -30,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations (default 40, as the paper)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
+    add_policy_argument(p)
     p.add_argument("--save", metavar="OUT", help="write the adapted model and prototypes to this directory")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run_adapt)
@@ -55,7 +62,13 @@ def run_adapt(args) -> int:
     torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
     backbone, meta = load_backbone(args.model, args.checkpoint)
     support, query = load_task_folders(args.support, args.query, args.resolution)
-    config = AdaptConfig(iterations=args.iterations, lr=args.lr, seed=args.seed, resolution=args.resolution)
+    options = {}
+    if args.sparseupdate_policy:
+        if args.method != "sparseupdate":
+            raise UserError("--sparseupdate-policy is for --method sparseupdate")
+        options["policy"] = args.sparseupdate_policy
+    config = AdaptConfig(iterations=args.iterations, lr=args.lr, seed=args.seed, resolution=args.resolution,
+                         options=options)
     adapted, summary = adapt_to_support(backbone, args.model, support, query, args.method, config, budgets,
                                         info={"checkpoint": meta.get("checkpoint", args.checkpoint)})
     if args.save:

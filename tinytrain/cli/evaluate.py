@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from . import UserError
+from .adapt import add_policy_argument
 
 
 def _csv(text: str) -> list[str]:
@@ -60,6 +62,7 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--lr-domain", default=None,
                    help="domain with a 'val' split to choose lr on when a domain has none (pocket targets use "
                         "the pocket source automatically)")
+    add_policy_argument(g)
     g = p.add_argument_group("episodes")
     g.add_argument("--mode", choices=["metadataset", "fixed"], default=defaults["mode"],
                    help="Meta-Dataset variable way/shot episodes, or fixed N-way K-shot (default: %(default)s)")
@@ -107,6 +110,14 @@ def config_from_args(args: argparse.Namespace):
         raise UserError(f"--lr-grid must be comma-separated numbers, got {args.lr_grid!r}") from None
     budgets = [parse_bytes(b) for b in _csv(args.budget_sweep)] if args.budget_sweep else None
     variants = build_variants(methods, args.ablate_meta, args.ablate_score, args.ablate_channels, budgets)
+    if getattr(args, "sparseupdate_policy", None):
+        from ..methods.sparseupdate import read_policy
+        if "sparseupdate" not in methods:
+            raise UserError("--sparseupdate-policy needs sparseupdate in --methods")
+        policy, _ = read_policy(args.sparseupdate_policy, args.model)   # embedded: the run stays reproducible
+        policy = {"n_bias": policy["n_bias"], "ratios": {str(k): v for k, v in policy["ratios"].items()}}
+        variants = [replace(v, options={**v.options, "policy": policy}) if v.method == "sparseupdate" else v
+                    for v in variants]
     resolution = args.resolution or checkpoint_resolution(args.model, args.checkpoint,
                                                           getattr(args, "resolution_fallback", 128))
     if resolution < 8:
