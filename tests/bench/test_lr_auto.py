@@ -50,3 +50,17 @@ def test_demo_runs_end_to_end_on_small_settings(small_pocket, tmp_path, monkeypa
         assert domain in text.split("### Accuracy")[1]
     assert (out / "report.md").exists() and len(list(out.glob("*.png"))) >= 2
     assert "demo finished in" in text
+
+
+def test_lr_support_chooses_per_task_on_the_support_split(small_pocket, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
+    cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits"],
+                     variants=build_variants(["none", "lastlayer"]), tasks=2, resolution=32, iterations=2,
+                     lr="support", lr_grid=(1e-4, 1e-2), episodes=EpisodeShape("fixed", 3, 2, 2))
+    out = tmp_path / "run"
+    records = run_eval(cfg, out, progress=False, log=lambda s: None)
+    assert not (out / "lr.json").exists() and not list((out / "episodes").glob("*.val.json"))
+    trained = [r for r in records if r["method"] == "lastlayer"]
+    assert len(trained) == 2 and all(r["lr"] in (1e-4, 1e-2) for r in trained)
+    text, _ = write_run_report(out, cfg, records)
+    assert "chosen per task from 0.0001, 0.01 on a split of its support set" in text

@@ -76,6 +76,7 @@ class EvalConfig:
     resolution: int = 128
     iterations: int = 40
     lr: float | str | dict = DEFAULT_LR  # a number, "auto" (chosen per domain and method on validation data),
+                                         # "support" (chosen per task on a split of its support set),
                                          # or {method: lr, "default": lr} (values an earlier `auto` run chose)
     lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
     lr_episodes: int = 3
@@ -107,8 +108,8 @@ class EvalConfig:
         dup = sorted({l for l in labels if labels.count(l) > 1})
         if dup:
             raise ValueError(f"methods listed twice: {', '.join(dup)}; list each once")
-        if isinstance(self.lr, str) and self.lr != "auto":
-            raise ValueError(f"--lr must be a number, 'auto' or METHOD=LR pairs (got {self.lr!r})")
+        if isinstance(self.lr, str) and self.lr not in ("auto", "support"):
+            raise ValueError(f"--lr must be a number, 'auto', 'support' or METHOD=LR pairs (got {self.lr!r})")
         if isinstance(self.lr, dict):
             bad = [k for k in self.lr if k != "default" and k not in available_methods()]
             if bad:
@@ -239,7 +240,10 @@ class Runner:
 
     def adapt_config(self, variant: Variant, lr: float, task_index: int) -> AdaptConfig:
         c = self.config
-        return AdaptConfig(iterations=c.iterations, lr=lr, resolution=c.resolution, options=dict(variant.options),
+        options = dict(variant.options)
+        if lr is None:     # per-task choice on a split of the support set, over the run's grid
+            options["lr_candidates"] = list(c.lr_grid)
+        return AdaptConfig(iterations=c.iterations, lr=lr, resolution=c.resolution, options=options,
                            memory_budget=variant.memory_budget if variant.memory_budget is not None else c.memory_budget,
                            compute_budget=c.compute_budget, seed=c.seed * 100_003 + task_index)
 
@@ -264,7 +268,7 @@ class Runner:
             "measured_saved_bytes": None if rep.measured_saved_bytes is None else int(rep.measured_saved_bytes),
             "backward_macs": int(rep.backward_macs or 0), "seconds": total_s, "fit_seconds": fit_s,
             "selection_seconds": float(rep.selection_seconds or 0.0), "train_seconds": float(rep.train_seconds or 0.0),
-            "lr": lr, "memory_budget": acfg.memory_budget, "options": variant.options,
+            "lr": (rep.extra or {}).get("lr", lr), "memory_budget": acfg.memory_budget, "options": variant.options,
             "ways": ep.ways, "support": len(ep.support), "query": len(ep.query),
             "plan": [[int(r["layer"]), int(r.get("channels_updated", 0)), int(r.get("channels_total", 0))]
                      for r in rep.plan if r.get("layer") is not None and r.get("channels_updated", 0)],
@@ -465,8 +469,11 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     return choices
 
 
-def lr_for(config: EvalConfig, choices: dict, domain: str, method: str) -> float:
-    """The lr a method trains with: chosen on validation (auto), per method (a dict), or one fixed value."""
+def lr_for(config: EvalConfig, choices: dict, domain: str, method: str) -> float | None:
+    """The lr a method trains with: chosen on validation (auto), per method (a dict), or one fixed value;
+    None with "support": each task chooses its own from the grid on a split of its support set."""
+    if config.lr == "support":
+        return None
     if config.lr == "auto":
         return float(choices.get(domain, {}).get("chosen", {}).get(method, DEFAULT_LR))
     if isinstance(config.lr, dict):

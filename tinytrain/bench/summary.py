@@ -18,6 +18,8 @@ def _settings_lines(config: EvalConfig) -> list[str]:
            else f"Meta-Dataset variable way/shot (ways <= {shape.max_ways}, support <= {shape.max_support})")
     lr = "auto (grid " + ", ".join(f"{x:g}" for x in config.lr_grid) + f" on {config.lr_episodes} validation " \
          "episodes per domain; see the lr table)" if config.lr == "auto" else (
+        "chosen per task from " + ", ".join(f"{x:g}" for x in config.lr_grid) + " on a split of its support set"
+        if config.lr == "support" else
         ", ".join(f"{k} {v:g}" for k, v in config.lr.items()) + " (fixed per method)" if isinstance(config.lr, dict)
         else f"{config.lr:g} (fixed, all methods)")
     return [f"- model: `{config.model}`, checkpoint: `{config.checkpoint}`, resolution {config.resolution}",

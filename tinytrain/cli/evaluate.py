@@ -16,9 +16,9 @@ def _csv(text: str) -> list[str]:
 
 
 def _lr(text: str):
-    """'auto', a number, or per-method values 'fulltrain=1e-4,tinytrain=1e-3,default=1e-3'."""
-    if text == "auto":
-        return "auto"
+    """'auto', 'support', a number, or per-method values 'fulltrain=1e-4,tinytrain=1e-3,default=1e-3'."""
+    if text in ("auto", "support"):
+        return text
     try:
         if "=" in text:
             pairs = dict(item.split("=", 1) for item in _csv(text))
@@ -26,7 +26,7 @@ def _lr(text: str):
         else:
             values = {"": float(text)}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--lr takes a number, 'auto' or METHOD=LR pairs, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--lr takes a number, 'auto', 'support' or METHOD=LR pairs, got {text!r}") from None
     if any(v <= 0 for v in values.values()):
         raise argparse.ArgumentTypeError(f"--lr must be positive, got {text!r}")
     return values[""] if "" in values else values
@@ -55,9 +55,11 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="fine-tuning iterations per task (default: %(default)s)")
     g.add_argument("--lr", type=_lr, default=defaults["lr"],
                    help="learning rate: a number for every method; 'auto' to pick per domain and method from "
-                        "--lr-grid on validation episodes (never test episodes); or METHOD=LR pairs such as "
+                        "--lr-grid on validation episodes (never test episodes); 'support' to pick per task from "
+                        "--lr-grid on a split of that task's own support set; or METHOD=LR pairs such as "
                         "fulltrain=1e-4,default=1e-3 (default: %(default)s)")
-    g.add_argument("--lr-grid", default="1e-4,1e-3,1e-2", help="candidates for --lr auto (default: %(default)s)")
+    g.add_argument("--lr-grid", default="1e-4,1e-3,1e-2",
+                   help="candidates for --lr auto / support (default: %(default)s)")
     g.add_argument("--lr-episodes", type=int, default=3, help="validation episodes per lr candidate (default: %(default)s)")
     g.add_argument("--lr-domain", default=None,
                    help="domain with a 'val' split to choose lr on when a domain has none (pocket targets use "
