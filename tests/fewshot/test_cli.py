@@ -101,3 +101,14 @@ def test_metatrain_survives_sigkill_mid_epoch(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(l)["step"] for l in log.read_text().splitlines() if "loss" in l]
     assert steps == list(range(1, 121))                         # no step lost or logged twice
+
+
+def test_random_column_is_reproducible_for_a_seed(tmp_path):
+    from tinytrain.fewshot.evaluate import evaluate_checkpoints
+    data = str(write_png_folder(tmp_path / "data", classes=8, per_class=10))
+    kw = dict(episodes=8, resolution=32, mode="fixed", ways=5, shots=2, queries=5)
+    torch.manual_seed(123)
+    a = evaluate_checkpoints("tiny-test", ["random"], [data], seed=0, **kw)[data]["random"].accs
+    torch.manual_seed(456)                      # whatever ran before must not matter
+    b = evaluate_checkpoints("tiny-test", ["random"], [data], seed=0, **kw)[data]["random"].accs
+    assert a == b

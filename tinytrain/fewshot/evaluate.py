@@ -92,6 +92,7 @@ def evaluate_checkpoints(model: str, checkpoints: list[str], domains: list[str],
 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
+    torch.manual_seed(seed)     # a 'random' column is then the same network in every run with this seed
     backbones = {c: load_backbone(model, c)[0] for c in checkpoints}
     results: dict[str, dict[str, AccuracySummary]] = {}
     pooled: dict[str, list[float]] = {c: [] for c in checkpoints}
