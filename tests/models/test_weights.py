@@ -113,3 +113,14 @@ def test_load_backbone_resolves_names(tmp_path):
     path = W.save_checkpoint(tmp_path / "t.safetensors", net)
     again, _ = W.load_backbone("tiny-test", str(path))
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
+def test_shipped_pocket_checkpoints_load_by_name(model):
+    from tinytrain.models.weights import load_backbone
+    backbone, meta = load_backbone(model, "pocket")
+    assert backbone.spec.name == model and meta["stage"] == "metatrain"
+    assert meta["config"]["resolution"] == 64
+    with torch.no_grad():
+        feats = backbone.eval()(torch.rand(2, 3, 64, 64))
+    assert feats.shape[0] == 2 and torch.isfinite(feats).all()
