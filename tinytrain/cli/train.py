@@ -98,7 +98,7 @@ def _metatrain_worker(config_dict: dict, out: str, restart: bool, max_steps: int
 
 
 def cmd_metatrain(args) -> int:
-    from ..fewshot.distributed import init_from_env, launch
+    from ..fewshot.distributed import exit_rank, init_from_env, launch
     from ..fewshot.metatrain import MetaTrainConfig, TrainResult, run_metatrain
     from ..fewshot.rundir import RunDir
     config, out = _config_from_args(MetaTrainConfig, args, "metatrain")
@@ -122,7 +122,7 @@ def cmd_metatrain(args) -> int:
                                    progress=progress and rank == 0)
         finally:
             dist.destroy_process_group()
-        return _report(result, out) if rank == 0 else 0
+        exit_rank(_report(result, out) if rank == 0 else 0)
     result = run_metatrain(config, out, restart=args.restart, stop_at_step=args.max_steps, progress=progress)
     return _report(result, out)
 
