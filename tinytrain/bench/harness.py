@@ -14,9 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import multiprocessing as mp
-import os
 import re
 import time
 import traceback
@@ -26,8 +24,9 @@ from typing import Callable
 
 import torch
 
+from ..jsonfile import write_json_atomic
 from ..methods.base import AdaptConfig
-from .results import ResultStore, record_key
+from .results import ResultStore
 
 TRAINING_FREE = {"none"}                 # methods whose result does not depend on the learning rate
 DEFAULT_LR = 1e-3                       # the fixed lr when --lr auto is not used (Adam; paper_spec 12.8)
@@ -138,12 +137,6 @@ def domain_file_stem(domain: str) -> str:
     if stem != domain:
         stem = f"{stem[-40:]}-{hashlib.sha1(domain.encode()).hexdigest()[:8]}"
     return stem
-
-
-def _write_json_atomic(path: Path, payload) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
 
 
 # --- data and methods, resolved through the other areas' public APIs --------------------------------
@@ -355,9 +348,9 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
             import shutil
             shutil.rmtree(out / "episodes", ignore_errors=True)
             (out / "lr.json").unlink(missing_ok=True)
-            _write_json_atomic(path, new)
+            write_json_atomic(path, new)
     else:
-        _write_json_atomic(path, new)
+        write_json_atomic(path, new)
     return out
 
 
@@ -418,7 +411,7 @@ def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str
         episodes = _sampler(dataset, shape, config.seed + 7919).sample(config.lr_episodes)
         save_episodes(path, episodes, {"domain": used, "split": "val", "for": domain, "sampler": asdict(shape)})
         info[domain] = {"domain": used, "split": "val"}
-        _write_json_atomic(out / "episodes" / "validation.json", info)
+        write_json_atomic(out / "episodes" / "validation.json", info)
         log(f"validation episodes for {domain}: {len(episodes)} from {used} (val split)")
 
 
@@ -465,7 +458,7 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
         entry = choices.setdefault(d, {"split": f"{info[d]['domain']} (val)", "chosen": {}, "scores": {}})
         entry["chosen"][m] = best
         entry["scores"][m] = {f"{lr:g}": means[lr] for lr in sorted(means)}
-    _write_json_atomic(path, choices)
+    write_json_atomic(path, choices)
     return choices
 
 

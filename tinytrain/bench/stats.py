@@ -57,6 +57,18 @@ def mean_ci(values: list[float]) -> MeanCI:
     return MeanCI(mean, t_quantile_975(n - 1) * math.sqrt(var / n), n)
 
 
+def mean_over_domains(cells: list[MeanCI]) -> MeanCI:
+    """The mean of the per-domain means (each domain counts once, as in the paper); its interval combines
+    the per-domain standard errors in quadrature (independent domains). Domains without data are skipped."""
+    have = [c for c in cells if c.n > 0]
+    if not have:
+        return MeanCI(float("nan"), float("nan"), 0)
+    mean = sum(c.mean for c in have) / len(have)
+    # half-widths are t*SE; combine them in quadrature, scaled by 1/len (mean of means)
+    ci = math.sqrt(sum(c.ci95 ** 2 for c in have)) / len(have) if all(c.n >= 2 for c in have) else float("nan")
+    return MeanCI(mean, ci, sum(c.n for c in have))
+
+
 def ordered_unique(values) -> list:
     seen, out = set(), []
     for v in values:
@@ -81,17 +93,7 @@ def accuracy_table(records: list[dict], methods: list[str] | None = None,
     table: dict[str, dict[str, MeanCI]] = {}
     for m in methods:
         row = {d: mean_ci(acc.get((m, d), [])) for d in domains}
-        have = [row[d] for d in domains if row[d].n > 0]
-        if have:
-            mean = sum(c.mean for c in have) / len(have)
-            if all(c.n >= 2 for c in have):
-                # half-widths are t*SE; combine SEs in quadrature, scaled by 1/len (mean of means)
-                ci = math.sqrt(sum(c.ci95 ** 2 for c in have)) / len(have)
-            else:
-                ci = float("nan")
-            row["average"] = MeanCI(mean, ci, sum(c.n for c in have))
-        else:
-            row["average"] = MeanCI(float("nan"), float("nan"), 0)
+        row["average"] = mean_over_domains([row[d] for d in domains])
         table[m] = row
     return table
 
@@ -159,7 +161,7 @@ def paired_differences(records: list[dict], reference: str = "tinytrain", method
     Every method runs on identical tasks, so the per-task difference removes the task's difficulty from
     the comparison: its interval is usually far tighter than the two methods' own intervals, and says
     whether one method beats the other rather than whether their means overlap. Tasks that only one of
-    the two methods finished are left out. The average combines domains like `accuracy_table`."""
+    the two methods finished are left out. The average combines domains with `mean_over_domains`."""
     methods = [m for m in (methods or ordered_unique(r["method"] for r in records)) if m != reference]
     domains = domains or ordered_unique(r["domain"] for r in records)
     acc: dict[tuple[str, str, int], float] = {}
@@ -172,12 +174,6 @@ def paired_differences(records: list[dict], reference: str = "tinytrain", method
             diffs = [a - acc[(m, d, t)] for (ref, dd, t), a in acc.items()
                      if ref == reference and dd == d and (m, d, t) in acc]
             row[d] = mean_ci(diffs)
-        have = [row[d] for d in domains if row[d].n > 0]
-        if have:
-            ci = (math.sqrt(sum(c.ci95 ** 2 for c in have)) / len(have) if all(c.n >= 2 for c in have)
-                  else float("nan"))
-            row["average"] = MeanCI(sum(c.mean for c in have) / len(have), ci, sum(c.n for c in have))
-        else:
-            row["average"] = MeanCI(float("nan"), float("nan"), 0)
+        row["average"] = mean_over_domains([row[d] for d in domains])
         out[m] = row
     return out

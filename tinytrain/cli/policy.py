@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from ..jsonfile import write_json_atomic
 from . import UserError
 
 
@@ -91,22 +91,6 @@ def _validation_set(data: str):
         raise UserError(f"--data {data!r} has no validation classes to calibrate on ({exc}); use the source "
                         "domain (pocket-symbols), a Meta-Dataset 'SOURCE:PATH' with a val split, or a "
                         "class-per-folder source with at least 10 classes") from None
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write to a temporary file beside `path`, then rename: `path` is either complete or untouched."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(payload, indent=1) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run(args) -> int:

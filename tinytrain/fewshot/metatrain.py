@@ -21,7 +21,7 @@ from ..models.weights import save_checkpoint
 from .episodes import EpisodeShape, EpisodeSource
 from .evaluate import none_accuracy, summarize
 from .protonet import CosineClassifier, protonet_loss
-from .rundir import RunConfig, RunDir
+from .rundir import RunConfig, RunDir, keep_on_schedule, saved_at
 from .schedule import warmup_cosine_lr
 
 
@@ -261,12 +261,8 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
                      "sec_per_step": (time.time() - t0) / max(1, config.log_every_steps)})
             win.zero_()
             t0 = time.time()
-        if step % spe == 0:
-            validate_and_keep()
-            save_state()
-        elif step % config.save_every_steps == 0:
-            save_state()
-    if step % spe and step % config.save_every_steps:   # stopped early between saves
+        keep_on_schedule(step, spe, config.save_every_steps, validate_and_keep, save_state)
+    if not saved_at(step, spe, config.save_every_steps):   # stopped early between saves
         save_state()
     if bar is not None:
         bar.close()

@@ -19,7 +19,7 @@ from ..models.backbone import Backbone
 from ..models.weights import save_checkpoint
 from .episodes import EpisodeShape, EpisodeSource, episode_seed, seeded_rng
 from .metatrain import TrainResult, pick_device, validate
-from .rundir import RunConfig, RunDir
+from .rundir import RunConfig, RunDir, keep_on_schedule, saved_at
 from .schedule import warmup_cosine_lr
 
 
@@ -140,12 +140,8 @@ def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: Epis
                      "train_acc": float(win[1] / win[2]), "sec_per_step": (time.time() - t0) / float(win[2])})
             win.zero_()
             t0 = time.time()
-        if step % spe == 0:
-            validate_and_keep()
-            save_state()
-        elif step % config.save_every_steps == 0:
-            save_state()
-    if step % spe and step % config.save_every_steps:
+        keep_on_schedule(step, spe, config.save_every_steps, validate_and_keep, save_state)
+    if not saved_at(step, spe, config.save_every_steps):   # stopped early between saves
         save_state()
     if bar is not None:
         bar.close()
