@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import torch
 
@@ -57,10 +58,17 @@ def test_cli_pretrain_metatrain_evaluate(tmp_path, capsys):
                  "--pretrain-run", str(pre), "--metatrain-run", str(meta_out)]) == 0
     res = json.loads(report.read_text())["results"][data]
     assert set(res) == {"random", str(meta_out / "best.safetensors")}
-    assert all(r["n"] == 3 and 0 <= r["mean"] <= 1 for r in res.values())
+    assert all(r["n"] == 3 and 0 <= r["mean"] <= 1 and len(r["accs"]) == 3 for r in res.values())
     card = (tmp_path / "card.md").read_text()
+    diff = 100 * (sum(res[str(meta_out / "best.safetensors")]["accs"]) - sum(res["random"]["accs"])) / 3
+    assert f"| {data} (n=3) | {diff:+.1f} ± " in card           # the paired table: meta minus random
     assert "tinytrain metatrain --batch-episodes 1" in card and "--lr 0.01 --min-lr" in card
     assert "tinytrain checkpoint-eval --model tiny-test --checkpoints random" in card and "± " in card
+    # the card's commands are exact: run again on the finished runs, each matches the stored config
+    for stage in ("pretrain", "metatrain"):
+        line = next(x for x in card.splitlines() if x.startswith(f"tinytrain {stage} "))
+        assert main(shlex.split(line)[1:] + ["--no-progress"]) == 0, line
+        assert "different config" not in capsys.readouterr().err
 
 
 def test_metatrain_survives_sigkill_mid_epoch(tmp_path):

@@ -9,6 +9,7 @@ import torch
 from tinytrain.fewshot import (CosineClassifier, EpisodeShape, MetaTrainConfig, TensorEpisodes, evaluate_none,
                                meta_train, summarize, warmup_cosine_lr)
 from tinytrain.fewshot.episodes import parse_range
+from tinytrain.fewshot.evaluate import paired_table
 from tinytrain.fewshot.state import load_state, save_state
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.weights import load_checkpoint
@@ -137,10 +138,38 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert res.completed
 
 
+def test_resume_accepts_a_config_written_before_an_option_existed(tmp_path):
+    """A saved config without `crop_scale` (older version) resumes when the option is at its default,
+    and is refused when it is not."""
+    train, val = _sources()
+    b, h = _fresh()
+    meta_train(b, train, val, _config(), tmp_path, head=h, stop_at_step=1, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["crop_scale"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="crop_scale"):
+        meta_train(b, train, val, _config(crop_scale=0.05), tmp_path, head=h, progress=False)
+    assert meta_train(b, train, val, _config(), tmp_path, head=h, progress=False).completed
+
+
 def test_config_errors_say_what_to_change():
     with pytest.raises(ValueError, match="--batch-episodes"):
         _config(episodes_per_epoch=5, batch_episodes=2).check()
     with pytest.raises(ValueError, match="--warmup-epochs"):
         _config(warmup_epochs=5).check()
+    with pytest.raises(ValueError, match="--crop-scale"):
+        _config(crop_scale=0).check()
     assert MetaTrainConfig(init="random").effective_bn_mode() == "train"
     assert MetaTrainConfig(init="run/best.safetensors").effective_bn_mode() == "eval"
+
+
+def test_paired_table_differences_episode_by_episode():
+    # B beats A by exactly 10 points on every episode: the paired interval is zero although the
+    # per-checkpoint intervals are wide and overlap
+    a = summarize([0.2, 0.5, 0.8, 0.4])
+    b = summarize([0.3, 0.6, 0.9, 0.5])
+    assert a.ci95 > 0.1 and b.ci95 > 0.1
+    table = paired_table({"d": {"A": a, "B": b}})
+    assert table.splitlines()[0] == "| domain | B − A |"
+    assert table.splitlines()[2] == "| d (n=4) | +10.0 ± 0.0 |"
+    assert paired_table({"d": {"A": a, "B": b}}, reference="A").splitlines()[2] == "| d (n=4) | -10.0 ± 0.0 |"

@@ -9,7 +9,7 @@ import platform
 import shlex
 from pathlib import Path
 
-from .evaluate import AccuracySummary, format_table
+from .evaluate import AccuracySummary, format_table, paired_table
 
 
 def hardware() -> str:
@@ -54,6 +54,9 @@ def render_card(model: str, runs: dict[str, str | Path], commands: list[str],
               f"column; resolution {resolution}; mean ± 95 % CI (%).", ""]
     renamed = {d: {labels.get(k, k): v for k, v in row.items()} for d, row in results.items()}
     lines += [format_table(renamed), ""]
+    if len(next(iter(renamed.values()))) > 1:
+        lines += ["Paired difference on the same episodes (the last column minus each other one), mean ± 95 % CI "
+                  "in points:", "", paired_table(renamed), ""]
     return "\n".join(lines)
 
 

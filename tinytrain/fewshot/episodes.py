@@ -120,9 +120,9 @@ class ImageEpisodes:
     another class."""
 
     def __init__(self, dataset, shape: EpisodeShape, resolution: int, seed: int = 0, train: bool = True,
-                 flip: bool = False):
+                 flip: bool = False, crop_scale: float = 0.35):
         self.dataset, self.shape, self.resolution = dataset, shape, resolution
-        self.seed, self.train, self.flip = seed, train, flip
+        self.seed, self.train, self.flip, self.crop_scale = seed, train, flip, crop_scale
         self.class_sizes = list(dataset.class_sizes())
 
     def episode(self, index: int) -> Episode:
@@ -132,7 +132,8 @@ class ImageEpisodes:
         from ..data import transforms
         if not self.train:
             return transforms.eval_transform(self.resolution)
-        return transforms.train_transform(self.resolution, flip=self.flip, seed=episode_seed(self.seed + 1, index))
+        return transforms.train_transform(self.resolution, flip=self.flip, scale=(self.crop_scale, 1.0),
+                                          seed=episode_seed(self.seed + 1, index))
 
     def task(self, index: int) -> Task:
         ep = self.episode(index)
@@ -148,13 +149,14 @@ class ReseedableTransform:
     """The train transform, replaced by a freshly seeded one before each batch (`reseed(s)`), so that
     pretraining batches are reproducible after a resume."""
 
-    def __init__(self, resolution: int, flip: bool = False):
-        self.resolution, self.flip = resolution, flip
+    def __init__(self, resolution: int, flip: bool = False, crop_scale: float = 0.35):
+        self.resolution, self.flip, self.crop_scale = resolution, flip, crop_scale
         self.reseed(0)
 
     def reseed(self, seed: int) -> None:
         from ..data import transforms
-        self._tf = transforms.train_transform(self.resolution, flip=self.flip, seed=seed)
+        self._tf = transforms.train_transform(self.resolution, flip=self.flip, scale=(self.crop_scale, 1.0),
+                                              seed=seed)
 
     def __call__(self, img):
         return self._tf(img)

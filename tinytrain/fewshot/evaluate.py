@@ -109,6 +109,26 @@ def evaluate_checkpoints(model: str, checkpoints: list[str], domains: list[str],
     return results
 
 
+def paired_table(results: dict[str, dict[str, AccuracySummary]], reference: str | None = None) -> str:
+    """Markdown table of per-episode differences, `reference` (default: the last column) minus each other
+    checkpoint, mean ± 95 % CI in points. The episodes are identical, so the difference removes each
+    episode's difficulty: its interval says whether one checkpoint beats the other, which two overlapping
+    per-checkpoint intervals cannot."""
+    names = list(next(iter(results.values())))
+    reference = reference or names[-1]
+    others = [n for n in names if n != reference]
+    lines = ["| domain | " + " | ".join(f"{reference} − {n}" for n in others) + " |",
+             "|---" * (len(others) + 1) + "|"]
+    for domain, row in results.items():
+        ref = row[reference].accs
+        cells = []
+        for n in others:
+            d = summarize([a - b for a, b in zip(ref, row[n].accs)])
+            cells.append(f"{100 * d.mean:+.1f} ± {100 * d.ci95:.1f}")
+        lines.append(f"| {domain} (n={len(ref)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, dict[str, AccuracySummary]]) -> str:
     """Markdown table: one row per domain, one column per checkpoint, 'mean ± ci95' in %."""
     names = list(next(iter(results.values())))

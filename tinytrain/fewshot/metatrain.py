@@ -45,6 +45,7 @@ class MetaTrainConfig(RunConfig):
     shots: str = "5"
     queries: int = 15
     flip: bool = False              # horizontal flips in augmentation (off: the pocket source is glyphs)
+    crop_scale: float = 0.35        # smallest area fraction of the random resized crop (P>M>F: 0.05)
     val_episodes: int = 100         # fixed validation episodes on held-out classes (0: no validation)
     bn_mode: str = "auto"           # eval | train | auto (eval from a trained init, train from random)
     seed: int = 0
@@ -56,6 +57,8 @@ class MetaTrainConfig(RunConfig):
     def check(self) -> None:
         if self.epochs < 1 or self.episodes_per_epoch < 1:
             raise ValueError("--epochs and --episodes-per-epoch must be at least 1")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if self.batch_episodes < 1 or self.episodes_per_epoch % self.batch_episodes:
             raise ValueError(f"--episodes-per-epoch ({self.episodes_per_epoch}) must be a multiple of "
                              f"--batch-episodes ({self.batch_episodes})")
@@ -178,10 +181,10 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
     head.to(device)
     run = RunDir(out)
     if rank == 0:
-        state = run.prepare(config.to_dict(), restart=restart)
+        state = run.prepare(config.to_dict(), restart=restart, defaults=config.defaults())
     _barrier(world)
     if rank != 0:
-        state = run.prepare(config.to_dict(), write=False)
+        state = run.prepare(config.to_dict(), write=False, defaults=config.defaults())
     params = list(backbone.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     step, best, history = 0, None, []
@@ -294,7 +297,7 @@ def source_episodes(config: MetaTrainConfig):
     shape = config.shape()
     train_set, val_set = open_source_splits(config.data)
     train = ImageEpisodes(train_set, shape, config.resolution, config.seed, train=True,
-                          flip=config.flip)
+                          flip=config.flip, crop_scale=config.crop_scale)
     val = None
     if config.val_episodes:
         val = ImageEpisodes(val_set, shape, config.resolution,

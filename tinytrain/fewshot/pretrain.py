@@ -36,6 +36,7 @@ class PretrainConfig(RunConfig):
     weight_decay: float = 5e-5
     label_smoothing: float = 0.1
     flip: bool = False              # horizontal flips in augmentation (off: the pocket source is glyphs)
+    crop_scale: float = 0.35        # smallest area fraction of the random resized crop
     warmup_epochs: float = 1.0
     val_episodes: int = 100
     ways: str = "5"
@@ -49,6 +50,8 @@ class PretrainConfig(RunConfig):
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be at least 1")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         EpisodeShape.parse(self.ways, self.shots, self.queries)
@@ -69,7 +72,7 @@ def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: Epis
     device = pick_device(config.device)
     backbone.to(device)
     run = RunDir(out)
-    state = run.prepare(config.to_dict(), restart=restart)
+    state = run.prepare(config.to_dict(), restart=restart, defaults=config.defaults())
     opt = torch.optim.SGD(backbone.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
     n = len(train_data)
@@ -156,7 +159,7 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, restart: bool = Fal
     from .episodes import ImageEpisodes, ReseedableTransform, open_source_splits
     config.check()
     train_set, val_set = open_source_splits(config.data)
-    tf = ReseedableTransform(config.resolution, config.flip)
+    tf = ReseedableTransform(config.resolution, config.flip, config.crop_scale)
     view = ClassificationView(train_set, tf)
     val = None
     if config.val_episodes:

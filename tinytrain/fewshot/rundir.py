@@ -41,6 +41,10 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
+    def defaults(cls) -> dict:
+        return asdict(cls())
+
+    @classmethod
     def from_dict(cls, d: dict):
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -56,10 +60,12 @@ class RunDir:
     best_path = property(lambda self: self.path / "best.safetensors")
     last_path = property(lambda self: self.path / "last.safetensors")
 
-    def prepare(self, config: dict, restart: bool = False, write: bool = True) -> dict | None:
+    def prepare(self, config: dict, restart: bool = False, write: bool = True,
+                defaults: dict | None = None) -> dict | None:
         """Write config.json; return the saved state to resume from, or None for a fresh run.
 
-        A folder holding a run with a different config is refused rather than overwritten.
+        A folder holding a run with a different config is refused rather than overwritten. A key the
+        saved config lacks (written before that option existed) counts as its value in `defaults`.
         `write=False` (ranks other than 0) only reads."""
         if write:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -69,6 +75,7 @@ class RunDir:
         state = None
         if self.state_path.is_file():
             old = json.loads(self.config_path.read_text()) if self.config_path.is_file() else {}
+            old = {**(defaults or {}), **old}
             diff = sorted(k for k in set(old) | set(config)
                           if k not in OPERATIONAL_FIELDS and old.get(k) != config.get(k))
             if diff:
