@@ -3,7 +3,6 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tinytrain.data import ClassificationView, folder_dataset, open_dataset
 from tinytrain.data.metadataset import OMNIGLOT_VALID_ALPHABETS, open_source

@@ -173,3 +173,19 @@ def test_paired_table_differences_episode_by_episode():
     assert table.splitlines()[0] == "| domain | B − A |"
     assert table.splitlines()[2] == "| d (n=4) | +10.0 ± 0.0 |"
     assert paired_table({"d": {"A": a, "B": b}}, reference="A").splitlines()[2] == "| d (n=4) | -10.0 ± 0.0 |"
+
+
+def test_frozen_blocks_keep_their_starting_weights(tmp_path):
+    train, val = _sources()
+    b, h = _fresh()
+    start = {k: v.clone() for k, v in b.state_dict().items()}
+    meta_train(b, train, val, _config(frozen_blocks=1, bn_mode="train"), tmp_path, head=h, progress=False)
+    after = b.state_dict()
+    frozen = [k for k in start if k.startswith(("stem.", "blocks.0."))]
+    trained = [k for k in start if k.startswith("blocks.1.") and k.endswith("weight")]
+    assert frozen and trained
+    assert all(torch.equal(start[k], after[k]) for k in frozen)   # weights and BN statistics alike
+    assert any(not torch.equal(start[k], after[k]) for k in trained)
+    with pytest.raises(ValueError, match="--frozen-blocks 99"):
+        meta_train(b, train, val, _config(frozen_blocks=99), tmp_path / "x", head=h, progress=False)
+    assert not (tmp_path / "x").exists()

@@ -65,7 +65,7 @@ _FIELDS = {"model": "model", "resolution": "resolution", "epochs": "epochs", "lr
            "queries": "queries", "val_episodes": "val_episodes", "flip": "flip", "crop_scale": "crop_scale", "seed": "seed", "device": "device",
            "batch_size": "batch_size", "label_smoothing": "label_smoothing", "episodes_per_epoch":
            "episodes_per_epoch", "batch_episodes": "batch_episodes", "momentum": "momentum", "bn_mode": "bn_mode",
-           "init": "init", "nproc": "nproc", "warmup_lr": "warmup_lr", "min_lr": "min_lr", "save_every": "save_every_steps", "log_every": "log_every_steps"}
+           "init": "init", "nproc": "nproc", "frozen_blocks": "frozen_blocks", "warmup_lr": "warmup_lr", "min_lr": "min_lr", "save_every": "save_every_steps", "log_every": "log_every_steps"}
 
 
 def _config_from_args(cls, args, stage: str):
@@ -189,6 +189,8 @@ def register(sub) -> None:
     p.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
     p.add_argument("--bn-mode", choices=["auto", "eval", "train"],
                    help="BatchNorm during meta-training (auto: eval from trained weights, train from random)")
+    p.add_argument("--frozen-blocks", type=int, help="keep the stem and the first N blocks at their starting "
+                   "weights (default 0: train everything)")
     p.add_argument("--nproc", type=int, help="local processes (gloo on CPU, NCCL on GPU)")
     p.set_defaults(func=cmd_metatrain)
 

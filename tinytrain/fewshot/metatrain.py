@@ -48,6 +48,7 @@ class MetaTrainConfig(RunConfig):
     crop_scale: float = 0.35        # smallest area fraction of the random resized crop (P>M>F: 0.05)
     val_episodes: int = 100         # fixed validation episodes on held-out classes (0: no validation)
     bn_mode: str = "auto"           # eval | train | auto (eval from a trained init, train from random)
+    frozen_blocks: int = 0          # the stem and the first N blocks keep their starting weights
     seed: int = 0
     save_every_steps: int = 100
     log_every_steps: int = 20
@@ -64,6 +65,8 @@ class MetaTrainConfig(RunConfig):
                              f"--batch-episodes ({self.batch_episodes})")
         if self.bn_mode not in ("auto", "eval", "train"):
             raise ValueError(f"--bn-mode must be auto, eval or train, not {self.bn_mode!r}")
+        if self.frozen_blocks < 0:
+            raise ValueError(f"--frozen-blocks must be 0 or more, got {self.frozen_blocks}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         self.shape()
@@ -155,6 +158,16 @@ def _average_buffers(module: torch.nn.Module, world: int) -> None:
             buf.div_(world)
 
 
+def frozen_prefix(backbone: Backbone, blocks: int) -> torch.nn.Module:
+    """The stem and the first `blocks` blocks: what `--frozen-blocks` keeps at its starting weights (an
+    empty module for 0). Freezing the early, generic layers keeps them from specialising to the source,
+    and meta-training gets cheaper: no weight gradients there."""
+    if blocks > len(backbone.blocks):
+        raise ValueError(f"--frozen-blocks {blocks} is more than {backbone.spec.name}'s "
+                         f"{len(backbone.blocks)} blocks")
+    return torch.nn.ModuleList([backbone.stem, *backbone.blocks[:blocks]]) if blocks else torch.nn.ModuleList()
+
+
 def _checkpoint_meta(config: MetaTrainConfig, head: CosineClassifier, step: int, val) -> dict:
     return {"stage": "metatrain", "config": config.to_dict(), "step": step,
             "epoch": step / config.steps_per_epoch, "resolution": config.resolution,
@@ -176,6 +189,7 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
         raise ValueError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of the number of "
                          f"processes ({world})")
     device = pick_device(config.device)
+    frozen = frozen_prefix(backbone, config.frozen_blocks)     # checked before anything is written
     head = head if head is not None else CosineClassifier()
     backbone.to(device)
     head.to(device)
@@ -185,7 +199,9 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
     _barrier(world)
     if rank != 0:
         state = run.prepare(config.to_dict(), write=False, defaults=config.defaults())
-    params = list(backbone.parameters()) + list(head.parameters())
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    params = [p for p in backbone.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     step, best, history = 0, None, []
     if state is not None:
@@ -238,6 +254,7 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
     t0 = time.time()
     while step < total and (stop_at_step is None or step < stop_at_step):
         backbone.train(bn_train)
+        frozen.eval()
         lr = warmup_cosine_lr(step / spe, base_lr=config.lr, epochs=config.epochs,
                               warmup_epochs=config.warmup_epochs, warmup_lr=config.warmup_lr, min_lr=config.min_lr)
         for g in opt.param_groups:
