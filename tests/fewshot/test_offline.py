@@ -186,6 +186,7 @@ def test_frozen_blocks_keep_their_starting_weights(tmp_path):
     assert frozen and trained
     assert all(torch.equal(start[k], after[k]) for k in frozen)   # weights and BN statistics alike
     assert any(not torch.equal(start[k], after[k]) for k in trained)
+    assert all(p.requires_grad for p in b.parameters())          # given back trainable
     with pytest.raises(ValueError, match="--frozen-blocks 99"):
         meta_train(b, train, val, _config(frozen_blocks=99), tmp_path / "x", head=h, progress=False)
     assert not (tmp_path / "x").exists()

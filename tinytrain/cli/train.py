@@ -60,12 +60,11 @@ def _add_common(p, stage: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-_FIELDS = {"model": "model", "resolution": "resolution", "epochs": "epochs", "lr": "lr",
-           "warmup_epochs": "warmup_epochs", "weight_decay": "weight_decay", "ways": "ways", "shots": "shots",
-           "queries": "queries", "val_episodes": "val_episodes", "flip": "flip", "crop_scale": "crop_scale", "seed": "seed", "device": "device",
-           "batch_size": "batch_size", "label_smoothing": "label_smoothing", "episodes_per_epoch":
-           "episodes_per_epoch", "batch_episodes": "batch_episodes", "momentum": "momentum", "bn_mode": "bn_mode",
-           "init": "init", "nproc": "nproc", "frozen_blocks": "frozen_blocks", "warmup_lr": "warmup_lr", "min_lr": "min_lr", "save_every": "save_every_steps", "log_every": "log_every_steps"}
+_SAME_NAME = ("model", "resolution", "epochs", "lr", "warmup_epochs", "weight_decay", "ways", "shots", "queries",
+              "val_episodes", "flip", "crop_scale", "seed", "device", "batch_size", "label_smoothing",
+              "episodes_per_epoch", "batch_episodes", "momentum", "bn_mode", "init", "nproc", "frozen_blocks",
+              "warmup_lr", "min_lr")
+_FIELDS = {**{name: name for name in _SAME_NAME}, "save_every": "save_every_steps", "log_every": "log_every_steps"}
 
 
 def _config_from_args(cls, args, stage: str):

@@ -199,6 +199,7 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
     _barrier(world)
     if rank != 0:
         state = run.prepare(config.to_dict(), write=False, defaults=config.defaults())
+    was_trainable = [p.requires_grad for p in frozen.parameters()]
     for p in frozen.parameters():
         p.requires_grad_(False)
     params = [p for p in backbone.parameters() if p.requires_grad] + list(head.parameters())
@@ -286,6 +287,8 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
         save_state()
     if bar is not None:
         bar.close()
+    for p, flag in zip(frozen.parameters(), was_trainable):    # the caller's backbone as it was given
+        p.requires_grad_(flag)
     return TrainResult(Path(out), step, total, best, history)
 
 
