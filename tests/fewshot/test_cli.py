@@ -23,6 +23,10 @@ def test_image_episodes_are_reproducible(tmp_path):
     assert a.support_x.shape == (6, 3, 32, 32) and a.query_x.shape == (9, 3, 32, 32)
     assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
     assert not torch.equal(a.support_x, c.support_x)
+    # --crop-scale reaches the random resized crop: whole-image crops differ from the default ones
+    full = ImageEpisodes(train, EpisodeShape.parse(3, 2, 3), resolution=32, seed=1, train=True, crop_scale=1.0)
+    assert full.transform(5).scale == (1.0, 1.0) and src.transform(5).scale == (0.35, 1.0)
+    assert not torch.equal(full.task(5).support_x, a.support_x)
 
 
 def test_cli_pretrain_metatrain_evaluate(tmp_path, capsys):
