@@ -115,10 +115,11 @@ def test_load_backbone_resolves_names(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
+@pytest.mark.parametrize("name", ["pocket", "pocket-long"])
 @pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
-def test_shipped_pocket_checkpoints_load_by_name(model):
+def test_shipped_pocket_checkpoints_load_by_name(model, name):
     from tinytrain.models.weights import load_backbone
-    backbone, meta = load_backbone(model, "pocket")
+    backbone, meta = load_backbone(model, name)
     assert backbone.spec.name == model and meta["stage"] == "metatrain"
     assert meta["config"]["resolution"] == 64
     with torch.no_grad():

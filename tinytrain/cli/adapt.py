@@ -9,7 +9,8 @@ from . import UserError
 def add_model_arguments(p, default_model: str = "mcunet-5fps") -> None:
     p.add_argument("--model", default=default_model, help=f"backbone from the zoo (default {default_model})")
     p.add_argument("--checkpoint", default="pocket",
-                   help="'pocket' (shipped), 'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint path")
+                   help="'pocket' or 'pocket-long' (shipped), 'random', 'imagenet' (mobilenetv2-1.0) "
+                   "or a checkpoint path")
     p.add_argument("--resolution", type=int, default=128, help="input resolution in pixels (default 128)")
 
 

@@ -37,7 +37,8 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
     g = p.add_argument_group("what to evaluate")
     g.add_argument("--model", default=defaults["model"], help="zoo model id (default: %(default)s)")
     g.add_argument("--checkpoint", default=defaults["checkpoint"],
-                   help="'pocket' (shipped), 'imagenet', 'random' or a checkpoint path (default: %(default)s)")
+                   help="'pocket' or 'pocket-long' (shipped), 'imagenet', 'random' or a checkpoint path "
+                   "(default: %(default)s)")
     g.add_argument("--domains", default=defaults["domains"],
                    help="comma-separated pocket domains, SOURCE:PATH Meta-Dataset sources or class-per-folder paths "
                         "(default: %(default)s)")

@@ -27,8 +27,8 @@ def register(sub) -> None:
                                    "within the memory budget; write it as JSON.")
     p.add_argument("--model", required=True, help="zoo model id (see `tinytrain models`)")
     p.add_argument("--checkpoint", default="pocket",
-                   help="'pocket' (shipped), 'imagenet' (mobilenetv2-1.0), 'random' or a checkpoint path "
-                        "(default: %(default)s)")
+                   help="'pocket' or 'pocket-long' (shipped), 'imagenet' (mobilenetv2-1.0), 'random' or a "
+                   "checkpoint path (default: %(default)s)")
     p.add_argument("--data", default="pocket-symbols",
                    help="source dataset whose VALIDATION classes are used: a pocket source or Meta-Dataset "
                         "'SOURCE:PATH' with a val split, or a class-per-folder path (every 5th class held out) "
