@@ -59,11 +59,12 @@ def test_cli_pretrain_metatrain_evaluate(tmp_path, capsys):
     assert main(["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random",
                  str(meta_out / "best.safetensors"), "--domains", data, "--episodes", "3", "--resolution", "32",
                  "--json", str(report), "--no-progress", "--card", str(tmp_path / "card.md"),
-                 "--pretrain-run", str(pre), "--metatrain-run", str(meta_out)]) == 0
+                 "--pretrain-run", str(pre), "--metatrain-run", str(meta_out), "--card-name", "mine"]) == 0
     res = json.loads(report.read_text())["results"][data]
     assert set(res) == {"random", str(meta_out / "best.safetensors")}
     assert all(r["n"] == 3 and 0 <= r["mean"] <= 1 and len(r["accs"]) == 3 for r in res.values())
     card = (tmp_path / "card.md").read_text()
+    assert card.startswith("# tiny-test — `mine` meta-trained checkpoint\n")
     diff = 100 * (sum(res[str(meta_out / "best.safetensors")]["accs"]) - sum(res["random"]["accs"])) / 3
     assert f"| {data} (n=3) | {diff:+.1f} ± " in card           # the paired table: meta minus random
     assert "tinytrain metatrain --batch-episodes 1" in card and "--lr 0.01 --min-lr" in card

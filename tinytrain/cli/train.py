@@ -153,7 +153,8 @@ def cmd_checkpoint_eval(args) -> int:
         commands.append(command_line(["checkpoint-eval", "--model", args.model, "--checkpoints", *args.checkpoints,
                                       "--domains", *domains, "--episodes", str(args.episodes),
                                       "--resolution", str(args.resolution), "--seed", str(args.seed)]))
-        card = render_card(args.model, runs, commands, results, args.episodes, args.resolution)
+        card = render_card(args.model, runs, commands, results, args.episodes, args.resolution,
+                           name=args.card_name)
         Path(args.card).parent.mkdir(parents=True, exist_ok=True)
         Path(args.card).write_text(card)
         print(f"card written to {args.card}")
@@ -204,6 +205,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results (summaries and per-episode accuracies) to this file")
     p.add_argument("--card", help="write a checkpoint card (markdown) here")
+    p.add_argument("--card-name", default="pocket",
+                   help="the shipped name the card describes (--checkpoint NAME), for its title")
     p.add_argument("--pretrain-run", help="for --card: the pretraining run folder (its config and log)")
     p.add_argument("--metatrain-run", help="for --card: the meta-training run folder (its config and log)")
     p.add_argument("--no-progress", action="store_true")

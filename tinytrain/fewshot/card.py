@@ -33,10 +33,10 @@ def run_summary(run_dir: str | Path) -> dict:
 
 def render_card(model: str, runs: dict[str, str | Path], commands: list[str],
                 results: dict[str, dict[str, AccuracySummary]], episodes: int, resolution: int,
-                labels: dict[str, str] | None = None) -> str:
+                labels: dict[str, str] | None = None, name: str = "pocket") -> str:
     """Markdown card. `runs` maps a stage name ('pretrain', 'metatrain') to its run folder."""
     labels = labels or {}
-    lines = [f"# {model} — pocket meta-trained checkpoint", ""]
+    lines = [f"# {model} — `{name}` meta-trained checkpoint", ""]
     lines += ["## How it was made", "", "```sh", *commands, "```", ""]
     for stage, path in runs.items():
         s = run_summary(path)
