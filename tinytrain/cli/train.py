@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..jsonfile import write_json_atomic
 from . import UserError
 
 DEFAULT_RESOLUTION = 64
@@ -163,7 +164,7 @@ def cmd_checkpoint_eval(args) -> int:
                    "resolution": args.resolution, "seed": args.seed, "data_version": version,
                    "results": {d: {c: s.to_dict(with_accs=True) for c, s in row.items()}
                                for d, row in results.items()}}
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        write_json_atomic(args.json, payload)
     return 0
 
 

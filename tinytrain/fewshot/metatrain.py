@@ -160,8 +160,9 @@ def _average_buffers(module: torch.nn.Module, world: int) -> None:
 
 def frozen_prefix(backbone: Backbone, blocks: int) -> torch.nn.Module:
     """The stem and the first `blocks` blocks: what `--frozen-blocks` keeps at its starting weights (an
-    empty module for 0). Freezing the early, generic layers keeps them from specialising to the source,
-    and meta-training gets cheaper: no weight gradients there."""
+    empty module for 0). Freezing the early, generic layers is meant to keep them from specialising to the
+    source (docs/offline.md has what it did on proxyless-w0.3), and it makes meta-training cheaper: no weight
+    gradients there."""
     if blocks > len(backbone.blocks):
         raise ValueError(f"--frozen-blocks {blocks} is more than {backbone.spec.name}'s "
                          f"{len(backbone.blocks)} blocks")
@@ -195,10 +196,10 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
     head.to(device)
     run = RunDir(out)
     if rank == 0:
-        state = run.prepare(config.to_dict(), restart=restart, defaults=config.defaults())
+        state = run.prepare(config, restart=restart)
     _barrier(world)
     if rank != 0:
-        state = run.prepare(config.to_dict(), write=False, defaults=config.defaults())
+        state = run.prepare(config, write=False)
     was_trainable = [p.requires_grad for p in frozen.parameters()]
     for p in frozen.parameters():
         p.requires_grad_(False)

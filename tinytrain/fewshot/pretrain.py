@@ -72,7 +72,7 @@ def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: Epis
     device = pick_device(config.device)
     backbone.to(device)
     run = RunDir(out)
-    state = run.prepare(config.to_dict(), restart=restart, defaults=config.defaults())
+    state = run.prepare(config, restart=restart)
     opt = torch.optim.SGD(backbone.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
     n = len(train_data)

@@ -60,13 +60,13 @@ class RunDir:
     best_path = property(lambda self: self.path / "best.safetensors")
     last_path = property(lambda self: self.path / "last.safetensors")
 
-    def prepare(self, config: dict, restart: bool = False, write: bool = True,
-                defaults: dict | None = None) -> dict | None:
+    def prepare(self, run_config: RunConfig, restart: bool = False, write: bool = True) -> dict | None:
         """Write config.json; return the saved state to resume from, or None for a fresh run.
 
         A folder holding a run with a different config is refused rather than overwritten. A key the
-        saved config lacks (written before that option existed) counts as its value in `defaults`.
+        saved config lacks (written before that option existed) counts as that option's default.
         `write=False` (ranks other than 0) only reads."""
+        config = run_config.to_dict()
         if write:
             self.path.mkdir(parents=True, exist_ok=True)
         if restart and write:
@@ -75,7 +75,7 @@ class RunDir:
         state = None
         if self.state_path.is_file():
             old = json.loads(self.config_path.read_text()) if self.config_path.is_file() else {}
-            old = {**(defaults or {}), **old}
+            old = {**run_config.defaults(), **old}
             diff = sorted(k for k in set(old) | set(config)
                           if k not in OPERATIONAL_FIELDS and old.get(k) != config.get(k))
             if diff:
