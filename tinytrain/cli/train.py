@@ -4,6 +4,7 @@
     tinytrain metatrain --model mcunet-5fps --init runs/pretrain-mcunet-5fps/best.safetensors \
                         --out runs/meta-mcunet-5fps [--nproc 2]
     tinytrain checkpoint-eval --model mcunet-5fps --checkpoints random runs/.../best.safetensors
+    tinytrain distill   --student mcunet-5fps --out runs/distill-mcunet-5fps [--nproc 2]
 
 Every run writes config.json, log.jsonl, best/last .safetensors and a resumable state into --out;
 running the same command again resumes it.
@@ -135,6 +136,10 @@ def cmd_checkpoint_eval(args) -> int:
     from ..data.pocket import POCKET_TARGETS
     from ..fewshot.card import command_line
     domains = args.domains or list(POCKET_TARGETS)
+    if args.resolution != "native":
+        if not args.resolution.isdigit():
+            raise UserError(f"--resolution must be a number of pixels or 'native', got {args.resolution!r}")
+        args.resolution = int(args.resolution)
     version = ""
     for d in domains:
         version = _prepare_data(d) or version
@@ -168,6 +173,81 @@ def cmd_checkpoint_eval(args) -> int:
     return 0
 
 
+def _distill_config(args):
+    from ..data.photos import DEFAULT_HELDOUT_PHOTOS, DEFAULT_TRAIN_PHOTOS, describe, resolve_images
+    from ..fewshot.distill import DistillConfig
+    images = args.images or [f"skimage:{n}" for n in DEFAULT_TRAIN_PHOTOS]
+    heldout = args.heldout if args.heldout is not None else [f"skimage:{n}" for n in DEFAULT_HELDOUT_PHOTOS]
+    if heldout == ["none"]:
+        heldout = []
+    train_files = resolve_images(images, "--images")
+    held_files = resolve_images(heldout, "--heldout") if heldout else []
+    fields = ("init", "teacher", "teacher_checkpoint", "resolution", "batch_size", "epochs", "steps_per_epoch", "lr",
+              "weight_decay", "warmup_epochs", "temperature", "cutmix", "pocket_fraction", "pocket_data", "init_crop",
+              "min_area", "rotation", "shear", "heldout_crops", "seed", "device", "nproc")
+    values = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    values |= {"student": args.student, "images": describe(train_files), "heldout": describe(held_files)}
+    if args.save_every is not None:
+        values["save_every_steps"] = args.save_every
+    if args.log_every is not None:
+        values["log_every_steps"] = args.log_every
+    config = DistillConfig(**values)
+    if config.pocket_fraction > 0:
+        config.data_version = _prepare_data(config.pocket_data)
+    config.check()
+    return config, Path(args.out or f"runs/distill-{config.student}")
+
+
+def _distill_worker(config_dict: dict, out: str, restart: bool, max_steps: int | None, progress: bool) -> None:
+    from ..fewshot.distill import DistillConfig, run_distill
+    run_distill(DistillConfig.from_dict(config_dict), out, restart=restart, stop_at_step=max_steps, progress=progress)
+
+
+def _distill_report(result, out: Path) -> int:
+    if not result.completed:
+        print(f"stopped at step {result.step}/{result.total_steps}; the same command resumes it ({out})")
+        return 0
+    last = result.history[-1] if result.history else {}
+    agree = (f"; held-out top-1 agreement with the teacher {100 * last['agree_top1']:.1f} %, top-5 overlap "
+             f"{100 * last['agree_top5_overlap']:.1f} %" if "agree_top1" in last else "")
+    print(f"done: {result.step} steps, {last.get('images_seen', 0):,} images seen{agree}; student {out / 'last.safetensors'}"
+          f"; curve {out / 'agreement.png'}")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from ..fewshot.distill import DistillConfig, TrainResult, export_features, run_distill
+    from ..fewshot.distributed import exit_rank, init_from_env, launch
+    from ..fewshot.rundir import RunDir
+    config, out = _distill_config(args)
+    if args.export and Path(args.export).exists() and not args.restart:
+        raise UserError(f"--export {args.export} exists; choose another file or delete it")
+    progress = not args.no_progress
+    if config.nproc > 1:
+        launch(_distill_worker, config.nproc, (config.to_dict(), str(out), args.restart, args.max_steps, progress))
+        log = RunDir(out).read_log()
+        step = max((r.get("step", 0) for r in log), default=0)
+        result = TrainResult(out, step, config.total_steps, None, [r for r in log if "agree_top1" in r])
+    elif init_from_env():
+        import torch.distributed as dist
+        rank = dist.get_rank()
+        try:
+            result = run_distill(config, out, restart=args.restart, stop_at_step=args.max_steps,
+                                 progress=progress and rank == 0)
+        finally:
+            dist.destroy_process_group()
+        if rank != 0:
+            exit_rank(0)
+    else:
+        result = run_distill(config, out, restart=args.restart, stop_at_step=args.max_steps, progress=progress)
+    code = _distill_report(result, out)
+    if args.export and result.completed:
+        print(f"features (no ImageNet classifier) written to {export_features(out, args.export)}")
+    if init_from_env():
+        exit_rank(code)
+    return code
+
+
 def register(sub) -> None:
     p = sub.add_parser("pretrain", help="supervised pretraining of a backbone on a source domain",
                        description="Train MODEL as a classifier on the training classes of the source domain; "
@@ -195,6 +275,48 @@ def register(sub) -> None:
     p.add_argument("--nproc", type=int, help="local processes (gloo on CPU, NCCL on GPU)")
     p.set_defaults(func=cmd_metatrain)
 
+    p = sub.add_parser("distill", help="distil an ImageNet teacher into a tiny backbone from patches of a few photos",
+                       description="Train STUDENT to match the softened ImageNet outputs (KL at a temperature) of "
+                       "TEACHER on heavily augmented, CutMixed patches of a few photographs (Asano & Saeed, ICLR "
+                       "2023); logs the student-teacher agreement on crops of held-out photographs. Resumable; "
+                       "--nproc N or torchrun for several processes.")
+    p.add_argument("--student", default="mcunet-5fps", help="zoo model to train")
+    p.add_argument("--init", help="student's starting weights: random (default), a shipped name or a checkpoint")
+    p.add_argument("--teacher", help="teacher model (default mobilenetv2-1.0)")
+    p.add_argument("--teacher-checkpoint", help="teacher weights (default imagenet); must have a 1000-way classifier")
+    p.add_argument("--images", nargs="+", help="training photographs: files, folders, skimage:NAME (default: seven "
+                   "scikit-image photographs, docs/offline.md)")
+    p.add_argument("--heldout", nargs="+", help="photographs for the agreement curve, never trained on "
+                   "(default skimage:motorcycle_left; 'none' for no curve)")
+    p.add_argument("--out", help="run folder (default runs/distill-<student>)")
+    p.add_argument("--resolution", type=int, help="input size in pixels (default 128, the paper's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int, help="optimizer steps between agreement checks and snapshots")
+    p.add_argument("--lr", type=float, help="AdamW peak learning rate (warm-up, then cosine to 0)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--temperature", type=float, help="softening temperature of the KL loss (default 8)")
+    p.add_argument("--cutmix", type=float, help="probability that a batch is CutMixed (default 1)")
+    p.add_argument("--pocket-fraction", type=float, help="share of each batch taken from the pocket source's "
+                   "training glyphs (default 0)")
+    p.add_argument("--pocket-data", help="where those glyphs come from (default pocket-source)")
+    p.add_argument("--init-crop", type=float, help="first crop, as a fraction of the photo's shorter side")
+    p.add_argument("--min-area", type=float, help="smallest patch area as a fraction of that crop (default 0.002)")
+    p.add_argument("--rotation", type=float, help="largest rotation in degrees (default 30)")
+    p.add_argument("--shear", type=float, help="largest shear in degrees (default 30)")
+    p.add_argument("--heldout-crops", type=int, help="number of held-out crops for the agreement check")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (GPU when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--nproc", type=int, help="local processes (gloo on CPU, NCCL on GPU)")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--export", help="when finished, write the student without its ImageNet classifier here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_distill)
+
     p = sub.add_parser("checkpoint-eval", help="None accuracy of several checkpoints on the same episodes",
                        description="ProtoNet nearest-centroid accuracy (no fine-tuning), mean and 95%% CI over "
                        "EPISODES test episodes per domain, every checkpoint on identical episodes.")
@@ -202,7 +324,9 @@ def register(sub) -> None:
     p.add_argument("--checkpoints", nargs="+", required=True, help="random | pocket | imagenet | PATH ...")
     p.add_argument("--domains", nargs="+", help="default: the pocket target domains")
     p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
+    p.add_argument("--resolution", default=str(DEFAULT_RESOLUTION),
+                   help="pixels for every checkpoint, or 'native': each at the resolution it was trained at "
+                   "(NAME@RES sets one checkpoint's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results (summaries and per-episode accuracies) to this file")
     p.add_argument("--card", help="write a checkpoint card (markdown) here")

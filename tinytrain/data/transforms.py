@@ -135,3 +135,98 @@ def finetune_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.9
         x = torch.stack([padded[i, :, sx + tx[i]: sx + tx[i] + h, sy + ty[i]: sy + ty[i] + w]
                          for i in range(n)])
     return x
+
+
+class PhotoPatches:
+    """Heavily augmented patches of a few photographs: the input of single-image distillation.
+
+    Our rendering of the recipe of Asano & Saeed (ICLR 2023, "The augmented image prior"): pick a photo,
+    take a random square crop of `init_crop` of its shorter side (so patches do not crowd the centre),
+    then a random resized crop whose area is a fraction in [`min_area`, 1] of that square (down to tiny
+    details), rotated by up to `rotation` degrees and sheared by up to `shear` degrees, flipped, centre-
+    cropped to `resolution`, colour-jittered (brightness/contrast/saturation 0.4, hue 0.1; p = 0.8), greyed
+    (p = 0.2) and solarised (p = 0.2). Every draw comes from the object's own numpy Generator.
+    """
+
+    def __init__(self, photos: list[Image.Image], resolution: int, *, init_crop: float = 0.5,
+                 min_area: float = 0.002, rotation: float = 30.0, shear: float = 30.0, seed: int | None = None):
+        _check_resolution(resolution)
+        if not photos:
+            raise ValueError("PhotoPatches needs at least one photograph")
+        if not 0 < init_crop <= 1 or not 0 < min_area <= 1:
+            raise ValueError(f"init_crop and min_area must be in (0, 1], got {init_crop} and {min_area}")
+        self.photos = [p.convert("RGB") for p in photos]
+        self.resolution, self.init_crop, self.min_area = resolution, init_crop, min_area
+        self.rotation, self.shear = rotation, shear
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def _patch(self) -> Image.Image:
+        rng, r = self.rng, self.resolution
+        img = self.photos[int(rng.integers(len(self.photos)))]
+        w, h = img.size
+        side = max(8, int(self.init_crop * min(w, h)))
+        x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        # random resized crop inside the square, output with room for rotation (sqrt 2)
+        big = int(math.ceil(math.sqrt(2) * r))
+        for _ in range(10):
+            area = side * side * rng.uniform(self.min_area, 1.0)
+            aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < cw <= side and 0 < ch <= side:
+                break
+        else:
+            cw = ch = side
+        cx, cy = x0 + int(rng.integers(0, side - cw + 1)), y0 + int(rng.integers(0, side - ch + 1))
+        patch = img.resize((big, big), Image.BICUBIC, box=(cx, cy, cx + cw, cy + ch))
+        # rotation + shear about the centre, sampled straight into the centred r x r output
+        a = math.radians(rng.uniform(-self.rotation, self.rotation))
+        s = math.radians(rng.uniform(-self.shear, self.shear))
+        fwd = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ np.array([[1.0, math.tan(s)],
+                                                                                            [0.0, 1.0]])
+        inv = np.linalg.inv(fwd)
+        c_in, c_out = big / 2.0, r / 2.0
+        off = np.array([c_in, c_in]) - inv @ np.array([c_out, c_out])
+        patch = patch.transform((r, r), Image.AFFINE, (inv[0, 0], inv[0, 1], off[0], inv[1, 0], inv[1, 1], off[1]),
+                                resample=Image.BILINEAR)
+        if rng.random() < 0.5:
+            patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
+        if rng.random() < 0.8:
+            for op in rng.permutation(4):
+                if op == 3:
+                    hsv = np.asarray(patch.convert("HSV")).copy()
+                    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.uniform(-0.1, 0.1) * 255)) % 256
+                    patch = Image.fromarray(hsv, "HSV").convert("RGB")
+                else:
+                    enh = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)[op]
+                    patch = enh(patch).enhance(float(rng.uniform(0.6, 1.4)))
+        if rng.random() < 0.2:
+            patch = patch.convert("L").convert("RGB")
+        if rng.random() < 0.2:
+            from PIL import ImageOps
+            patch = ImageOps.solarize(patch, 128)
+        return patch
+
+    def __call__(self, n: int) -> torch.Tensor:
+        """A batch of `n` normalised patches, (n, 3, resolution, resolution)."""
+        return torch.stack([normalize(to_tensor(self._patch())) for _ in range(n)])
+
+
+def cutmix(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """CutMix without labels (for distillation, where the teacher labels the mixed image): each image gets
+    a box, of area fraction 1 - lambda with lambda ~ U(0, 1) (Beta(1, 1)), pasted from another image of the
+    batch (a random permutation)."""
+    n, _, h, w = x.shape
+    if n < 2:
+        return x.clone()
+    perm = torch.randperm(n, generator=generator)
+    lam = float(torch.rand((), generator=generator))
+    bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(h, (), generator=generator)), int(torch.randint(w, (), generator=generator))
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh // 2, h)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw // 2, w)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    return out

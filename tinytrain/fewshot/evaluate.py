@@ -81,27 +81,52 @@ def _progress(it, enabled: bool, unit: str):
     return tqdm(it, unit=unit, leave=False)
 
 
+def split_resolution(checkpoint: str) -> tuple[str, int | None]:
+    """'pocket@64' -> ('pocket', 64); 'pocket' -> ('pocket', None)."""
+    name, sep, res = checkpoint.rpartition("@")
+    if not sep or not res.isdigit():
+        return checkpoint, None
+    return name, int(res)
+
+
 def evaluate_checkpoints(model: str, checkpoints: list[str], domains: list[str], episodes: int = 100,
-                         resolution: int = 64, seed: int = 0, mode: str = "metadataset",
+                         resolution: int | str = 64, seed: int = 0, mode: str = "metadataset",
                          ways: int = 5, shots: int = 5, queries: int = 10,
                          progress: bool = False) -> dict[str, dict[str, AccuracySummary]]:
     """None accuracy of several checkpoints of `model` on the test split of each domain, on identical
-    episodes. Returns domain -> checkpoint -> summary (plus an "all" entry pooling every episode)."""
+    episodes. Returns domain -> checkpoint -> summary (plus an "all" entry pooling every episode).
+
+    `resolution` is one size for all, or "native": each checkpoint at the resolution it was trained at (its
+    meta; 128 px, the paper's, when it records none). 'NAME@RES' sets one checkpoint's size. Checkpoints at
+    different sizes still see the same episodes: the same images, resized."""
     from ..data import EpisodeSampler, load_task, open_dataset
     from ..models.weights import load_backbone
 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if resolution != "native" and not isinstance(resolution, int):
+        raise ValueError(f"resolution must be a number of pixels or 'native', got {resolution!r}")
     torch.manual_seed(seed)     # a 'random' column is then the same network in every run with this seed
-    backbones = {c: load_backbone(model, c)[0] for c in checkpoints}
+    backbones, sizes = {}, {}
+    for c in checkpoints:
+        name, res = split_resolution(c)
+        backbones[c], meta = load_backbone(model, name)
+        sizes[c] = res or (int(meta.get("resolution") or 128) if resolution == "native" else resolution)
     results: dict[str, dict[str, AccuracySummary]] = {}
     pooled: dict[str, list[float]] = {c: [] for c in checkpoints}
     for domain in domains:
         from pathlib import Path
         dataset = open_dataset(domain, split="all" if Path(domain).expanduser().is_dir() else "test")
         sampler = EpisodeSampler(dataset, mode=mode, ways=ways, shots=shots, queries=queries, seed=seed)
-        tasks = (load_task(dataset, sampler.episode(i), resolution) for i in range(episodes))
-        results[domain] = evaluate_none(backbones, tasks, progress)
+        accs: dict[str, list[float]] = {c: [] for c in checkpoints}
+        for i in _progress(range(episodes), progress, "episodes"):
+            episode = sampler.episode(i)
+            for res in sorted(set(sizes.values())):
+                task = load_task(dataset, episode, res)
+                for c in checkpoints:
+                    if sizes[c] == res:
+                        accs[c].append(none_accuracy(backbones[c], task))
+        results[domain] = {c: summarize(a) for c, a in accs.items()}
         for c in checkpoints:
             pooled[c] += results[domain][c].accs
     if len(domains) > 1:

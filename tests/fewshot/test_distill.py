@@ -1,0 +1,162 @@
+"""`tinytrain distill`: photo patches, CutMix, the KL loss, held-out agreement, the resumable run and its
+bad inputs. A tiny teacher (tiny-test with a 1000-way classifier) stands in for the ImageNet MobileNetV2."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from tinytrain.cli import main
+from tinytrain.data.photos import resolve_images
+from tinytrain.data.transforms import PhotoPatches, cutmix
+from tinytrain.fewshot.distill import agreement, kd_loss
+from tinytrain.models.backbone import build_backbone
+from tinytrain.models.weights import load_backbone, load_checkpoint, save_checkpoint
+
+
+def _photo(path, seed: int, size=(96, 80)):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 5, 3)).astype(np.uint8)
+    img = Image.fromarray(small).resize(size, Image.BICUBIC)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        _photo(photos / f"p{i}.png", i)
+    held = _photo(tmp_path / "held.png", 7)
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    net = build_backbone("tiny-test", num_classes=1000)
+    with torch.no_grad():                      # logits that vary with the input, as a trained teacher's do
+        net.classifier.weight.normal_(0, 1.0)
+    save_checkpoint(teacher, net)
+    args = ["distill", "--student", "tiny-test", "--teacher", "tiny-test", "--teacher-checkpoint", str(teacher),
+            "--images", str(photos), "--heldout", str(held), "--resolution", "32", "--batch-size", "8",
+            "--epochs", "2", "--steps-per-epoch", "4", "--warmup-epochs", "0.5", "--heldout-crops", "20",
+            "--save-every", "3", "--log-every", "1", "--no-progress", "--device", "cpu"]
+    return tmp_path, args
+
+
+def test_photo_patches_are_seeded_and_varied():
+    photos = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (60, 70, 3)).astype(np.uint8))
+              for i in range(2)]
+    a = PhotoPatches(photos, 32, seed=3)(6)
+    b = PhotoPatches(photos, 32, seed=3)(6)
+    c = PhotoPatches(photos, 32, seed=4)(6)
+    assert a.shape == (6, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    assert len({round(float(x.std()), 4) for x in a}) == 6         # six different patches
+
+
+def test_cutmix_pastes_a_box_from_another_image():
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 16, 16).contiguous()
+    y = cutmix(x, torch.Generator().manual_seed(1))
+    changed = (y != x).any(1)                                       # (4, 16, 16)
+    assert changed.any()
+    for i in range(4):
+        if changed[i].any():
+            assert set(y[i, 0][changed[i]].tolist()) <= {0.0, 1.0, 2.0, 3.0} - {float(i)}
+            rows, cols = changed[i].nonzero(as_tuple=True)           # one rectangle
+            assert changed[i][rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+
+
+def test_kd_loss_and_agreement():
+    t = torch.randn(10, 1000)
+    assert kd_loss(t, t, 8.0).abs() < 1e-6 and kd_loss(torch.randn(10, 1000), t, 8.0) > 0
+    torch.manual_seed(0)
+    net = build_backbone("tiny-test", num_classes=1000).eval()
+    crops = torch.randn(12, 3, 32, 32)
+    with torch.no_grad():
+        logits = net.logits(crops)
+    same = agreement(net, logits, crops)
+    assert same.top1 == same.top5_overlap == same.teacher_in_top5 == 1.0 and same.n == 12
+    shifted = agreement(net, logits.roll(7, -1), crops)       # every teacher class moved by 7: never agrees
+    assert shifted.top1 == 0.0 and shifted.teacher_in_top5 == 0.0
+
+
+def test_distill_run_resumes_exactly_and_exports(setup, capsys):
+    tmp, args = setup
+    out, whole = tmp / "run", tmp / "whole"
+    assert main(args + ["--out", str(out), "--max-steps", "3"]) == 0
+    assert "resumes" in capsys.readouterr().out
+    assert main(args + ["--out", str(out), "--export", str(tmp / "features.safetensors")]) == 0
+    done = capsys.readouterr().out
+    assert "64 images seen" in done and "held-out top-1 agreement" in done
+    assert main(args + ["--out", str(whole)]) == 0
+    a, b = load_file(str(out / "last.safetensors")), load_file(str(whole / "last.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)     # resumed == uninterrupted
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 9))
+    curve = [r for r in log if "agree_top1" in r]
+    assert [r["images_seen"] for r in curve] == [0, 32, 64] and all(r["agree_n"] == 20 for r in curve)
+    assert (out / "agreement.png").stat().st_size > 0
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
+        "step-0000000.safetensors", "step-0000004.safetensors", "step-0000008.safetensors"]
+    student, meta = load_checkpoint(out / "last.safetensors")
+    assert student.classifier.out_features == 1000 and meta["images_seen"] == 64 and meta["resolution"] == 32
+    cfg = json.loads((out / "config.json").read_text())
+    assert [i["file"] for i in cfg["images"]] == ["p0.png", "p1.png"] and len(cfg["images"][0]["sha256"]) == 64
+    features, fmeta = load_backbone("tiny-test", str(tmp / "features.safetensors"))
+    assert features.classifier is None and fmeta["stage"] == "distill" and fmeta["shipped_as"] == "distilled"
+    assert torch.equal(features.state_dict()["stem.conv.weight"], a["stem.conv.weight"])
+    # the same folder with another setting is refused, naming the setting
+    assert main(args + ["--out", str(out), "--temperature", "4"]) == 2
+    assert "temperature" in capsys.readouterr().err
+
+
+def test_distill_learns_the_teacher(setup):
+    """A few dozen steps at a high learning rate raise held-out agreement well above its start."""
+    tmp, args = setup
+    out = tmp / "learn"
+    args = [a for a in args]
+    args[args.index("--epochs") + 1] = "3"
+    args[args.index("--steps-per-epoch") + 1] = "15"
+    assert main(args + ["--out", str(out), "--lr", "0.01", "--cutmix", "0", "--temperature", "2"]) == 0
+    curve = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if "agree_top1" in l]
+    assert curve[-1]["agree_top5_overlap"] > curve[0]["agree_top5_overlap"] + 0.15
+
+
+@pytest.mark.parametrize("change, message", [
+    (("--images", "EMPTY"), "no image file"),
+    (("--images", "TEXT"), "not a readable image"),
+    (("--teacher-checkpoint", "random"), "not an ImageNet classifier"),
+    (("--init", "OTHER"), "is for model 'mcunet-5fps'"),
+    (("--resolution", "20"), "--resolution 20"),
+    (("--heldout", "PHOTOS"), "also a training image"),
+    (("--pocket-fraction", "1.5"), "--pocket-fraction"),
+])
+def test_distill_bad_input_is_refused_before_anything_is_written(setup, capsys, change, message):
+    tmp, args = setup
+    (tmp / "empty").mkdir()
+    (tmp / "text.png").write_text("not an image")
+    save_checkpoint(tmp / "other.safetensors", build_backbone("mcunet-5fps"))
+    subst = {"EMPTY": str(tmp / "empty"), "TEXT": str(tmp / "text.png"), "OTHER": str(tmp / "other.safetensors"),
+             "PHOTOS": str(tmp / "photos")}
+    flag, value = change
+    args = list(args)
+    if flag in args:
+        i = args.index(flag)
+        args[i + 1] = subst.get(value, value)
+    else:
+        args += [flag, subst.get(value, value)]
+    assert main(args + ["--out", str(tmp / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp / "bad").exists()
+
+
+def test_evaluation_textures_are_refused():
+    skimage = pytest.importorskip("skimage")
+    from pathlib import Path
+    brick = Path(skimage.__file__).parent / "data" / "brick.png"
+    with pytest.raises(ValueError, match="held back for evaluation"):
+        resolve_images([str(brick)])
+    assert resolve_images(["skimage:chelsea"])[0].name == "chelsea.png"

@@ -1,0 +1,369 @@
+"""Knowledge distillation from an ImageNet teacher on augmented patches of a few photographs.
+
+The tiny backbones have no ImageNet weights on this machine, and the offline stage's glyph source
+teaches them nothing about natural images. Asano & Saeed (ICLR 2023, "The augmented image prior")
+showed that a student trained from scratch only on heavily augmented patches of one or a few photos,
+to match a pretrained teacher's softened ImageNet outputs, learns much of what the teacher knows. This
+stage does that: the student gets a 1000-way classifier for the KL loss (dropped afterwards), teacher and
+student see the same CutMixed patch batch ("function matching"), and the curve of student-teacher
+agreement on crops of held-out photographs is logged as it trains. Optionally a share of each batch
+comes from the pocket source (glyphs), so the student also keeps the features few-shot targets of that
+kind need. Same run-folder semantics as pretraining: resumable, a changed config is refused.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..models.backbone import Backbone
+from ..models.weights import save_checkpoint
+from .episodes import episode_seed, seeded_rng
+from .metatrain import TrainResult, _all_reduce_grads, _average_buffers, _barrier, _world, pick_device
+from .rundir import RunConfig, RunDir, keep_on_schedule, saved_at
+from .schedule import warmup_cosine_lr
+
+IMAGENET_CLASSES = 1000
+
+
+@dataclass
+class DistillConfig(RunConfig):
+    student: str = "mcunet-5fps"
+    init: str = "random"                  # student's starting weights: random, a shipped name or a path
+    teacher: str = "mobilenetv2-1.0"
+    teacher_checkpoint: str = "imagenet"
+    images: list = field(default_factory=list)         # resolved photographs: [{file, sha256, source, licence}]
+    heldout: list = field(default_factory=list)        # photographs for the agreement curve (never trained on)
+    resolution: int = 128
+    batch_size: int = 64
+    epochs: int = 40
+    steps_per_epoch: int = 500
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    temperature: float = 8.0
+    cutmix: float = 1.0                   # probability that a batch is CutMixed
+    pocket_fraction: float = 0.0          # share of each batch drawn from the pocket source's training glyphs
+    pocket_data: str = "pocket-source"
+    data_version: str = ""
+    init_crop: float = 0.5
+    min_area: float = 0.002
+    rotation: float = 30.0
+    shear: float = 30.0
+    heldout_crops: int = 500
+    seed: int = 0
+    save_every_steps: int = 100
+    log_every_steps: int = 20
+    device: str = "auto"
+    nproc: int = 1
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 2:
+            raise ValueError("--epochs and --steps-per-epoch must be at least 1 and --batch-size at least 2")
+        if self.resolution < 32 or self.resolution % 8:
+            raise ValueError(f"--resolution {self.resolution}: the students downsample 32x, so use a multiple of 8 "
+                             "that is at least 32 (the paper's is 128)")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        if not 0 <= self.cutmix <= 1 or not 0 <= self.pocket_fraction < 1:
+            raise ValueError("--cutmix must be in [0, 1] and --pocket-fraction in [0, 1)")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+        if self.batch_size % self.nproc:
+            raise ValueError(f"--batch-size ({self.batch_size}) must be a multiple of --nproc ({self.nproc})")
+        if not self.images:
+            raise ValueError("--images gave no photograph")
+        train = {i["sha256"] for i in self.images}
+        if any(h["sha256"] in train for h in self.heldout):
+            raise ValueError("a --heldout photograph is also a training image; the agreement check needs photos "
+                             "never trained on")
+
+    @property
+    def pocket_per_batch(self) -> int:
+        return int(round(self.batch_size * self.pocket_fraction))
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+# --- the teacher and the student --------------------------------------------------------------------
+
+def load_teacher(model: str, checkpoint: str) -> Backbone:
+    """An ImageNet classifier (1000 outputs), frozen; anything else is refused."""
+    from ..models.weights import load_backbone
+    teacher, _ = load_backbone(model, checkpoint)
+    if teacher.classifier is None or teacher.classifier.out_features != IMAGENET_CLASSES:
+        have = "no classifier" if teacher.classifier is None else f"{teacher.classifier.out_features} classes"
+        raise ValueError(f"--teacher {model} --teacher-checkpoint {checkpoint} is not an ImageNet classifier ({have}); "
+                         "use --teacher mobilenetv2-1.0 --teacher-checkpoint imagenet")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+def initial_student(model: str, init: str) -> Backbone:
+    """The student with a fresh 1000-way classifier; `init` (random, a shipped name or a path) gives its
+    features. A checkpoint of another model is refused by `load_backbone`."""
+    from ..models.backbone import Backbone as _Backbone
+    from ..models.weights import load_backbone
+    base, _ = load_backbone(model, init)
+    student = _Backbone(base.spec, IMAGENET_CLASSES)
+    own = student.state_dict()
+    own.update({k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")})
+    student.load_state_dict(own)
+    return student
+
+
+# --- held-out agreement -----------------------------------------------------------------------------
+
+@dataclass
+class Agreement:
+    top1: float           # the student's arg-max equals the teacher's
+    top5_overlap: float   # |student top-5 ∩ teacher top-5| / 5
+    teacher_in_top5: float  # the teacher's arg-max is among the student's top 5
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"agree_top1": self.top1, "agree_top5_overlap": self.top5_overlap,
+                "teacher_in_top5": self.teacher_in_top5, "agree_n": self.n}
+
+
+def heldout_crops(photos, resolution: int, n: int, seed: int) -> torch.Tensor:
+    """`n` fixed crops of the held-out photos (area 2-100 %, no rotation or colour change), normalised."""
+    from ..data.transforms import TrainTransform
+    tf = TrainTransform(resolution, scale=(0.02, 1.0), jitter=0.0, flip=False, seed=seed)
+    return torch.stack([tf(photos[i % len(photos)]) for i in range(n)])
+
+
+@torch.no_grad()
+def agreement(student: Backbone, teacher_logits: torch.Tensor, crops: torch.Tensor, batch: int = 100) -> Agreement:
+    was = student.training
+    student.eval()
+    device = next(student.parameters()).device
+    s = torch.cat([student.logits(crops[i:i + batch].to(device)).cpu() for i in range(0, len(crops), batch)])
+    student.train(was)
+    s5, t5 = s.topk(5, -1).indices, teacher_logits.topk(5, -1).indices
+    overlap = (s5.unsqueeze(-1) == t5.unsqueeze(-2)).any(-1).float().sum(-1) / 5
+    return Agreement(float((s5[:, 0] == t5[:, 0]).float().mean()), float(overlap.mean()),
+                     float((s5 == t5[:, :1]).any(-1).float().mean()), len(crops))
+
+
+def plot_curve(records: list[dict], path: Path, title: str) -> None:
+    """Agreement against images seen: the curve that says whether more compute would pay."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    recs = [r for r in records if "agree_top1" in r]
+    if not recs:
+        return
+    x = [r["images_seen"] for r in recs]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(x, [100 * r["agree_top1"] for r in recs], "o-", label="top-1 agreement")
+    ax.plot(x, [100 * r["agree_top5_overlap"] for r in recs], "s-", label="top-5 overlap")
+    ax.plot(x, [100 * r["teacher_in_top5"] for r in recs], "^-", label="teacher's top-1 in student's top-5")
+    ax.set_xlabel("images seen")
+    ax.set_ylabel("% of held-out crops")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) between the softened distributions, averaged over the batch."""
+    return F.kl_div(F.log_softmax(student_logits / temperature, -1), F.softmax(teacher_logits / temperature, -1),
+                    reduction="batchmean")
+
+
+class BatchSource:
+    """Batch `step` of a run: photo patches (and pocket glyphs), CutMixed; a pure function of (seed, step),
+    so a resumed or distributed run sees exactly the batches an uninterrupted single process sees."""
+
+    def __init__(self, config: DistillConfig, photos, pocket=None):
+        from ..data.transforms import PhotoPatches
+        self.config = config
+        self.patches = PhotoPatches(photos, config.resolution, init_crop=config.init_crop,
+                                    min_area=config.min_area, rotation=config.rotation, shear=config.shear)
+        self.pocket = pocket
+
+    def batch(self, step: int) -> torch.Tensor:
+        from ..data.transforms import cutmix
+        c = self.config
+        self.patches.reseed(episode_seed(c.seed, step))
+        n_pocket = c.pocket_per_batch if self.pocket is not None else 0
+        x = self.patches(c.batch_size - n_pocket)
+        if n_pocket:
+            x = torch.cat([x, self.pocket(step, n_pocket)])
+        g = torch.Generator().manual_seed(episode_seed(c.seed + 1, step))
+        x = x[torch.randperm(len(x), generator=g)]
+        if float(torch.rand((), generator=g)) < c.cutmix:
+            x = cutmix(x, g)
+        return x
+
+
+class PocketGlyphs:
+    """`n` augmented training images of the pocket source for batch `step` (seeded per step)."""
+
+    def __init__(self, spec: str, resolution: int, seed: int):
+        from ..data import ClassificationView
+        from .episodes import ReseedableTransform, open_source_splits
+        train, _ = open_source_splits(spec)
+        self.tf = ReseedableTransform(resolution, flip=False, crop_scale=0.35)
+        self.view = ClassificationView(train, self.tf)
+        self.seed = seed
+
+    def __call__(self, step: int, n: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(episode_seed(self.seed + 2, step))
+        idx = torch.randint(len(self.view), (n,), generator=g).tolist()
+        self.tf.reseed(episode_seed(self.seed + 3, step))
+        with seeded_rng(episode_seed(self.seed + 4, step)):
+            return torch.stack([self.view[i][0] for i in idx])
+
+
+def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: DistillConfig, out: str | Path,
+            *, heldout=None, restart: bool = False, stop_at_step: int | None = None,
+            progress: bool = True) -> TrainResult:
+    """Train `student` (with its 1000-way classifier) in place to match `teacher`; resumable.
+
+    In a distributed run each rank computes its slice of every batch and gradients are all-reduced; BN
+    statistics are those of the slice (as with any data-parallel training) and averaged after each step."""
+    config.check()
+    rank, world = _world()
+    device = pick_device(config.device)
+    student.to(device).to(memory_format=torch.channels_last)
+    teacher.to(device).to(memory_format=torch.channels_last)
+    run = RunDir(out)
+    if rank == 0:
+        state = run.prepare(config, restart=restart)
+    _barrier(world)
+    if rank != 0:
+        state = run.prepare(config, write=False)
+    params = list(student.parameters())
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    step, history = 0, []
+    if state is not None:
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+    elif world > 1:
+        for t in student.state_dict().values():
+            dist.broadcast(t, 0)
+    spe, total = config.steps_per_epoch, config.total_steps
+    crops = t_logits = None
+    if heldout is not None and rank == 0:
+        crops = heldout_crops(heldout, config.resolution, config.heldout_crops, config.seed + 99)
+        with torch.no_grad():
+            t_logits = torch.cat([teacher.logits(crops[i:i + 100].to(device)).cpu() for i in range(0, len(crops), 100)])
+
+    def meta(extra: dict) -> dict:
+        return {"stage": "distill", "config": config.to_dict(), "step": step, "epoch": step / spe,
+                "images_seen": step * config.batch_size, "resolution": config.resolution} | extra
+
+    def save_state():
+        if rank == 0:
+            run.save_state({"student": student.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "history": history})
+        _barrier(world)
+
+    def end_epoch():
+        if rank == 0:
+            rec = {"step": step, "epoch": step / spe, "images_seen": step * config.batch_size, "time": time.time()}
+            if crops is not None:
+                rec |= agreement(student, t_logits, crops).to_dict()
+            history.append(rec)
+            run.log(rec)
+            save_checkpoint(run.last_path, student, meta({k: v for k, v in rec.items() if k.startswith("agree")}))
+            save_checkpoint(run.path / "snapshots" / f"step-{step:07d}.safetensors", student.cpu(), meta(rec))
+            student.to(device)
+            plot_curve(history, run.path / "agreement.png",
+                       f"{config.student} <- {config.teacher}, {config.resolution} px, held-out crops")
+        _barrier(world)
+
+    if state is None:
+        end_epoch()               # the starting point of the curve
+        save_state()
+    bar = None
+    if progress and rank == 0 and step < total:
+        from tqdm import tqdm
+        bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="img",
+                   unit_scale=True, desc=f"distill {config.student}")
+    win, t0 = torch.zeros(3), time.time()
+    share = config.batch_size // world
+    while step < total and (stop_at_step is None or step < stop_at_step):
+        lr = warmup_cosine_lr(step / spe, base_lr=config.lr, epochs=config.epochs,
+                              warmup_epochs=config.warmup_epochs, warmup_lr=config.lr * 0.01, min_lr=0.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = batches.batch(step)[rank * share:(rank + 1) * share].to(device, memory_format=torch.channels_last)
+        with torch.no_grad():
+            t = teacher.logits(x)
+        student.train()
+        s = student.logits(x)
+        loss = kd_loss(s, t, config.temperature)
+        opt.zero_grad(set_to_none=False)
+        (loss / world).backward()
+        stats = torch.tensor([loss.item(), float((s.argmax(-1) == t.argmax(-1)).float().mean()), 1.0])
+        if world > 1:
+            stats = _all_reduce_grads(params, stats)     # sums over ranks; stats[2] counts ranks
+        opt.step()
+        if world > 1:
+            _average_buffers(student, world)
+        step += 1
+        win += stats
+        if bar is not None:
+            bar.update(config.batch_size)
+            bar.set_postfix(loss=f"{stats[0] / stats[2]:.4f}", agree=f"{stats[1] / stats[2]:.2f}", lr=f"{lr:.2g}")
+        if rank == 0 and (step % config.log_every_steps == 0 or step % spe == 0):
+            dt = time.time() - t0
+            steps = float(win[2]) / world
+            run.log({"step": step, "epoch": step / spe, "lr": lr, "loss": float(win[0] / win[2]),
+                     "train_agree_top1": float(win[1] / win[2]),
+                     "images_per_s": config.batch_size * steps / max(dt, 1e-9)})
+            win.zero_()
+            t0 = time.time()
+        keep_on_schedule(step, spe, config.save_every_steps, end_epoch, save_state)
+    if not saved_at(step, spe, config.save_every_steps):
+        save_state()
+    if bar is not None:
+        bar.close()
+    last = history[-1] if history else {}
+    return TrainResult(Path(out), step, total, last.get("agree_top1"), history)
+
+
+def export_features(run_dir: str | Path, out: str | Path, name: str = "distilled") -> Path:
+    """The run's final student without its ImageNet classifier: the backbone the online stage uses."""
+    from ..models.weights import load_checkpoint
+    from .metatrain import strip_classifier
+    student, meta = load_checkpoint(Path(run_dir) / "last.safetensors")
+    return save_checkpoint(out, strip_classifier(student), meta | {"shipped_as": name})
+
+
+def run_distill(config: DistillConfig, out: str | Path, *, restart: bool = False, stop_at_step: int | None = None,
+                progress: bool = True) -> TrainResult:
+    """Build teacher, student and data named by `config` (whose `images`/`heldout` were resolved by the
+    caller from file names) and distil. Every input is checked before the run folder is touched."""
+    from ..data.photos import load_photos, resolve_images
+    config.check()
+    photos = load_photos(resolve_images([i["source"] for i in config.images]))
+    held = load_photos(resolve_images([i["source"] for i in config.heldout], "--heldout")) if config.heldout else None
+    teacher = load_teacher(config.teacher, config.teacher_checkpoint)
+    torch.manual_seed(config.seed)
+    student = initial_student(config.student, config.init)
+    pocket = PocketGlyphs(config.pocket_data, config.resolution, config.seed) if config.pocket_fraction > 0 else None
+    batches = BatchSource(config, photos, pocket)
+    return distill(student, teacher, batches, config, out, heldout=held, restart=restart,
+                   stop_at_step=stop_at_step, progress=progress)
