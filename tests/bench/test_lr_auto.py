@@ -64,3 +64,80 @@ def test_lr_support_chooses_per_task_on_the_support_split(small_pocket, tmp_path
     assert len(trained) == 2 and all(r["lr"] in (1e-4, 1e-2) for r in trained)
     text, _ = write_run_report(out, cfg, records)
     assert "chosen per task from 0.0001, 0.01 on a split of its support set" in text
+
+
+def test_lr_target_val_uses_held_out_target_episodes_and_zero_is_a_choice(small_pocket, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
+    cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits"],
+                     variants=build_variants(["none", "lastlayer"]), tasks=2, resolution=32, iterations=2,
+                     lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, episodes=EpisodeShape("fixed", 3, 2, 2))
+    out = tmp_path / "run"
+    records = run_eval(cfg, out, progress=False, log=lambda s: None)
+    choices = json.loads((out / "lr.json").read_text())["pocket-digits"]
+    assert choices["split"] == "pocket-digits (held-out target episodes)"
+    assert set(choices["scores"]["lastlayer"]) == {"0", "0.01"}
+    tval = json.loads(next((out / "episodes").glob("*.tval.json")).read_text())
+    test = json.loads(next(p for p in (out / "episodes").glob("*.json") if p.name.count(".") == 1).read_text())
+    assert len(tval["episodes"]) == 2 and not any(e in test["episodes"] for e in tval["episodes"])
+    assert {r["lr"] for r in records if r["method"] == "lastlayer"} == {choices["chosen"]["lastlayer"]}
+    text, _ = write_run_report(out, cfg, records)
+    assert "target-val (grid 0, 0.01 on 2 held-out episodes of each target domain" in text
+
+
+def test_lr_zero_trains_nothing(small_pocket, tmp_path, monkeypatch):
+    import torch
+    from tinytrain.methods import AdaptConfig, make_method
+    from tinytrain.models.backbone import build_backbone
+    torch.manual_seed(0)
+    bb = build_backbone("tiny-test").eval()
+    x, y = torch.randn(6, 3, 32, 32), torch.arange(3).repeat(2)
+    none = make_method("none", bb, AdaptConfig(resolution=32)).fit(x, y).predict(x)
+    zero = make_method("lastlayer", bb, AdaptConfig(resolution=32, lr=0.0, iterations=3)).fit(x, y).predict(x)
+    assert torch.allclose(none, zero)
+    with pytest.raises(ValueError, match=">= 0"):
+        make_method("lastlayer", bb, AdaptConfig(resolution=32, lr=-1.0)).fit(x, y)
+
+
+def test_static_ablation_trains_one_plan_in_every_task(small_pocket, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
+    cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits", "pocket-textures"],
+                     variants=build_variants(["tinytrain"], static=True), tasks=2, resolution=32, iterations=1,
+                     lr=1e-3, lr_episodes=2, memory_budget=60_000, compute_budget=1.0,
+                     episodes=EpisodeShape("fixed", 3, 2, 2))
+    out = tmp_path / "run"
+    records = run_eval(cfg, out, progress=False, log=lambda s: None)
+    stored = json.loads((out / "static_plan.json").read_text())
+    assert stored["validation"] == ["pocket-symbols"] and stored["episodes"] == 2
+    static = [r for r in records if r["method"] == "tinytrain[static]"]
+    assert len(static) == 4
+    want = {str(w["index"]): w["channels"] for w in stored["plan"]["weights"]}
+    assert all(r["plan_channels"] == want for r in static)           # the same plan in every task
+    text, files = write_run_report(out, cfg, records)
+    assert "Task adaptivity" in text and "plan varies between tasks" in text
+    assert any(f.name == "plan_similarity.png" for f in files)
+
+
+def test_static_ablation_needs_validation_classes(folder, tmp_path):
+    cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=[str(folder)],
+                     variants=build_variants(["tinytrain"], static=True), tasks=1, resolution=32, iterations=1,
+                     lr=1e-3, compute_budget=1.0, episodes=EpisodeShape("fixed", 3, 2, 2))
+    with pytest.raises(ValueError, match="--ablate-static needs validation classes"):
+        run_eval(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "auto", "--lr-grid=-1e-3,1e-3"], "--lr-grid holds a negative rate"),
+    (["--lr", "1e-3", "--methods", "none,lastlayer", "--ablate-static"], "include tinytrain in --methods"),
+    (["--lr", "target-val", "--tasks", "30"], "too small to hold out"),
+])
+def test_eval_protocol_errors_name_the_flag(tmp_path, capsys, extra, message):
+    from tinytrain.cli import main
+    from .conftest import make_folder_dataset
+    data = make_folder_dataset(tmp_path / "data", classes=2, per_class=2)
+    args = ["eval", "--model", "tiny-test", "--checkpoint", "random", "--domains", str(data), "--methods",
+            "none,lastlayer", "--mode", "fixed", "--ways", "2", "--shots", "1", "--queries", "1",
+            "--resolution", "32", "--iterations", "1", "--workers", "1", "--tasks", "2",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args + extra) == 2                      # argparse: the last value of a flag wins
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -25,6 +25,7 @@ GROUP_TITLES = {
     "score": "Layer-selection criterion ablation (TinyTrain)",
     "channels": "Channel-selection ablation (TinyTrain)",
     "budget": "Accuracy against memory budget",
+    "static": "Task adaptivity: TinyTrain with one plan chosen on validation tasks, used for every task",
 }
 
 
@@ -55,6 +56,12 @@ def channel_variants(base: str = "tinytrain") -> list[Variant]:
             for c in CHANNEL_VARIANTS]
 
 
+def static_variants(base: str = "tinytrain") -> list[Variant]:
+    """TinyTrain with one plan for all tasks (chosen once on validation episodes; harness.STATIC_PLAN)."""
+    from .harness import STATIC_PLAN
+    return [Variant(f"{base}[static]", base, {"fixed_plan": STATIC_PLAN}, group="static")]
+
+
 def budget_variants(budgets: list[int], methods: tuple[str, ...] = ("tinytrain",)) -> list[Variant]:
     if not budgets:
         return []
@@ -65,13 +72,16 @@ def budget_variants(budgets: list[int], methods: tuple[str, ...] = ("tinytrain",
 
 
 def build_variants(methods: list[str], meta_checkpoint: str | None = None, scores: bool = False,
-                   channels: bool = False, budgets: list[int] | None = None) -> list[Variant]:
+                   channels: bool = False, budgets: list[int] | None = None, static: bool = False) -> list[Variant]:
     """The full list of result columns for a run: the methods, then each requested ablation."""
     variants = main_variants(methods)
     if meta_checkpoint:
         variants += meta_variants(methods, meta_checkpoint)
-    if (scores or channels or budgets) and "tinytrain" not in methods:
-        raise ValueError("the score, channel and budget ablations vary TinyTrain; include tinytrain in --methods")
+    if (scores or channels or budgets or static) and "tinytrain" not in methods:
+        raise ValueError("the score, channel, static and budget ablations vary TinyTrain; include tinytrain in "
+                         "--methods")
+    if static:
+        variants += static_variants()
     if scores:
         variants += score_variants()
     if channels:

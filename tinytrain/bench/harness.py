@@ -5,8 +5,10 @@ Run directory layout (everything JSON, a user can read and diff it):
 
     DIR/config.json              the run's settings; a resume into DIR must use the same ones
     DIR/episodes/<domain>.json   test episodes, sampled once (with the sampler settings in "meta")
-    DIR/episodes/<domain>.val.json  validation episodes used by `--lr auto`
-    DIR/lr.json                  learning rates chosen on validation episodes (with `--lr auto`)
+    DIR/episodes/<domain>.val.json  validation episodes used by `--lr auto` (held-out classes of the source)
+    DIR/episodes/<domain>.tval.json held-out episodes of the target domain itself, used by `--lr target-val`
+    DIR/lr.json                  learning rates chosen on validation episodes (with `--lr auto` / `target-val`)
+    DIR/static_plan.json         the one TinyTrain plan of `--ablate-static`, chosen on validation episodes
     DIR/results.jsonl            one record per (domain, task, method), append-only (see results.py)
 """
 from __future__ import annotations
@@ -29,6 +31,8 @@ from ..methods.base import AdaptConfig
 from .results import ResultStore
 
 TRAINING_FREE = {"none"}                 # methods whose result does not depend on the learning rate
+LR_PROTOCOLS = ("auto", "target-val", "support")
+STATIC_PLAN = "validation"               # `fixed_plan` placeholder: the plan chosen once on validation episodes
 DEFAULT_LR = 1e-3                       # the fixed lr when --lr auto is not used (Adam; paper_spec 12.8)
 DEFAULT_LR_GRID = (1e-4, 1e-3, 1e-2)    # P>M>F's per-domain grid
 
@@ -75,6 +79,7 @@ class EvalConfig:
     resolution: int = 128
     iterations: int = 40
     lr: float | str | dict = DEFAULT_LR  # a number, "auto" (chosen per domain and method on validation data),
+                                         # "target-val" (the same, on held-out episodes of the target domain),
                                          # "support" (chosen per task on a split of its support set),
                                          # or {method: lr, "default": lr} (values an earlier `auto` run chose)
     lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
@@ -107,15 +112,19 @@ class EvalConfig:
         dup = sorted({l for l in labels if labels.count(l) > 1})
         if dup:
             raise ValueError(f"methods listed twice: {', '.join(dup)}; list each once")
-        if isinstance(self.lr, str) and self.lr not in ("auto", "support"):
-            raise ValueError(f"--lr must be a number, 'auto', 'support' or METHOD=LR pairs (got {self.lr!r})")
+        if isinstance(self.lr, str) and self.lr not in LR_PROTOCOLS:
+            raise ValueError(f"--lr must be a number, 'auto', 'target-val', 'support' or METHOD=LR pairs "
+                             f"(got {self.lr!r})")
+        if any(x < 0 for x in self.lr_grid):
+            raise ValueError(f"--lr-grid holds a negative rate ({', '.join(f'{x:g}' for x in self.lr_grid)}); use "
+                             "rates >= 0 (0 = no update)")
         if isinstance(self.lr, dict):
             bad = [k for k in self.lr if k != "default" and k not in available_methods()]
             if bad:
                 raise ValueError(f"--lr names unknown method(s) {', '.join(bad)}; use METHOD=LR with methods "
                                  f"from {', '.join(available_methods())}, or default=LR")
-        if self.lr == "auto" and (not self.lr_grid or self.lr_episodes < 1):
-            raise ValueError("--lr auto needs a non-empty --lr-grid and --lr-episodes >= 1")
+        if self.lr in ("auto", "target-val") and (not self.lr_grid or self.lr_episodes < 1):
+            raise ValueError(f"--lr {self.lr} needs a non-empty --lr-grid and --lr-episodes >= 1")
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -214,7 +223,7 @@ class Runner:
         key = f"{domain}|{kind}"
         if key not in self._episodes:
             from ..data.types import load_episodes
-            suffix = ".json" if kind == "test" else ".val.json"
+            suffix = {"test": ".json", "val": ".val.json", "tval": ".tval.json"}[kind]
             path = self.out_dir / "episodes" / (domain_file_stem(domain) + suffix)
             self._episodes[key], _ = load_episodes(path)
         return self._episodes[key]
@@ -225,8 +234,8 @@ class Runner:
             from ..data.sampler import load_task
             if len(self._task_cache) >= 2:
                 self._task_cache.pop(next(iter(self._task_cache)))
-            split = self.config.split if kind == "test" else _val_split_of(self.out_dir, domain)
-            ds_domain = domain if kind == "test" else _val_domain_of(self.out_dir, domain)
+            split = self.config.split if kind in ("test", "tval") else _val_split_of(self.out_dir, domain)
+            ds_domain = domain if kind in ("test", "tval") else _val_domain_of(self.out_dir, domain)
             ep = self.episodes(domain, kind)[index]
             self._task_cache[key] = (ep, load_task(self.dataset(ds_domain, split), ep, self.config.resolution))
         return self._task_cache[key]
@@ -234,6 +243,8 @@ class Runner:
     def adapt_config(self, variant: Variant, lr: float, task_index: int) -> AdaptConfig:
         c = self.config
         options = dict(variant.options)
+        if options.get("fixed_plan") == STATIC_PLAN:
+            options["fixed_plan"] = json.loads((self.out_dir / "static_plan.json").read_text())["plan"]
         if lr is None:     # per-task choice on a split of the support set, over the run's grid
             options["lr_candidates"] = list(c.lr_grid)
         return AdaptConfig(iterations=c.iterations, lr=lr, resolution=c.resolution, options=options,
@@ -253,7 +264,10 @@ class Runner:
         accuracy = predictor.accuracy(task.query_x, task.query_y)
         total_s = time.perf_counter() - t0
         rep = method.report
-        fisher = (rep.extra or {}).get("fisher_potential")
+        extra = rep.extra or {}
+        fisher = extra.get("fisher_potential")
+        eplan = extra.get("engine_plan") or {}
+        mem_budget, comp_budget = extra.get("memory_budget"), extra.get("compute_budget_macs")
         return {
             "domain": domain, "task": index, "method": variant.label, "base_method": variant.method,
             "checkpoint": variant.checkpoint or self.config.checkpoint, "accuracy": accuracy,
@@ -266,6 +280,11 @@ class Runner:
             "plan": [[int(r["layer"]), int(r.get("channels_updated", 0)), int(r.get("channels_total", 0))]
                      for r in rep.plan if r.get("layer") is not None and r.get("channels_updated", 0)],
             "fisher_potential": {str(k): float(v) for k, v in fisher.items()} if isinstance(fisher, dict) else None,
+            "plan_channels": {str(w["index"]): list(w["channels"]) for w in eplan.get("weights", [])} or None,
+            "plan_biases": list(eplan.get("biases", [])) if eplan else None,
+            "budget_share": ({"memory": int(rep.predicted_memory_bytes or 0) / mem_budget,
+                              "compute": int(rep.backward_macs or 0) / comp_budget}
+                             if mem_budget and comp_budget else None),
         }
 
 
@@ -385,7 +404,8 @@ def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = 
             f"-> {path}")
 
 
-def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = print) -> None:
+def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = print,
+                               flag: str = "--lr auto") -> None:
     """Validation episodes for `--lr auto`: from the domain's 'val' split, else from `lr_domain` or the
     pocket source's 'val' split. Never from the test classes."""
     from ..data.types import save_episodes
@@ -403,8 +423,9 @@ def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str
             except (ValueError, FileNotFoundError, KeyError) as exc:
                 errors.append(f"{cand}: {exc}")
         if dataset is None:
-            raise ValueError(f"--lr auto needs validation classes for {domain!r} but found none ({'; '.join(errors)}); "
-                             "pass --lr-domain with a domain that has a 'val' split, or a fixed --lr")
+            raise ValueError(f"{flag} needs validation classes for {domain!r} but found none ({'; '.join(errors)}); "
+                             "pass --lr-domain with a domain that has a 'val' split"
+                             + (", or a fixed --lr" if flag == "--lr auto" else ""))
         shape = config.episodes
         if shape.mode == "fixed" and len(dataset.classes) < (shape.ways or 0):
             shape = EpisodeShape("fixed", len(dataset.classes), shape.shots, shape.queries)
@@ -415,25 +436,62 @@ def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str
         log(f"validation episodes for {domain}: {len(episodes)} from {used} (val split)")
 
 
+def ensure_target_val_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = print) -> None:
+    """Held-out episodes of each target domain for `--lr target-val` (P>M>F's protocol): drawn from the same
+    split as the test episodes with another seed, and never equal to one of them. They share classes with
+    the test episodes (as in P>M>F); `--lr auto`, on the source's held-out classes, is the strict protocol."""
+    from ..data.types import load_episodes, save_episodes
+    for domain in config.domains:
+        path = out / "episodes" / (domain_file_stem(domain) + ".tval.json")
+        if path.exists():
+            continue
+        test, _ = load_episodes(out / "episodes" / (domain_file_stem(domain) + ".json"))
+        seen = {(tuple(e.classes), tuple(e.support), tuple(e.query)) for e in test}
+        dataset = open_domain(domain, config.split)
+        sampler = _sampler(dataset, config.episodes, config.seed + 104_729)
+        picked, tries = [], 0
+        while len(picked) < config.lr_episodes and tries < 20 * config.lr_episodes:
+            e = sampler.episode(tries)
+            tries += 1
+            key = (tuple(e.classes), tuple(e.support), tuple(e.query))
+            if key not in seen:
+                seen.add(key)
+                picked.append(e)
+        if len(picked) < config.lr_episodes:
+            raise ValueError(f"--lr target-val: {domain!r} ({len(dataset.classes)} classes, {dataset.num_images} "
+                             f"images) is too small to hold out {config.lr_episodes} episodes that differ from the "
+                             "test episodes; use --lr auto, --lr support or a fixed --lr")
+        save_episodes(path, picked, {"domain": domain, "split": config.split, "for": domain, "held_out_of": "test",
+                                     "sampler": asdict(config.episodes)})
+        log(f"held-out target episodes for {domain}: {len(picked)} (for --lr target-val)")
+
+
 def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress: bool,
                           log: Callable[[str], None] = print) -> dict:
-    """`--lr auto`: per domain and method, the grid lr with the best mean validation accuracy (ties: the
-    smaller lr). The same procedure for every method; stored in DIR/lr.json and reused on resume."""
+    """`--lr auto` / `--lr target-val`: per domain and method, the grid lr with the best mean accuracy on
+    validation episodes (ties: the smaller lr): the source's held-out classes (auto) or held-out episodes of
+    the target itself (target-val). The same procedure for every method; stored in DIR/lr.json and reused
+    on resume."""
     path = out / "lr.json"
     choices = json.loads(path.read_text()) if path.exists() else {}
     methods = sorted({v.method for v in config.variants} - TRAINING_FREE)
     todo = [(d, m) for d in config.domains for m in methods if m not in choices.get(d, {}).get("chosen", {})]
     if not todo:
         return choices
-    ensure_validation_episodes(config, out, log)
-    info = _val_info(out)
+    kind = "tval" if config.lr == "target-val" else "val"
+    if kind == "tval":
+        ensure_target_val_episodes(config, out, log)
+        info = {d: {"domain": f"{d} (held-out target episodes)", "split": config.split} for d in config.domains}
+    else:
+        ensure_validation_episodes(config, out, log)
+        info = _val_info(out)
     # domains whose validation episodes come from the same data (e.g. all pocket targets -> the pocket
     # source) share identical validation episodes: search once and copy the choice
     first_of = {}
     for d in config.domains:
         first_of.setdefault(info[d]["domain"], d)
     run_todo = [(d, m) for d, m in todo if first_of[info[d]["domain"]] == d]
-    jobs = [(d, i, asdict(Variant(f"{m}|lr={lr:g}", m)), lr, "val")
+    jobs = [(d, i, asdict(Variant(f"{m}|lr={lr:g}", m)), lr, kind)
             for d, m in run_todo for lr in config.lr_grid for i in range(config.lr_episodes)]
     scores: dict[tuple[str, str, float], list[float]] = {}
     failures: list[dict] = []
@@ -455,11 +513,42 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
             scores.update({(src, m, lr): [choices[src]["scores"][m][f"{lr:g}"]] for lr in config.lr_grid})
         means = {lr: sum(scores[(src, m, lr)]) / len(scores[(src, m, lr)]) for lr in config.lr_grid}
         best = min(sorted(means), key=lambda lr: -round(means[lr], 6))   # float noise is a tie: smaller lr
-        entry = choices.setdefault(d, {"split": f"{info[d]['domain']} (val)", "chosen": {}, "scores": {}})
+        label = info[d]["domain"] if kind == "tval" else f"{info[d]['domain']} (val)"
+        entry = choices.setdefault(d, {"split": label, "chosen": {}, "scores": {}})
         entry["chosen"][m] = best
         entry["scores"][m] = {f"{lr:g}": means[lr] for lr in sorted(means)}
     write_json_atomic(path, choices)
     return choices
+
+
+def ensure_static_plan(config: EvalConfig, out: Path, log: Callable[[str], None] = print) -> None:
+    """`--ablate-static`: one TinyTrain plan for every test task, chosen once on validation episodes of
+    held-out classes (the source's, as for `--lr auto`), stored in DIR/static_plan.json."""
+    if not any(v.options.get("fixed_plan") == STATIC_PLAN for v in config.variants):
+        return
+    path = out / "static_plan.json"
+    if path.exists():
+        return
+    ensure_validation_episodes(config, out, log, flag="--ablate-static")
+    from ..methods.tinytrain import static_plan
+    runner = Runner(config, out)
+    variant = next(v for v in config.variants if v.options.get("fixed_plan") == STATIC_PLAN)
+    backbone, head = runner.backbone(variant.checkpoint)
+    options = {k: v for k, v in variant.options.items() if k != "fixed_plan"}
+    acfg = AdaptConfig(iterations=config.iterations, resolution=config.resolution, options=options,
+                       memory_budget=variant.memory_budget if variant.memory_budget is not None else config.memory_budget,
+                       compute_budget=config.compute_budget, seed=config.seed)
+    tasks, sources = [], []
+    for d in config.domains:
+        src = _val_domain_of(out, d)
+        if src in sources:
+            continue
+        sources.append(src)
+        tasks += [runner.task(d, i, "val")[1] for i in range(config.lr_episodes)]
+    plan = static_plan(backbone, head, tasks, acfg)
+    write_json_atomic(path, {"plan": plan, "validation": sources, "episodes": len(tasks)})
+    log(f"static TinyTrain plan chosen on {len(tasks)} validation episodes of {', '.join(sources)}: layers "
+        f"{[w['index'] for w in plan['weights']]} -> {path}")
 
 
 def lr_for(config: EvalConfig, choices: dict, domain: str, method: str) -> float | None:
@@ -467,7 +556,7 @@ def lr_for(config: EvalConfig, choices: dict, domain: str, method: str) -> float
     None with "support": each task chooses its own from the grid on a split of its support set."""
     if config.lr == "support":
         return None
-    if config.lr == "auto":
+    if config.lr in ("auto", "target-val"):
         return float(choices.get(domain, {}).get("chosen", {}).get(method, DEFAULT_LR))
     if isinstance(config.lr, dict):
         return float(config.lr.get(method, config.lr.get("default", DEFAULT_LR)))
@@ -483,7 +572,9 @@ def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress
     """
     out = prepare_run_dir(config, out_dir)
     ensure_episodes(config, out, log)
-    choices = choose_learning_rates(config, out, workers, progress, log) if config.lr == "auto" else {}
+    choices = (choose_learning_rates(config, out, workers, progress, log)
+               if config.lr in ("auto", "target-val") else {})
+    ensure_static_plan(config, out, log)
     store = ResultStore(out / "results.jsonl")
     done = store.keys()
     jobs = [(d, t, asdict(v), lr_for(config, choices, d, v.method), "test")

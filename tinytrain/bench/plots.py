@@ -137,3 +137,23 @@ def budget_curve(points: dict[str, list[tuple[float, MeanCI]]], path: str | Path
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
+
+
+def plan_similarity_plot(variation: dict | None, path: str | Path, method: str = "tinytrain") -> Path | None:
+    """Domain x domain matrix of mean pairwise plan Jaccard similarity (diagonal: within a domain)."""
+    if not variation or not variation.get("pair_matrix"):
+        return None
+    doms = list(variation["pair_matrix"])
+    m = [[variation["pair_matrix"][a][b] if variation["pair_matrix"][a][b] is not None else float("nan")
+          for b in doms] for a in doms]
+    fig = Figure(figsize=(2.2 + 1.1 * len(doms), 1.8 + 0.9 * len(doms)))
+    ax = fig.add_subplot()
+    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+    for i in range(len(doms)):
+        for j in range(len(doms)):
+            ax.text(j, i, f"{m[i][j]:.2f}", ha="center", va="center", color="w" if m[i][j] < 0.6 else "k", fontsize=8)
+    ax.set_xticks(range(len(doms)), doms, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(doms)), doms, fontsize=8)
+    fig.colorbar(im, ax=ax, label="mean Jaccard of (layer, channel) sets")
+    ax.set_title(f"{method}: plan similarity between tasks", fontsize=9)
+    return _save(fig, path)

@@ -153,6 +153,27 @@ def layer_report(records: list[dict], method: str = "tinytrain", name: str = "la
                  ["layer", "selected in", "channels updated", "mean Fisher potential"], rows, data)
 
 
+def plan_variation_report(records: list[dict], method: str = "tinytrain", name: str = "plan_variation") -> Table | None:
+    """Mean pairwise Jaccard similarity of the plans (1 = the same plan in every task) within each domain
+    and across domains, at (layer, channel) level and at layer level, and the budget share used."""
+    from .stats import plan_variation
+    v = plan_variation(records, method)
+    if v is None:
+        return None
+    f = lambda x: "-" if x is None else f"{x:.2f}"
+    rows = [[d, f(v["within"][d]), f(v["within_layers"][d])] for d in v["within"]]
+    rows.append(["across domains", f(v["across"]), f(v["across_layers"])])
+    data = [{"scope": d, "jaccard_units": v["within"][d], "jaccard_layers": v["within_layers"][d]} for d in v["within"]]
+    data.append({"scope": "across", "jaccard_units": v["across"], "jaccard_layers": v["across_layers"],
+                 "memory_share": v["memory_share"], "compute_share": v["compute_share"], "tasks": v["tasks"]})
+    pct = lambda x: "-" if x is None else f"{100 * x:.0f} %"
+    notes = [f"mean over {v['tasks']} tasks of the share of the budgets the plan uses: memory {pct(v['memory_share'])}, "
+             f"compute {pct(v['compute_share'])}",
+             "units: (layer, channel) weight slices and BN-shift layers; 1.00 = every task trains the same units"]
+    return Table(name, f"How much {method}'s plan varies between tasks (mean pairwise Jaccard similarity)",
+                 ["tasks compared", "(layer, channel) units", "layers"], rows, data, notes)
+
+
 def lr_table(lr_choices: dict, name: str = "learning_rates") -> Table | None:
     """The learning rates `--lr auto` chose on validation episodes: {domain: {method: lr}}."""
     if not lr_choices:

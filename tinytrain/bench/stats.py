@@ -154,6 +154,57 @@ def layer_selection(records: list[dict], method: str = "tinytrain") -> dict[int,
                 "mean_fisher_potential": _mean(fisher.get(l, []))} for l in layers}
 
 
+def plan_units(record: dict) -> frozenset:
+    """What a task's plan trains, as a set of (layer, channel) weight units plus ('bias', layer) units."""
+    units = {(int(l), int(c)) for l, chans in (record.get("plan_channels") or {}).items() for c in chans}
+    units |= {("bias", int(l)) for l in record.get("plan_biases") or []}
+    return frozenset(units)
+
+
+def _jaccard(a: frozenset, b: frozenset) -> float:
+    return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def plan_variation(records: list[dict], method: str = "tinytrain", max_pairs: int = 20000) -> dict | None:
+    """How much `method`'s plan changes between tasks: mean pairwise Jaccard similarity of the (layer,
+    channel) sets within each domain and between tasks of different domains (1 = the same plan every
+    time), the same at layer level, and the share of the budgets the plans use. None without plans."""
+    import itertools
+    import random as _random
+    rs = [r for r in records if r.get("method") == method and r.get("plan_channels") is not None]
+    if len(rs) < 2:
+        return None
+    by_domain: dict[str, list[dict]] = defaultdict(list)
+    for r in rs:
+        by_domain[r["domain"]].append(r)
+    rng = _random.Random(0)
+
+    def mean_j(pairs, layer_level: bool) -> float | None:
+        pairs = list(pairs)
+        if len(pairs) > max_pairs:
+            pairs = rng.sample(pairs, max_pairs)
+        if not pairs:
+            return None
+        key = (lambda r: frozenset(int(l) for l in r["plan_channels"])) if layer_level else plan_units
+        return sum(_jaccard(key(a), key(b)) for a, b in pairs) / len(pairs)
+
+    out = {"tasks": len(rs), "within": {}, "within_layers": {}}
+    for d, rows in by_domain.items():
+        out["within"][d] = mean_j(itertools.combinations(rows, 2), False)
+        out["within_layers"][d] = mean_j(itertools.combinations(rows, 2), True)
+    across = [(a, b) for d1, d2 in itertools.combinations(sorted(by_domain), 2)
+              for a in by_domain[d1] for b in by_domain[d2]]
+    out["across"] = mean_j(across, False)
+    out["across_layers"] = mean_j(across, True)
+    shares = [r["budget_share"] for r in rs if r.get("budget_share")]
+    out["memory_share"] = _mean([s["memory"] for s in shares])
+    out["compute_share"] = _mean([s["compute"] for s in shares])
+    out["pair_matrix"] = {d1: {d2: mean_j([(a, b) for a in by_domain[d1] for b in by_domain[d2] if a is not b]
+                                          if d1 != d2 else itertools.combinations(by_domain[d1], 2), False)
+                               for d2 in sorted(by_domain)} for d1 in sorted(by_domain)}
+    return out
+
+
 def paired_differences(records: list[dict], reference: str = "tinytrain", methods: list[str] | None = None,
                        domains: list[str] | None = None) -> dict:
     """{method: {domain: MeanCI of accuracy(reference) - accuracy(method) on the same task, "average": ...}}.

@@ -8,8 +8,9 @@ from ..costs.units import format_bytes
 from . import plots
 from .ablations import GROUP_TITLES
 from .harness import EvalConfig
-from .report import Table, accuracy_report, cost_report, layer_report, lr_table, paired_report, render
-from .stats import accuracy_table, cost_table, layer_selection
+from .report import (Table, accuracy_report, cost_report, layer_report, lr_table, paired_report,
+                     plan_variation_report, render)
+from .stats import accuracy_table, cost_table, layer_selection, plan_variation
 
 
 def _settings_lines(config: EvalConfig) -> list[str]:
@@ -17,11 +18,13 @@ def _settings_lines(config: EvalConfig) -> list[str]:
     eps = (f"fixed {shape.ways}-way {shape.shots}-shot, {shape.queries} queries per class" if shape.mode == "fixed"
            else f"Meta-Dataset variable way/shot (ways <= {shape.max_ways}, support <= {shape.max_support})")
     lr = "auto (grid " + ", ".join(f"{x:g}" for x in config.lr_grid) + f" on {config.lr_episodes} validation " \
-         "episodes per domain; see the lr table)" if config.lr == "auto" else (
+         "episodes per domain from held-out source classes; see the lr table)" if config.lr == "auto" else (
+        "target-val (grid " + ", ".join(f"{x:g}" for x in config.lr_grid) + f" on {config.lr_episodes} held-out "
+        "episodes of each target domain, P>M>F's protocol; see the lr table)" if config.lr == "target-val" else
         "chosen per task from " + ", ".join(f"{x:g}" for x in config.lr_grid) + " on a split of its support set"
-        if config.lr == "support" else
+        if config.lr == "support" else (
         ", ".join(f"{k} {v:g}" for k, v in config.lr.items()) + " (fixed per method)" if isinstance(config.lr, dict)
-        else f"{config.lr:g} (fixed, all methods)")
+        else f"{config.lr:g} (fixed, all methods)"))
     return [f"- model: `{config.model}`, checkpoint: `{config.checkpoint}`, resolution {config.resolution}",
             f"- episodes: {config.tasks} per domain, {eps}, seed {config.seed}, split `{config.split}`",
             f"- iterations: {config.iterations}; learning rate: {lr}",
@@ -44,17 +47,18 @@ def write_run_report(out_dir: str | Path, config: EvalConfig, records: list[dict
     files: list[Path] = []
     tables: list[Table | None] = [accuracy_report(main_recs, main, domains),
                                   paired_report(main_recs, main, domains), cost_report(main_recs, main),
-                                  layer_report(main_recs), lr_table(lr_choices or {})]
+                                  layer_report(main_recs), plan_variation_report(main_recs), lr_table(lr_choices or {})]
     acc = accuracy_table(main_recs, main, domains)
     costs = cost_table(main_recs, main)
     plot_paths = [plots.accuracy_vs_memory(acc, costs, out / "accuracy_vs_memory.png"),
                   plots.domain_bars(acc, domains, out / "accuracy_per_domain.png"),
-                  plots.layer_selection_plot(layer_selection(main_recs), out / "layer_selection.png")]
+                  plots.layer_selection_plot(layer_selection(main_recs), out / "layer_selection.png"),
+                  plots.plan_similarity_plot(plan_variation(main_recs), out / "plan_similarity.png")]
 
     for group, labels in groups.items():
         if group == "main":
             continue
-        ref = [m for m in ("tinytrain",) if m in main and group in ("score", "channels")]
+        ref = [m for m in ("tinytrain",) if m in main and group in ("score", "channels", "static")]
         if group == "meta":
             ref = main
         names = ref + labels

@@ -16,8 +16,8 @@ def _csv(text: str) -> list[str]:
 
 
 def _lr(text: str):
-    """'auto', 'support', a number, or per-method values 'fulltrain=1e-4,tinytrain=1e-3,default=1e-3'."""
-    if text in ("auto", "support"):
+    """'auto', 'target-val', 'support', a number, or per-method values 'fulltrain=1e-4,default=1e-3'."""
+    if text in ("auto", "target-val", "support"):
         return text
     try:
         if "=" in text:
@@ -26,7 +26,8 @@ def _lr(text: str):
         else:
             values = {"": float(text)}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--lr takes a number, 'auto', 'support' or METHOD=LR pairs, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--lr takes a number, 'auto', 'target-val', 'support' or METHOD=LR pairs, "
+                                         f"got {text!r}") from None
     if any(v <= 0 for v in values.values()):
         raise argparse.ArgumentTypeError(f"--lr must be positive, got {text!r}")
     return values[""] if "" in values else values
@@ -56,11 +57,13 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="fine-tuning iterations per task (default: %(default)s)")
     g.add_argument("--lr", type=_lr, default=defaults["lr"],
                    help="learning rate: a number for every method; 'auto' to pick per domain and method from "
-                        "--lr-grid on validation episodes (never test episodes); 'support' to pick per task from "
+                        "--lr-grid on validation episodes of held-out source classes (never test episodes); "
+                        "'target-val' to pick it on held-out episodes of each target domain (P>M>F's protocol); "
+                        "'support' to pick per task from "
                         "--lr-grid on a split of that task's own support set; or METHOD=LR pairs such as "
                         "fulltrain=1e-4,default=1e-3 (default: %(default)s)")
-    g.add_argument("--lr-grid", default="1e-4,1e-3,1e-2",
-                   help="candidates for --lr auto / support (default: %(default)s)")
+    g.add_argument("--lr-grid", default=defaults.get("lr_grid", "0,1e-4,1e-3,1e-2"),
+                   help="candidates for --lr auto / target-val / support; 0 = no update (default: %(default)s)")
     g.add_argument("--lr-episodes", type=int, default=3, help="validation episodes per lr candidate (default: %(default)s)")
     g.add_argument("--lr-domain", default=None,
                    help="domain with a 'val' split to choose lr on when a domain has none (pocket targets use "
@@ -81,6 +84,9 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="also run every method on this second checkpoint (e.g. the one without meta-training)")
     g.add_argument("--ablate-score", action="store_true", help="TinyTrain with each layer-selection score variant")
     g.add_argument("--ablate-channels", action="store_true", help="TinyTrain with Fisher, L2-norm and random channels")
+    g.add_argument("--ablate-static", action="store_true",
+                   help="TinyTrain with one plan for every task, chosen once on validation episodes of held-out "
+                        "classes (isolates task adaptivity)")
     g.add_argument("--budget-sweep", default=None, metavar="SIZES",
                    help="TinyTrain at these memory budgets, e.g. 128KB,256KB,512KB,1MB")
     g = p.add_argument_group("running")
@@ -112,7 +118,13 @@ def config_from_args(args: argparse.Namespace):
     except ValueError:
         raise UserError(f"--lr-grid must be comma-separated numbers, got {args.lr_grid!r}") from None
     budgets = [parse_bytes(b) for b in _csv(args.budget_sweep)] if args.budget_sweep else None
-    variants = build_variants(methods, args.ablate_meta, args.ablate_score, args.ablate_channels, budgets)
+    if any(x < 0 for x in grid):
+        raise UserError(f"--lr-grid holds a negative rate ({args.lr_grid}); use rates >= 0 (0 = no update)")
+    try:
+        variants = build_variants(methods, args.ablate_meta, args.ablate_score, args.ablate_channels, budgets,
+                                  static=getattr(args, "ablate_static", False))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if getattr(args, "sparseupdate_policy", None):
         from ..methods.sparseupdate import read_policy
         if "sparseupdate" not in methods:

@@ -11,8 +11,15 @@ Options (AdaptConfig.options; defaults in brackets, see docs/engine.md):
   stop_rule       first | skip                                                       [first]
   candidates      last6 (conv layers of the last 6 blocks + feature-mix) | all        [last6]
   channel_ratios  ratios tried per layer, largest that fits first                     [1, .5, .25, .125]
+  ratio_policy    largest (largest ratio that fits) | fisher-mass (at most the smallest
+                  ratio whose channels hold `fisher_mass` of the layer's Fisher info)  [largest]
+  fisher_mass     the share of a layer's Fisher information its K channels must hold   [0.5]
   axis            out | in  (in: Fisher channel choice not available)                 [out]
   bias            also train the BN shifts of the selected layers                     [false]
+  crossed_biases  also train the BN shifts of every layer above the earliest selected one
+                  (the backward crosses them anyway: no stored activation, few MACs)  [false]
+  fixed_plan      {"weights": [{index, channels, axis}], "biases": [...]}: train this plan in
+                  every task, without a Fisher pass (the static ablation)            [none]
   fisher_batch_size  micro-batch of the Fisher pass; "auto" = largest within the memory budget [auto]
   device          a device profile name (tinytrain.costs.devices) giving both budgets  [none]
 """
@@ -27,14 +34,16 @@ from ..costs.plan import LayerUpdate, UpdatePlan
 from ..sparse.accounting import predicted_saved_bytes
 from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
 from ..sparse.fisher import fisher_information
-from ..sparse.selection import LayerChoice, layer_scores, select_channels, select_layers
+from ..sparse.selection import (RATIO_POLICIES, LayerChoice, fisher_mass_ratio, layer_scores, select_channels,
+                                select_layers)
 from .trained import Built, TrainedMethod, private_copy
 
 DEFAULT_MEMORY_BUDGET = 1024 * 1024     # "around 1 MB" (paper 4.5), 1 MiB like the paper's MB
 DEFAULT_COMPUTE_BUDGET = 0.15           # of FullTrain's backward MACs
 OPTION_DEFAULTS = {"score": "full", "channel_choice": "fisher", "layer_choice": "score", "stop_rule": "first",
-                   "candidates": "last6", "channel_ratios": [1.0, 0.5, 0.25, 0.125], "axis": "out",
-                   "bias": False, "fisher_batch_size": "auto", "device": None}
+                   "candidates": "last6", "channel_ratios": [1.0, 0.5, 0.25, 0.125], "ratio_policy": "largest",
+                   "fisher_mass": 0.5, "axis": "out", "bias": False, "crossed_biases": False, "fixed_plan": None,
+                   "fisher_batch_size": "auto", "device": None}
 
 
 def candidate_layers(backbone, which: str) -> list[int]:
@@ -84,41 +93,43 @@ class TinyTrainMethod(TrainedMethod):
             raise ValueError(f"unknown tinytrain option(s) {sorted(unknown)}; known: {sorted(OPTION_DEFAULTS)}")
         return self.config.options.get(key, OPTION_DEFAULTS[key])
 
-    def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
-        t0 = time.perf_counter()
-        backbone = private_copy(self.source_backbone)
+    def _fisher(self, backbone, x: torch.Tensor, y: torch.Tensor, cands: list[int], mem_budget: int, res: int):
+        """One Fisher pass, micro-batched so that what it keeps fits the memory budget."""
+        fb = self.option("fisher_batch_size")
+        layers = backbone.conv_layers(res)
+        tap_plan = EnginePlan(biases=(min(cands),))
+        per_image = predicted_saved_bytes(backbone.spec, tap_plan, 1, res) + 4 * sum(layers[i].output_elems
+                                                                                   for i in cands)
+        if fb == "auto":
+            fb = max(1, mem_budget // max(per_image, 1))
+        return fisher_information(backbone, x, y, cands, self.head, batch_size=int(fb),
+                                  prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)))
+
+    def select(self, backbone, channel_fisher: dict[int, torch.Tensor], res: int) -> tuple[list[LayerChoice], list[int], dict]:
+        """Layers, channels and BN shifts to train, from per-channel Fisher information (one task's, or
+        the average over validation tasks for the static ablation)."""
         spec = backbone.spec
-        res = int(x.shape[-1])
         layers = backbone.conv_layers(res)
         mem_budget, comp_budget = resolve_budgets(spec, self.config, res)
-        axis = self.option("axis")
-        choice = self.option("channel_choice")
+        axis, choice, policy = self.option("axis"), self.option("channel_choice"), self.option("ratio_policy")
         if axis not in ("out", "in"):
             raise ValueError(f"axis must be 'out' or 'in' (got {axis!r})")
         if axis == "in" and choice == "fisher":
             raise ValueError("Fisher channel choice ranks output channels; use axis 'out' or channel_choice "
                              "'l2'/'random'")
-        cands = candidate_layers(backbone, self.option("candidates"))
-        # Fisher pass, micro-batched so that what it keeps fits the memory budget
-        fb = self.option("fisher_batch_size")
-        tap_plan = EnginePlan(biases=(min(cands),))
-        per_image = predicted_saved_bytes(spec, tap_plan, 1, res) + 4 * sum(layers[i].output_elems for i in cands)
-        if fb == "auto":
-            fb = max(1, mem_budget // max(per_image, 1))
-        fb = int(fb)
-        fisher = fisher_information(backbone, x, y, cands, self.head, batch_size=fb,
-                                    prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)))
-        potential = fisher.potential
+        if policy not in RATIO_POLICIES:
+            raise ValueError(f"ratio_policy must be one of {', '.join(RATIO_POLICIES)} (got {policy!r})")
+        cands = sorted(channel_fisher)
+        potential = {i: float(channel_fisher[i].sum()) for i in cands}
         scores = layer_scores(layers, potential, self.option("score"))
+        mods = backbone.conv_modules()
         if self.option("layer_choice") == "score":
             order = sorted(cands, key=lambda i: (-scores[i], i))
         elif self.option("layer_choice") == "l2":
-            mods = backbone.conv_modules()
             norms = {i: float(mods[i].conv.weight.detach().norm()) for i in cands}
             order = sorted(cands, key=lambda i: (-norms[i], i))
         else:
             raise ValueError(f"layer_choice must be 'score' or 'l2' (got {self.option('layer_choice')!r})")
-        mods = backbone.conv_modules()
         gen = torch.Generator().manual_seed(int(self.config.seed))
         totals = {i: (layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin) for i in cands}
         cache: dict[tuple[int, float], tuple[int, ...]] = {}
@@ -126,30 +137,99 @@ class TinyTrainMethod(TrainedMethod):
         def channels_for(i: int, r: float) -> tuple[int, ...]:
             if (i, r) not in cache:
                 k = max(1, int(round(r * totals[i])))
-                cache[(i, r)] = select_channels(k, choice, fisher.channel[i], mods[i].conv.weight, axis, gen)
+                cache[(i, r)] = select_channels(k, choice, channel_fisher[i], mods[i].conv.weight, axis, gen)
             return cache[(i, r)]
 
+        ratios = self.option("channel_ratios")
+        cap = None
+        if policy == "fisher-mass":
+            mass = float(self.option("fisher_mass"))
+            cap = lambda i: fisher_mass_ratio(channel_fisher[i], ratios, mass)
         cm = CostModel(spec, res)
-        bias = bool(self.option("bias"))
+        n_layers = len(layers)
+
+        def biases_of(sel: list[LayerChoice]) -> list[int]:
+            if not sel:
+                return []
+            if self.option("crossed_biases"):
+                return list(range(min(c.index for c in sel), n_layers))
+            return sorted(c.index for c in sel) if self.option("bias") else []
 
         def cost(sel: list[LayerChoice]) -> tuple[int, int]:
             ups = [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis, list(c.channels)) for c in sel]
-            biases = [c.index for c in sel] if bias else []
+            biases = biases_of(sel)
             return cm.sparse_memory_bytes(ups, self.config.optimizer, biases), cm.sparse_backward_macs(ups, biases)
 
-        chosen = select_layers(order, scores, channels_for, totals, cost, mem_budget, comp_budget,
-                               self.option("channel_ratios"), self.option("stop_rule"), axis)
+        chosen = select_layers(order, scores, channels_for, totals, cost, mem_budget, comp_budget, ratios,
+                               self.option("stop_rule"), axis, ratio_cap=cap)
+        extra = {"memory_budget": mem_budget, "compute_budget_macs": comp_budget, "candidates": cands,
+                 "fisher_potential": {str(i): p for i, p in potential.items()},
+                 "scores": {str(i): v for i, v in scores.items()}}
+        return chosen, biases_of(chosen), extra
+
+    def _fixed(self, backbone, res: int) -> tuple[list[LayerChoice], list[int], dict]:
+        plan = self.option("fixed_plan")
+        layers = backbone.conv_layers(res)
+        mem_budget, comp_budget = resolve_budgets(backbone.spec, self.config, res)
+        chosen = []
+        for w in plan.get("weights", []):
+            i, axis = int(w["index"]), w.get("axis", "out")
+            total = layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin
+            ch = tuple(sorted(int(c) for c in w["channels"]))
+            chosen.append(LayerChoice(i, ch, total, axis, float(w.get("score", 0.0)), len(ch) / total))
+        if not chosen and not plan.get("biases"):
+            raise ValueError("fixed_plan trains nothing; give it weights or biases (see `tinytrain eval "
+                             "--methods tinytrain-static`)")
+        return chosen, [int(b) for b in plan.get("biases", [])], {"memory_budget": mem_budget,
+                                                                  "compute_budget_macs": comp_budget}
+
+    def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
+        t0 = time.perf_counter()
+        backbone = private_copy(self.source_backbone)
+        spec = backbone.spec
+        res = int(x.shape[-1])
+        layers = backbone.conv_layers(res)
+        if self.option("fixed_plan"):
+            chosen, biases, extra = self._fixed(backbone, res)
+            extra["fisher_seconds"] = 0.0
+        else:
+            mem_budget, _ = resolve_budgets(spec, self.config, res)
+            cands = candidate_layers(backbone, self.option("candidates"))
+            fisher = self._fisher(backbone, x, y, cands, mem_budget, res)
+            chosen, biases, extra = self.select(backbone, fisher.channel, res)
+            extra |= {"fisher_batch_size": fisher.batch_size, "fisher_seconds": fisher.seconds}
         up = UpdatePlan(spec.name, [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis,
                                                 list(c.channels)) for c in chosen],
-                        [c.index for c in chosen] if bias else [], self.batch_size, self.config.optimizer,
-                        "sparse", res)
-        eplan = EnginePlan(tuple(LayerSelection(c.index, c.channels, c.axis) for c in chosen),
-                           tuple(c.index for c in chosen) if bias else ())
+                        biases, self.batch_size, self.config.optimizer, "sparse", res)
+        eplan = EnginePlan(tuple(LayerSelection(c.index, c.channels, c.axis) for c in chosen), tuple(biases))
         engine = SparseEngine(backbone, eplan)
         rows = [{"layer": c.index, "name": layers[c.index].name, "channels_updated": len(c.channels),
                  "channels_total": c.channels_total, "score": c.score} for c in chosen]
-        extra = {"memory_budget": mem_budget, "compute_budget_macs": comp_budget,
-                 "candidates": cands, "fisher_potential": {str(i): p for i, p in potential.items()},
-                 "scores": {str(i): s for i, s in scores.items()}, "fisher_batch_size": fb,
-                 "fisher_seconds": fisher.seconds, "options": {k: self.option(k) for k in OPTION_DEFAULTS}}
+        extra["options"] = {k: self.option(k) for k in OPTION_DEFAULTS if k != "fixed_plan"}
+        extra["static_plan"] = bool(self.option("fixed_plan"))
         return Built(engine, backbone, up, rows, eplan, time.perf_counter() - t0, extra)
+
+
+def static_plan(backbone, head, tasks, config) -> dict:
+    """One plan for every task (the ablation that isolates task adaptivity): the Fisher information of
+    each validation task, normalised to sum 1 per task so that every task weighs the same, averaged, then
+    the same selection as the adaptive method. Returns a `fixed_plan` option value."""
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("the static plan needs at least one validation task")
+    method = TinyTrainMethod(backbone, config, head)
+    total: dict[int, torch.Tensor] = {}
+    for task in tasks:
+        x, y = task.support_x.float(), task.support_y.long()
+        res = int(x.shape[-1])
+        bb = private_copy(backbone)
+        cands = candidate_layers(bb, method.option("candidates"))
+        mem_budget, _ = resolve_budgets(bb.spec, config, res)
+        fisher = method._fisher(bb, x, y, cands, mem_budget, res).channel
+        norm = sum(float(v.sum()) for v in fisher.values()) or 1.0
+        for i, v in fisher.items():
+            total[i] = total.get(i, torch.zeros_like(v)) + v / norm
+    avg = {i: v / len(tasks) for i, v in total.items()}
+    chosen, biases, _ = method.select(private_copy(backbone), avg, res)
+    return {"weights": [{"index": c.index, "axis": c.axis, "channels": list(c.channels), "score": c.score}
+                        for c in chosen], "biases": biases, "tasks": len(tasks)}

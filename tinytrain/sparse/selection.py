@@ -18,6 +18,7 @@ from ..models.specs import ConvLayer
 SCORES = ("full", "fisher", "fisher/memory", "fisher/compute")
 CHANNEL_CHOICES = ("fisher", "l2", "random")
 STOP_RULES = ("first", "skip")
+RATIO_POLICIES = ("largest", "fisher-mass")
 
 
 def layer_scores(layers: Sequence[ConvLayer], potential: dict[int, float], score: str = "full") -> dict[int, float]:
@@ -80,6 +81,26 @@ class LayerChoice:
         return d
 
 
+def fisher_mass_ratio(fisher: torch.Tensor, ratios: Sequence[float], mass: float) -> float:
+    """The smallest ratio of the ladder whose top-K channels (by Fisher information) hold at least `mass`
+    of the layer's total Fisher information. A task whose Fisher information sits in a few channels of a
+    layer gets a small K there, which leaves budget for more layers (the paper's goal: as many top-scored
+    layers as the budgets allow); a layer whose information is spread out is trained more widely."""
+    if not 0 < mass <= 1:
+        raise ValueError(f"fisher mass must be in (0, 1], got {mass}")
+    values = fisher.detach().double().flatten().sort(descending=True).values
+    total = float(values.sum())
+    ladder = sorted(set(float(r) for r in ratios))
+    if total <= 0:
+        return ladder[0]
+    cum = values.cumsum(0) / total
+    for r in ladder:
+        k = max(1, int(round(r * len(values))))
+        if float(cum[k - 1]) >= mass - 1e-12:
+            return r
+    return ladder[-1]
+
+
 # fits(selection) -> (memory_bytes, backward_macs); the budgets are checked by the caller below
 CostFn = Callable[[list[LayerChoice]], tuple[int, int]]
 
@@ -91,12 +112,12 @@ class BudgetTooSmall(ValueError):
 def select_layers(order: Sequence[int], scores: dict[int, float], channels_for: Callable[[int, float], tuple[int, ...]],
                   channels_total: dict[int, int], cost: CostFn, memory_budget: int, compute_budget: int,
                   ratios: Sequence[float] = (1.0, 0.5, 0.25, 0.125), stop_rule: str = "first",
-                  axis: str = "out") -> list[LayerChoice]:
-    """Greedy selection: walk `order` (best first); for each layer take the largest ratio whose whole
-    selection still fits both budgets. With stop_rule "first" the walk stops at the first layer that
-    fits at no ratio once a layer has been placed (the paper's prefix constraint; layers that cannot fit
-    even alone are passed over until then, so a plan is never empty while any layer fits); with "skip"
-    it always goes on to the next layer."""
+                  axis: str = "out", ratio_cap: Callable[[int], float] | None = None) -> list[LayerChoice]:
+    """Greedy selection: walk `order` (best first); for each layer take the largest ratio (at most
+    `ratio_cap(i)`, e.g. `fisher_mass_ratio`) whose whole selection still fits both budgets. With stop_rule
+    "first" the walk stops at the first layer that fits at no ratio once a layer has been placed (the
+    paper's prefix constraint; layers that cannot fit even alone are passed over until then, so a plan is
+    never empty while any layer fits); with "skip" it always goes on to the next layer."""
     if stop_rule not in STOP_RULES:
         raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)} (got {stop_rule!r})")
     if not ratios or any(not 0 < r <= 1 for r in ratios):
@@ -105,7 +126,8 @@ def select_layers(order: Sequence[int], scores: dict[int, float], channels_for: 
     chosen: list[LayerChoice] = []
     for i in order:
         placed = False
-        for r in ratios:
+        cap = ratio_cap(i) if ratio_cap is not None else 1.0
+        for r in [r for r in ratios if r <= cap + 1e-12] or ratios[-1:]:
             cand = LayerChoice(i, channels_for(i, r), channels_total[i], axis, scores.get(i, 0.0), r)
             mem, macs = cost(chosen + [cand])
             if mem <= memory_budget and macs <= compute_budget:
