@@ -125,3 +125,32 @@ def test_random_column_is_reproducible_for_a_seed(tmp_path):
     torch.manual_seed(456)                      # whatever ran before must not matter
     b = evaluate_checkpoints("tiny-test", ["random"], [data], seed=0, **kw)[data]["random"].accs
     assert a == b
+
+
+def test_metatrain_lite_residual_trains_only_the_branches_and_tinytl_starts_from_them(tmp_path):
+    from safetensors.torch import load_file
+    from tinytrain.methods import AdaptConfig, make_method
+    from tinytrain.models.weights import load_backbone, save_checkpoint
+    from tinytrain.models.backbone import build_backbone
+    data = str(write_png_folder(tmp_path / "data", classes=15, per_class=8))
+    torch.manual_seed(0)
+    init = tmp_path / "init.safetensors"
+    save_checkpoint(init, build_backbone("tiny-test"), {"resolution": 32})
+    out = tmp_path / "lite"
+    assert main(["metatrain", "--model", "tiny-test", "--data", data, "--resolution", "32", "--ways", "3",
+                 "--shots", "2", "--queries", "3", "--val-episodes", "0", "--init", str(init), "--lite-residual",
+                 "--epochs", "1", "--episodes-per-epoch", "4", "--warmup-epochs", "0.5", "--lr", "0.05",
+                 "--out", str(out), "--no-progress"]) == 0
+    trained, start = load_file(str(out / "last.safetensors")), load_file(str(init))
+    lite = [k for k in trained if k.startswith("lite.")]
+    assert lite and all(torch.equal(trained[k], start[k]) for k in start)          # the backbone is untouched
+    assert any(trained[k].abs().sum() > 0 for k in lite if k.endswith("bn2.weight"))   # branches moved off 0
+    backbone, _ = load_backbone("tiny-test", str(out / "last.safetensors"))
+    assert backbone.lite_resolution == 32 and set(backbone.lite_state) == {k[5:] for k in lite}
+    x, y = torch.randn(6, 3, 32, 32), torch.arange(3).repeat(2)
+    m = make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, lr=0.0))
+    m.fit(x, y)
+    assert m.report.extra["lite_pretrained"] is True
+    before = make_method("tinytl", build_backbone("tiny-test"), AdaptConfig(resolution=32, iterations=1, lr=0.0))
+    before.fit(x, y)
+    assert before.report.extra["lite_pretrained"] is False

@@ -65,6 +65,7 @@ def _add_common(p, stage: str) -> None:
 _SAME_NAME = ("model", "resolution", "epochs", "lr", "warmup_epochs", "weight_decay", "ways", "shots", "queries",
               "val_episodes", "flip", "crop_scale", "seed", "device", "batch_size", "label_smoothing",
               "episodes_per_epoch", "batch_episodes", "momentum", "bn_mode", "init", "nproc", "frozen_blocks",
+              "lite_residual",
               "warmup_lr", "min_lr")
 _FIELDS = {**{name: name for name in _SAME_NAME}, "save_every": "save_every_steps", "log_every": "log_every_steps"}
 
@@ -272,6 +273,9 @@ def register(sub) -> None:
                    help="BatchNorm during meta-training (auto: eval from trained weights, train from random)")
     p.add_argument("--frozen-blocks", type=int, help="keep the stem and the first N blocks at their starting "
                    "weights (default 0: train everything)")
+    p.add_argument("--lite-residual", action="store_true", default=None,
+                   help="train only TinyTL lite-residual branches added to the (frozen) --init backbone, as TinyTL "
+                   "pretrains them before transfer; the checkpoint then carries them for `--method tinytl`")
     p.add_argument("--nproc", type=int, help="local processes (gloo on CPU, NCCL on GPU)")
     p.set_defaults(func=cmd_metatrain)
 

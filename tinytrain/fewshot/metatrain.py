@@ -49,6 +49,7 @@ class MetaTrainConfig(RunConfig):
     val_episodes: int = 100         # fixed validation episodes on held-out classes (0: no validation)
     bn_mode: str = "auto"           # eval | train | auto (eval from a trained init, train from random)
     frozen_blocks: int = 0          # the stem and the first N blocks keep their starting weights
+    lite_residual: bool = False     # train only TinyTL lite-residual branches added to the frozen backbone
     seed: int = 0
     save_every_steps: int = 100
     log_every_steps: int = 20
@@ -191,6 +192,10 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
                          f"processes ({world})")
     device = pick_device(config.device)
     frozen = frozen_prefix(backbone, config.frozen_blocks)     # checked before anything is written
+    if config.lite_residual:
+        if not hasattr(backbone, "lite"):
+            raise ValueError("--lite-residual needs a backbone with lite-residual branches (TinyTLBackbone)")
+        frozen = torch.nn.ModuleList([m for n, m in backbone.named_children() if n != "lite"])
     head = head if head is not None else CosineClassifier()
     backbone.to(device)
     head.to(device)
@@ -304,12 +309,17 @@ def strip_classifier(backbone: Backbone) -> Backbone:
     return bare
 
 
-def initial_model(model: str, init: str) -> tuple[Backbone, CosineClassifier, dict]:
-    """Backbone (no classifier) and ProtoNet head for `init` ('random', 'imagenet', 'pocket' or a path)."""
+def initial_model(model: str, init: str, lite_residual_at: int | None = None) -> tuple[Backbone, CosineClassifier, dict]:
+    """Backbone (no classifier) and ProtoNet head for `init` ('random', 'imagenet', 'pocket' or a path).
+    With `lite_residual_at` (a resolution) the backbone gets TinyTL's lite-residual branches for that size."""
     from ..models.weights import load_backbone
     backbone, meta = load_backbone(model, init)
     head = CosineClassifier(**meta.get("head", {}))
-    return strip_classifier(backbone), head, meta
+    backbone = strip_classifier(backbone)
+    if lite_residual_at:
+        from ..methods.tinytl import TinyTLBackbone
+        backbone = TinyTLBackbone.from_backbone(backbone, lite_residual_at)
+    return backbone, head, meta
 
 
 def source_episodes(config: MetaTrainConfig):
@@ -331,7 +341,7 @@ def run_metatrain(config: MetaTrainConfig, out: str | Path, *, restart: bool = F
     """Build the model and data named by `config` and meta-train (in this process / rank)."""
     config.check()
     torch.manual_seed(config.seed)     # a random init is part of the run's seed
-    backbone, head, _ = initial_model(config.model, config.init)
+    backbone, head, _ = initial_model(config.model, config.init, config.resolution if config.lite_residual else None)
     train, val = source_episodes(config)
     return meta_train(backbone, train, val, config, out, head=head, restart=restart,
                       stop_at_step=stop_at_step, progress=progress)

@@ -6,6 +6,14 @@ block input -> AvgPool(2) -> conv k (groups 2, stride of the block) -> BN -> ReL
 Trained: the branches and, by default (TinyTL's "lite_residual+bias"; option "bias"), every BN shift
 of the backbone. Plain autograd, batch 100 by default. BN statistics stay frozen.
 
+Offline pretraining: TinyTL pretrains the branches on ImageNet before transfer. `tinytrain metatrain
+--lite-residual` trains them on the source (episodic ProtoNet loss, backbone frozen) and the checkpoint
+carries them (`lite.*` keys, loaded as `backbone.lite_state`); this method starts from them when their
+resolution is the task's, and from a fresh no-op branch otherwise (`report.extra["lite_pretrained"]`).
+BatchNorm stays in the branch (frozen statistics, like every BN here) rather than TinyTL's GroupNorm: with
+frozen statistics a BN is a per-channel affine map, which works at batch 1 on a device where GroupNorm
+would need per-image statistics in the backward pass.
+
 Saving: the adapted model is a `TinyTLBackbone`, a `Backbone` subclass whose state_dict holds the
 branches under `lite.<block>.*`; rebuild it with `TinyTLBackbone(spec, resolution)` and load that
 state_dict (safetensors works, all tensors).
@@ -96,6 +104,10 @@ class TinyTLMethod(TrainedMethod):
         res = int(x.shape[-1])
         torch.manual_seed(int(self.config.seed))    # branch initialisation is part of the seeded run
         tl = TinyTLBackbone.from_backbone(private_copy(self.source_backbone), res)
+        lite = getattr(self.source_backbone, "lite_state", None)
+        pretrained = bool(lite) and getattr(self.source_backbone, "lite_resolution", None) == res
+        if pretrained:
+            tl.lite.load_state_dict(lite)
         bias = bool(self.config.options.get("bias", True))
         up = tinytl_plan(tl.spec, res, self.config.optimizer, self.batch_size, train_biases=bias)
         rows = full_rows(tl, list(up.bias_layers)) if bias else []
@@ -103,4 +115,5 @@ class TinyTLMethod(TrainedMethod):
             r["channels_updated"], r["name"] = r["channels_total"], r["name"] + " (BN shift)"
         rows += [{"layer": None, "name": f"lite.{b}", "channels_updated": m.conv2.out_channels,
                   "channels_total": m.conv2.out_channels, "score": None} for b, m in enumerate(tl.lite)]
-        return Built(_TinyTLModel(tl, bias), tl, up, rows, None, 0.0, {"train_biases": bias})
+        return Built(_TinyTLModel(tl, bias), tl, up, rows, None, 0.0, {"train_biases": bias,
+                                                                        "lite_pretrained": pretrained})

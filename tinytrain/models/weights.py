@@ -55,10 +55,16 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
                          f"pass --model {header['model']} or a checkpoint of {expect_model}")
     spec = ArchSpec.from_dict(header["arch"])
     state = load_file(str(path))
+    lite = {k.removeprefix("lite."): v for k, v in state.items() if k.startswith("lite.")}
+    state = {k: v for k, v in state.items() if not k.startswith("lite.")}
     num_classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
     backbone = Backbone(spec, num_classes)
     backbone.load_state_dict(state, strict=True)
-    return backbone.eval(), header.get("meta", {})
+    meta = header.get("meta", {})
+    if lite:    # TinyTL lite-residual branches trained offline: kept beside the plain backbone for `tinytl`
+        backbone.lite_state = lite
+        backbone.lite_resolution = int(meta.get("resolution") or spec.resolution)
+    return backbone.eval(), meta
 
 
 # --- torchvision MobileNetV2 layout ------------------------------------------------------------
