@@ -241,6 +241,9 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
     config.check()
     rank, world = _world()
     device = pick_device(config.device)
+    # KL at a high temperature gives tiny gradients; once Adam's second moments and the weights' small parts
+    # fall into the denormal range a CPU step became ~20x slower (measured here); flush them to zero.
+    torch.set_flush_denormal(True)
     student.to(device).to(memory_format=torch.channels_last)
     teacher.to(device).to(memory_format=torch.channels_last)
     run = RunDir(out)
