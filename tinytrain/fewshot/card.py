@@ -79,3 +79,35 @@ def config_command(stage: str, config: dict, out: str | Path) -> str:
             continue
         argv += ["--" + key.replace("_", "-"), str(value)]
     return command_line(argv + ["--out", str(out)])
+
+
+def distill_command(config: dict, out: str | Path, export: str | Path | None = None) -> str:
+    """The `tinytrain distill` command that reproduces a distillation run's config."""
+    argv = ["distill", "--student", config["student"], "--images", *[i["source"] for i in config["images"]],
+            "--heldout", *([h["source"] for h in config["heldout"]] or ["none"])]
+    skip = _SKIP | {"student", "images", "heldout"}
+    for key, value in config.items():
+        if key in skip or value is None:
+            continue
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    argv += ["--out", str(out)]
+    if export:
+        argv += ["--export", str(export)]
+    return command_line(argv)
+
+
+def distill_summary(run_dir: str | Path) -> dict:
+    """Images seen, wall time (summed over the logged intervals, so pauses between resumes do not count),
+    mean images/s and the agreement curve of a distillation run folder."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    log = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines() if l.strip()]
+    curve = [r for r in log if "agree_top1" in r]
+    steps = [r for r in log if "images_per_s" in r]
+    busy = 0.0
+    last_step = 0
+    for r in steps:
+        busy += (r["step"] - last_step) * config["batch_size"] / max(r["images_per_s"], 1e-9)
+        last_step = r["step"]
+    return {"config": config, "curve": curve, "images_seen": curve[-1]["images_seen"] if curve else 0,
+            "train_seconds": busy, "images_per_s": (last_step * config["batch_size"] / busy) if busy else None}
