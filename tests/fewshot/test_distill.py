@@ -160,3 +160,16 @@ def test_evaluation_textures_are_refused():
     with pytest.raises(ValueError, match="held back for evaluation"):
         resolve_images([str(brick)])
     assert resolve_images(["skimage:chelsea"])[0].name == "chelsea.png"
+
+
+def test_feature_term_trains_a_projector_and_resumes(setup):
+    from tinytrain.fewshot.state import load_state
+    tmp, args = setup
+    out = tmp / "feat"
+    assert main(args + ["--out", str(out), "--feature-weight", "1", "--max-steps", "3"]) == 0
+    state = load_state(out / "state.safetensors")
+    assert state["projector"]["weight"].shape == (32, 32)        # tiny-test feature 32 -> teacher feature 32
+    assert main(args + ["--out", str(out), "--feature-weight", "1"]) == 0
+    assert main(args + ["--out", str(tmp / "whole"), "--feature-weight", "1"]) == 0
+    a, b = load_file(str(out / "last.safetensors")), load_file(str(tmp / "whole" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

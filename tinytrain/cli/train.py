@@ -184,7 +184,7 @@ def _distill_config(args):
     train_files = resolve_images(images, "--images")
     held_files = resolve_images(heldout, "--heldout") if heldout else []
     fields = ("init", "teacher", "teacher_checkpoint", "resolution", "batch_size", "epochs", "steps_per_epoch", "lr",
-              "weight_decay", "warmup_epochs", "temperature", "cutmix", "pocket_fraction", "pocket_data", "init_crop",
+              "weight_decay", "warmup_epochs", "temperature", "feature_weight", "cutmix", "pocket_fraction", "pocket_data", "init_crop",
               "min_area", "rotation", "shear", "heldout_crops", "seed", "device", "nproc")
     values = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     values |= {"student": args.student, "images": describe(train_files), "heldout": describe(held_files)}
@@ -301,6 +301,8 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--temperature", type=float, help="softening temperature of the KL loss (default 8)")
+    p.add_argument("--feature-weight", type=float, help="weight of an extra loss term matching the teacher's pooled "
+                   "feature through a learnt linear map (1 - cosine; default 0: the KL on logits only)")
     p.add_argument("--cutmix", type=float, help="probability that a batch is CutMixed (default 1)")
     p.add_argument("--pocket-fraction", type=float, help="share of each batch taken from the pocket source's "
                    "training glyphs (default 0)")

@@ -46,6 +46,7 @@ class DistillConfig(RunConfig):
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     temperature: float = 8.0
+    feature_weight: float = 0.0           # weight of the feature term: 1 - cos(P s, t) of pooled features
     cutmix: float = 1.0                   # probability that a batch is CutMixed
     pocket_fraction: float = 0.0          # share of each batch drawn from the pocket source's training glyphs
     pocket_data: str = "pocket-source"
@@ -69,6 +70,8 @@ class DistillConfig(RunConfig):
                              "that is at least 32 (the paper's is 128)")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        if self.feature_weight < 0:
+            raise ValueError(f"--feature-weight must be >= 0, got {self.feature_weight}")
         if not 0 <= self.cutmix <= 1 or not 0 <= self.pocket_fraction < 1:
             raise ValueError("--cutmix must be in [0, 1] and --pocket-fraction in [0, 1)")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -186,6 +189,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     reduction="batchmean")
 
 
+def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, projector: torch.nn.Module):
+    """1 - cosine similarity between the projected student feature and the teacher's pooled feature: the
+    embedding the few-shot head compares, matched directly (an option beside the KL on logits)."""
+    return (1 - F.cosine_similarity(projector(student_features), teacher_features, dim=-1)).mean()
+
+
 class BatchSource:
     """Batch `step` of a run: photo patches (and pocket glyphs), CutMixed; a pure function of (seed, step),
     so a resumed or distributed run sees exactly the batches an uninterrupted single process sees."""
@@ -252,7 +261,8 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
     _barrier(world)
     if rank != 0:
         state = run.prepare(config, write=False)
-    params = list(student.parameters())
+    projector = torch.nn.Linear(student.feature_dim, teacher.feature_dim).to(device)
+    params = list(student.parameters()) + (list(projector.parameters()) if config.feature_weight > 0 else [])
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -260,10 +270,12 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
     step, history = 0, []
     if state is not None:
         student.load_state_dict(state["student"])
+        if "projector" in state:
+            projector.load_state_dict(state["projector"])
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
     elif world > 1:
-        for t in student.state_dict().values():
+        for t in list(student.state_dict().values()) + list(projector.state_dict().values()):
             dist.broadcast(t, 0)
     spe, total = config.steps_per_epoch, config.total_steps
     crops = t_logits = None
@@ -278,8 +290,8 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
 
     def save_state():
         if rank == 0:
-            run.save_state({"student": student.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "history": history})
+            run.save_state({"student": student.state_dict(), "projector": projector.state_dict(),
+                            "optimizer": opt.state_dict(), "step": step, "history": history})
         _barrier(world)
 
     def end_epoch():
@@ -313,10 +325,14 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
             g["lr"] = lr
         x = batches.batch(step)[rank * share:(rank + 1) * share].to(device, memory_format=torch.channels_last)
         with torch.no_grad():
-            t = teacher.logits(x)
+            t_feat = teacher(x)
+            t = teacher.classifier(t_feat)
         student.train()
-        s = student.logits(x)
+        s_feat = student(x)
+        s = student.classifier(s_feat)
         loss = kd_loss(s, t, config.temperature)
+        if config.feature_weight > 0:
+            loss = loss + config.feature_weight * feature_loss(s_feat, t_feat, projector)
         opt.zero_grad(set_to_none=False)
         (loss / world).backward()
         stats = torch.tensor([loss.item(), float((s.argmax(-1) == t.argmax(-1)).float().mean()), 1.0])
