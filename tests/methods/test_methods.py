@@ -121,3 +121,39 @@ def test_automatic_learning_rate(task):
     m = make_method("lastlayer", bb, _cfg(lr=None, options={"lr_candidates": [1e-3, 1e-2]}))
     m.fit(x, y)
     assert m.report.extra["lr"] in (1e-3, 1e-2) and set(m.report.extra["lr_search"]) == {"0.001", "0.01"}
+
+
+def _colour_tasks():
+    """A tiny-test whose stem channels 0-3 see only red and 4-7 only green, and two tasks whose images carry
+    their class information in red (task A; green is negative, so channels 4-7 stay at 0) or in green (B)."""
+    torch.manual_seed(0)
+    bb = build_backbone("tiny-test").eval()
+    with torch.no_grad():
+        for m in bb.conv_modules():          # residual branches on, as in a trained network (init zeroes them)
+            m.bn.weight.fill_(1.0)
+        w = torch.zeros_like(bb.stem.conv.weight)
+        w[:4, 0] = torch.rand(4, 3, 3) + 0.5
+        w[4:, 1] = torch.rand(4, 3, 3) + 0.5
+        bb.stem.conv.weight.copy_(w)
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(3, 1, 32, 32, generator=g).repeat_interleave(4, 0) + 0.3 * torch.rand(12, 1, 32, 32, generator=g)
+    y = torch.arange(3).repeat_interleave(4)
+    neg = -torch.ones(12, 1, 32, 32)
+    task_a = torch.cat([base, neg, neg], 1)          # information in red
+    task_b = torch.cat([neg, base, neg], 1)          # the same patterns in green
+    return bb, task_a, task_b, y
+
+
+def test_plans_follow_where_each_task_carries_its_information():
+    bb, xa, xb, y = _colour_tasks()
+    opts = {"candidates": "all", "ratio_policy": "fisher-mass", "fisher_mass": 0.5, "stop_rule": "skip"}
+    cfg = _cfg(memory_budget=10 ** 9, compute_budget=1.0, options=opts)
+    plans = []
+    for x in (xa, xb):
+        rep = make_method("tinytrain", bb, cfg).plan(x, y)
+        plans.append({w["index"]: set(w["channels"]) for w in rep.extra["engine_plan"]["weights"]})
+    a, b = plans
+    for layer in (0, 1):                                           # the stem and blocks.0.dw (one filter per channel)
+        assert layer in a and layer in b
+        assert a[layer] <= {0, 1, 2, 3} and b[layer] <= {4, 5, 6, 7}   # each task trains the channels it uses
+    assert a != b
