@@ -96,12 +96,14 @@ def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Pa
     if query:
         qpaths, qlabels = _folder(query, classes)
         train = np.arange(len(paths))
+        source += f"; held out: {query}"
     else:   # hold out the last image of each class that has two or more
         held = [max(np.flatnonzero(labels == c)) for c in range(len(classes)) if (labels == c).sum() > 1]
         if not held:
             raise ValueError("give --query DIR, or at least two training images in some class to hold one out")
         train = np.array([i for i in range(len(paths)) if i not in held])
         qpaths, qlabels = [paths[i] for i in held], labels[held].tolist()
+        source += "; held out: the last image of each class"
     all_train = _frames([paths[i] for i in train], cm.network.resolution)
     return all_train, labels[train], _frames(qpaths, cm.network.resolution), np.array(qlabels), source
 

@@ -107,7 +107,11 @@ def engine_plan_of(update_plan: dict | None, spec: ArchSpec, resolution: int) ->
     # axis sizes, for layers the plan trains in full without listing their channels
     sizes = {u.index: (layers[u.index].cin if u.axis == "in" and layers[u.index].groups == 1
                        else layers[u.index].cout) for u in plan.layers}
-    eplan = EnginePlan.from_update_plan(plan, layer_channels=sizes)
+    try:
+        eplan = EnginePlan.from_update_plan(plan, layer_channels=sizes)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; the C runtime trains listed channels (plans saved by `adapt --method tinytrain` "
+                         "list them)") from None
     if not eplan.weights and not eplan.biases:
         raise ValueError("the model's update plan is empty (no weights or biases to train); adapt it with "
                          "`--method tinytrain` first")
