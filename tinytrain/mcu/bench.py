@@ -26,8 +26,8 @@ from ..costs.baselines import fulltrain_plan
 from ..costs.model import backward_memory
 from ..costs.units import format_bytes
 from . import build
-from .export import CModel, prepare, write_tree
-from .reference import run_reference
+from .export import META_FILE, CModel, prepare, write_tree
+from .reference import RunResult, run_reference
 
 DEFAULT_DEVICE = "mcu-1mb"
 
@@ -131,6 +131,8 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
         raise ValueError(f"--epochs must be >= 1 (got {epochs})")
     tools = build.require_cross_tools()
     cm = prepare(model_dir)
+    if out and Path(out).is_dir() and any(Path(out).iterdir()) and not (Path(out) / "tree" / META_FILE).is_file():
+        raise ValueError(f"--out {out} is a non-empty folder that holds no earlier bench; choose a new or empty one")
     with tempfile.TemporaryDirectory(prefix="tinytrain-mcu-") as tmp:
         work = Path(out) if out else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -149,8 +151,9 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
 
 
 def report(cm: CModel, host: build.BenchOutput, board: build.BenchOutput, sizes: build.ElfSizes,
-           ref, device: str | None, source: str, n_train: int, n_test: int, epochs: int,
+           ref: RunResult, device: str | None, source: str, n_train: int, n_test: int, epochs: int,
            test_labels: np.ndarray) -> dict:
+    """The bench's figures from the two runs, the ELF and the PyTorch reference."""
     spec, plan = cm.network.spec, cm.update_plan
     ipt = board.instructions_per_tick
     arena = sizes.symbols.get("tt_arena", 0)

@@ -149,7 +149,7 @@ def plan_memory(net: RuntimeNetwork) -> MemoryPlan:
         return 2 + n + (n - 1 - i)
 
     buffers: list[Buffer] = []
-    owner: dict[str, list[tuple[LayerOffsets, str]]] = {}
+    owner: dict[str, list[tuple[LayerOffsets | dict, str]]] = {}   # buffer -> (where its offset goes, field)
 
     def new(name: str, size: int, start: int, end: int, *uses: tuple[LayerOffsets | dict, str]) -> Buffer:
         b = Buffer(name, size, start, end)
@@ -157,7 +157,7 @@ def plan_memory(net: RuntimeNetwork) -> MemoryPlan:
         owner[name] = list(uses)
         return b
 
-    image = new("frame", _floats_for_bytes(3 * r * r), 0, 0, (glob, "image"))
+    new("frame", _floats_for_bytes(3 * r * r), 0, 0, (glob, "image"))
     current = new("x0", 3 * r * r, 0, fwd(0), (glob, "x0"), (offs[0], "x"))
     block_input: dict[int, Buffer] = {}          # first layer of a residual block -> its input buffer
     residual_firsts = {l.block_first for l in layers if l.block_first is not None}
@@ -209,7 +209,6 @@ def plan_memory(net: RuntimeNetwork) -> MemoryPlan:
                 target[key] = b.offset
             else:
                 setattr(target, key, b.offset)
-    assert image.offset >= 0
     return MemoryPlan(top, persistent, offs, glob, buffers)
 
 

@@ -67,9 +67,6 @@ class RuntimeNetwork:
     def feature_dim(self) -> int:
         return self.spec.feature_dim
 
-    def first_of_block(self, block: int) -> int:
-        return min(l.index for l in self.layers if l.conv.block == block)
-
     def identity_gradient(self, last: RuntimeLayer) -> bool:
         """Whether the backward pass needs the identity path of `last`'s residual block: only if
         the gradient must reach the block's input (its first layer is above the earliest)."""
@@ -128,6 +125,9 @@ def runtime_network(spec: ArchSpec, eplan: EnginePlan, resolution: int, n_classe
     convs = conv_layers(spec, resolution)
     if any(c.h_out < 1 for c in convs):
         raise ValueError(f"{resolution} px is too small for {spec.name}: a feature map shrinks to nothing")
+    if max(max(c.cin, c.cout, c.h_in) for c in convs) > 32767:
+        raise ValueError(f"{spec.name} at {resolution} px has a dimension over 32767; the runtime's layer table "
+                         "stores channels and sizes in 16 bits")
     earliest = eplan.earliest
     if earliest == 0:
         raise ValueError("the plan trains the stem (layer 0); the C runtime trains layers 1 and up only: "
