@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.tinytrain-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean mcu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,26 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -x tests
+
+# `make mcu`: the adapted sparse update as C on an emulated Cortex-M7 (docs/mcu.md). Installs the cross
+# toolchain and QEMU with apt (as root, else through sudo) if they are missing, adapts mcunet-5fps to a few
+# sample photographs, and runs `tinytrain bench mcu` for the default TinyTrain plan at 128 px and for the
+# mcu-320kb profile's plan at 88 px (the largest resolution at which that profile yields a plan).
+MCU_DIR ?= build/mcu
+MCU_APT := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+MCU_IMG := --support $(MCU_DIR)/images/support --query $(MCU_DIR)/images/query
+
+mcu: $(STAMP)
+	$(BIN)/python -c "from tinytrain.mcu.build import cross_tools as t; raise SystemExit(t() is None)" || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $(MCU_APT); }
+	test -d $(MCU_DIR)/images || $(BIN)/python -m tinytrain.mcu.samples $(MCU_DIR)/images
+	test -d $(MCU_DIR)/mcunet-128 || $(BIN)/tinytrain adapt --model mcunet-5fps --checkpoint pocket $(MCU_IMG) \
+	  --method tinytrain --resolution 128 --save $(MCU_DIR)/mcunet-128
+	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-128 $(MCU_IMG)
+	test -d $(MCU_DIR)/mcunet-88 || $(BIN)/tinytrain adapt --model mcunet-5fps --checkpoint pocket $(MCU_IMG) \
+	  --method tinytrain --resolution 88 --device mcu-320kb --save $(MCU_DIR)/mcunet-88
+	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-88 $(MCU_IMG) --device mcu-320kb
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,15 +5,21 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a model saved by `tinytrain adapt --save` to ONNX or TorchScript")
+    p = sub.add_parser("export", help="export a model saved by `tinytrain adapt --save` to ONNX, TorchScript or C")
     p.add_argument("--model-dir", required=True, metavar="OUT", help="directory written by `adapt --save`")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", required=True, metavar="FILE", help="output file (a FILE.json sidecar is written too)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "c"), default="onnx",
+                   help="c: a C99 source tree that trains the plan's channels on a microcontroller (docs/mcu.md)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="output file (a FILE.json sidecar is written too); a directory for --format c")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13, loads in most runtimes)")
+    p.add_argument("--device", help="with --format c: refuse an arena larger than this device profile's memory budget")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
+    if args.format == "c":
+        from ..mcu.export import run_export_c
+        return run_export_c(args)
     from ..deploy.adapted import load_adapted
     from ..deploy.export import export_model
 

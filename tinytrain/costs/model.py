@@ -483,3 +483,84 @@ def _as_updates(selection, axis: str) -> list[LayerUpdate]:
     if isinstance(selection, Mapping):
         return [LayerUpdate(int(i), float(r), axis) for i, r in selection.items()]
     return list(selection)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The arena of the C runtime (tinytrain.mcu)
+
+@dataclass(frozen=True)
+class RuntimeArena:
+    """Bytes of the C runtime's static arena for one sparse plan at batch 1 (see `runtime_arena`)."""
+
+    forward: int       # the Table-2 activation walk at batch 1
+    backward: int      # the same walk run down from the loss, with gradient buffers
+    frame: int         # uint8 RGB frame + normalised image
+    trained: int       # trained weights and BN shifts with gradient and optimizer state
+    classifier: int    # prototypes, class counts, features, feature gradient, logits
+    total: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int) -> RuntimeArena:
+    """The arena `tinytrain export --format c` needs for a sparse `plan` at batch 1, by this model's accounting.
+
+    Working memory is the largest of three walks:
+      * forward: the Table-2 activation walk (`CostModel.sparse_activation_bytes`): each conv's input and
+        output (one output channel for a depthwise conv, which works in place), a residual block's input
+        inside the block, the inputs kept by trained convs, a 1-bit mask per ReLU6 output from the earliest
+        trained layer up;
+      * backward, from the loss down to the earliest trained layer: at each layer the gradient of its
+        output and of its input (none at the earliest layer), a copy of the output gradient scaled by BN
+        where a residual block's identity path still needs the original, the block-output gradient held
+        inside such a block, and whatever is still kept for the layers below;
+      * the frame: the uint8 RGB image and its normalised float copy (3 x R x R).
+    Added to it, what persists across steps: trained weights and BN shifts with gradient and optimizer
+    state ((1 + 1) x 4 bytes each with SGD, (1 + 3) x 4 with Adam; unlike Table 2's total, biases count),
+    and the classifier's prototypes (classes x feature_dim), class counts, features, their gradient and
+    the logits. Masks count n/8 bytes (the runtime rounds each layer's up to 4 bytes).
+    """
+    if plan.kind != "sparse":
+        raise ValueError(f"the C runtime runs sparse plans only (got a {plan.kind!r} plan)")
+    model = _model_for(get_spec(spec) if isinstance(spec, str) else spec, plan)
+    layers = model.layers
+    bias_set = sorted(set(plan.bias_layers) | {u.index for u in plan.layers if u.ratio == 0 and not u.channels})
+    weighted = {u.index: u for u in plan.layers if _channel_fraction(layers[u.index], u)[0] > 0}
+    trained_idx = list(weighted) + bias_set
+    if not trained_idx:
+        raise ValueError("the plan trains nothing")
+    earliest = min(trained_idx)
+    forward = model.sparse_activation_bytes(plan.layers, bias_set)
+
+    kept = {}   # layer -> bytes kept for its backward (input slice, mask)
+    for l in layers[earliest:]:
+        b = l.output_elems * SPARSE_RELU_BITS / 8 if _has_act(l) else 0.0
+        if l.index in weighted:
+            b += BYTES * l.input_elems * _channel_fraction(l, weighted[l.index])[1]
+        kept[l.index] = b
+    residual = {}   # layer inside a residual block whose identity gradient is needed -> block output bytes
+    for b, blk in enumerate(model.spec.blocks):
+        idx = [l.index for l in layers if l.block == b]
+        if blk.residual and min(idx) > earliest:
+            for i in idx:
+                residual[i] = BYTES * layers[max(idx)].output_elems
+    backward = 0.0
+    for l in reversed(layers[earliest:]):
+        i = l.index
+        live = sum(v for j, v in kept.items() if j <= i) + BYTES * l.output_elems
+        if i > earliest:
+            live += BYTES * l.input_elems
+        if i in residual:
+            live += residual[i]   # at the block's last layer: the BN-scaled copy beside the original
+        backward = max(backward, live)
+
+    r = plan.resolution
+    frame = 3 * r * r + BYTES * 3 * r * r
+    m = OPTIMIZER_STATE[plan.optimizer]
+    trained = BYTES * (1 + m) * (model.sparse_weights(weighted.values()) + sum(layers[i].cout for i in bias_set))
+    d = model.spec.feature_dim
+    classifier = BYTES * (n_classes * d + n_classes + 2 * d + n_classes)
+    working = max(forward, backward, frame)
+    total = int(round(working + trained + classifier))
+    return RuntimeArena(int(forward), int(round(backward)), frame, int(round(trained)), classifier, total)

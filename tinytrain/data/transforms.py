@@ -38,15 +38,19 @@ class EvalTransform:
         self.resolution = resolution
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = img.convert("RGB")
-        r = self.resolution
-        w, h = img.size
-        s = r / min(w, h)
-        nw, nh = max(r, round(w * s)), max(r, round(h * s))
-        img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - r) // 2, (nh - r) // 2
-        img = img.crop((left, top, left + r, top + r))
-        return normalize(to_tensor(img))
+        return normalize(to_tensor(resize_crop(img, self.resolution)))
+
+
+def resize_crop(img: Image.Image, resolution: int) -> Image.Image:
+    """RGB, shorter side resized to `resolution`, centre crop: the pixels every model input sees."""
+    img = img.convert("RGB")
+    r = resolution
+    w, h = img.size
+    s = r / min(w, h)
+    nw, nh = max(r, round(w * s)), max(r, round(h * s))
+    img = img.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - r) // 2, (nh - r) // 2
+    return img.crop((left, top, left + r, top + r))
 
 
 def eval_transform(resolution: int) -> EvalTransform:

@@ -1,0 +1,121 @@
+"""`tinytrain export --format c`: what the tree holds, and clear errors for what it cannot export."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tinytrain.cli import main
+from tinytrain.mcu.export import META_FILE, MODEL_FILE, runtime_sources
+
+from .conftest import TINY_PLAN, save_model
+
+
+def export(model, out, *extra) -> int:
+    return main(["export", "--model-dir", str(model), "--format", "c", "--out", str(out), *extra])
+
+
+def test_tree_holds_runtime_model_and_metadata(tiny_model, tmp_path, capsys):
+    out = tmp_path / "c"
+    assert export(tiny_model, out) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {s.name for s in runtime_sources()} <= names and {MODEL_FILE, META_FILE, "README.md"} <= names
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["classes"] == ["a", "b", "c"] and meta["earliest_trained_layer"] == 6
+    assert meta["engine_plan"]["biases"] == [7, 12]
+    src = (out / MODEL_FILE).read_text()
+    assert f"float tt_arena[{meta['memory_plan']['arena_floats']}];" in src
+    assert "malloc" not in "".join(p.read_text() for p in out.glob("*.c"))
+    printed = capsys.readouterr().out
+    assert f"arena {meta['arena_bytes']:,} B" in printed
+
+
+def test_exported_weights_are_the_exact_float32_values(tiny_model, tmp_path):
+    """Every frozen weight written as text parses back to the same float32 bits."""
+    import re
+
+    import numpy as np
+
+    from tinytrain.deploy.adapted import load_adapted
+
+    assert export(tiny_model, tmp_path / "c") == 0
+    src = (tmp_path / "c" / MODEL_FILE).read_text()
+    body = re.search(r"L9_w\[\d+\] = \{(.*?)\};", src, re.S).group(1)
+    got = np.array([float(v.rstrip("f")) for v in body.replace("\n", "").split(",")], dtype=np.float32)
+    want = load_adapted(tiny_model).predictor.backbone.conv_modules()[9].conv.weight.detach().numpy().ravel()
+    assert got.tobytes() == want.tobytes()
+
+
+def test_re_export_replaces_an_earlier_export_but_not_other_folders(tiny_model, tmp_path, capsys):
+    out = tmp_path / "c"
+    assert export(tiny_model, out) == 0
+    (out / "stale.c").write_text("old")
+    assert export(tiny_model, out) == 0
+    assert not (out / "stale.c").exists()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    assert export(tiny_model, other) == 2
+    assert "not a tinytrain C export" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("plan,message", [
+    (None, "no update plan"),
+    ({"model": "tiny-test", "kind": "sparse", "resolution": 32, "layers": [], "bias_layers": []}, "empty"),
+    ({"model": "tiny-test", "kind": "full", "resolution": 32, "layers": [{"index": 3}], "bias_layers": []},
+     "sparse plans only"),
+    (dict(TINY_PLAN, optimizer="sgdm"), "not in the C runtime"),
+    ({"model": "tiny-test", "kind": "sparse", "resolution": 32, "layers": [{"index": 0, "channels": [1]}],
+      "bias_layers": []}, "stem"),
+    ({"model": "tiny-test", "kind": "sparse", "resolution": 32, "layers": [{"index": 6, "ratio": 0.5}],
+      "bias_layers": []}, "no channel indices"),
+])
+def test_plans_the_runtime_cannot_run_are_refused(tmp_path, capsys, plan, message):
+    model = save_model(tmp_path / "model", plan, method="none" if plan is None else "tinytrain")
+    out = tmp_path / "c"
+    assert export(model, out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinytrain export: error:") and message in err
+    assert not out.exists()
+
+
+def test_an_arena_over_the_device_budget_is_refused(tiny_model, tmp_path, capsys, monkeypatch):
+    devices = tmp_path / "devices.json"
+    devices.write_text(json.dumps({"devices": [{"name": "tiny-mcu", "ram": "16KB", "flash": "64KB"}]}))
+    monkeypatch.setenv("TINYTRAIN_DEVICES", str(devices))
+    assert export(tiny_model, tmp_path / "c", "--device", "tiny-mcu") == 2
+    assert export(tiny_model, tmp_path / "c2", "--device", "mcu-1mb") == 0
+    err = capsys.readouterr().err
+    assert "the arena needs" in err and "tiny-mcu" in err and "--resolution" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_bench_images_hold_out_one_image_per_class_when_no_query_is_given(tiny_model, tmp_path):
+    from tinytrain.mcu.bench import bench_images
+    from tinytrain.mcu.export import prepare
+
+    from .conftest import frames, write_folder
+
+    imgs, labels = frames(7, 40, 3)              # 3 + 2 + 2 images; frames are resized to 32 px
+    support = write_folder(tmp_path / "s", imgs, labels, ["a", "b", "c"])
+    train, train_labels, test, test_labels, source = bench_images(prepare(tiny_model), str(support), None, tmp_path)
+    assert train.shape == (4, 32, 32, 3) and train.dtype == np.uint8 and test.shape == (3, 32, 32, 3)
+    assert sorted(test_labels.tolist()) == [0, 1, 2] and sorted(train_labels.tolist()) == [0, 0, 1, 2]
+    assert "held out: the last image of each class" in source
+    (support / "zebra").mkdir()
+    (support / "zebra" / "0.png").write_bytes((support / "a" / "0.png").read_bytes())
+    with pytest.raises(ValueError, match="not the model's classes"):
+        bench_images(prepare(tiny_model), str(support), None, tmp_path)
+
+
+def test_sample_photographs_are_written_as_class_folders(tmp_path):
+    pytest.importorskip("skimage")
+    from tinytrain.mcu.samples import write_samples
+
+    s, q = write_samples(tmp_path / "img", classes=3, support=2, query=1)
+    assert sorted(p.name for p in s.iterdir()) == ["astronaut", "chelsea", "coffee"]
+    assert all(len(list(d.iterdir())) == 2 for d in s.iterdir()) and all(len(list(d.iterdir())) == 1 for d in q.iterdir())
+    with pytest.raises(ValueError, match="not empty"):
+        write_samples(tmp_path / "img")

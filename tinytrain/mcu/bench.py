@@ -1,0 +1,237 @@
+"""`tinytrain bench mcu`: the adapted sparse update as C, measured on an emulated Cortex-M7.
+
+Exports a saved model (`tinytrain export --format c`), builds the bench program with it twice (the
+machine's C compiler; arm-none-eabi-gcc for a Cortex-M7 with FPU), runs both (natively; under
+`qemu-system-arm -machine mps2-an500 -icount shift=0` with semihosting) on the same images, and
+reports what was measured on the emulated board beside the cost model's prediction, FullTrain's
+analytic need and the PyTorch engine running the same schedule:
+
+* RAM: .data and .bss from the ELF (the arena is a .bss symbol), the stack high-water mark (stack
+  painted at reset, scanned at exit) and what malloc took from the C library (the runtime takes none);
+* flash: code, constants (the fp32 frozen weights) and .data's initial values, bench images excluded;
+* instructions per training step and per prediction: SysTick counts under `-icount shift=0`,
+  calibrated against a loop of known length; QEMU counts instructions, it models no cycles.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..costs.baselines import fulltrain_plan
+from ..costs.model import backward_memory
+from ..costs.units import format_bytes
+from . import build
+from .export import META_FILE, CModel, prepare, write_tree
+from .reference import RunResult, run_reference
+
+DEFAULT_DEVICE = "mcu-1mb"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", required=True, metavar="DIR", help="a model saved by `tinytrain adapt --save`")
+    p.add_argument("--support", metavar="DIR",
+                   help="training images, DIR/<class>/<image> with the model's class names (default: crops of "
+                        "scikit-image photographs labelled as the model's classes in turn)")
+    p.add_argument("--query", metavar="DIR", help="held-out images to predict (default: the last training image "
+                   "of each class is held out instead)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training images (default 1)")
+    p.add_argument("--device", default=DEFAULT_DEVICE,
+                   help=f"device profile whose RAM and flash the measurement is checked against (default {DEFAULT_DEVICE})")
+    p.add_argument("--out", metavar="DIR", help="keep the exported tree and builds here (default: a temporary folder)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed for the emulated run (default 1800)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images
+
+def _frames(paths: list[Path], resolution: int) -> np.ndarray:
+    from ..data.transforms import resize_crop
+    from ..deploy.images import open_rgb
+
+    return np.stack([np.asarray(resize_crop(open_rgb(p), resolution), dtype=np.uint8) for p in paths])
+
+
+def _folder(folder: str | Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    from ..deploy.images import list_class_folder
+
+    found = list_class_folder(folder)
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise ValueError(f"{folder}: classes {unknown} are not the model's classes {classes}; name the class "
+                         "folders as the model's classes")
+    paths, labels = [], []
+    for name, files in found.items():
+        paths += files
+        labels += [classes.index(name)] * len(files)
+    return paths, labels
+
+
+def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Path
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(train frames, train labels, held-out frames, held-out labels, where they came from)."""
+    classes = cm.adapted.classes
+    if support:
+        paths, labels = _folder(support, classes)
+        source = str(support)
+    else:
+        from .samples import write_samples
+
+        n = min(len(classes), 8)
+        s_dir, _ = write_samples(workdir / "samples", classes=max(2, n), support=2, query=0)
+        photos, _ = _folder_any(s_dir)
+        paths = photos
+        labels = [i % len(classes) for i in range(len(photos))]
+        source = "crops of scikit-image photographs, labelled as the model's classes in turn"
+    labels = np.array(labels)
+    missing = sorted(set(range(len(classes))) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"the training images have no image of class(es) {[classes[i] for i in missing]}; "
+                         "every class needs at least one (its prototype is a class mean)")
+    if query:
+        qpaths, qlabels = _folder(query, classes)
+        train = np.arange(len(paths))
+        source += f"; held out: {query}"
+    else:   # hold out the last image of each class that has two or more
+        held = [max(np.flatnonzero(labels == c)) for c in range(len(classes)) if (labels == c).sum() > 1]
+        if not held:
+            raise ValueError("give --query DIR, or at least two training images in some class to hold one out")
+        train = np.array([i for i in range(len(paths)) if i not in held])
+        qpaths, qlabels = [paths[i] for i in held], labels[held].tolist()
+        source += "; held out: the last image of each class"
+    all_train = _frames([paths[i] for i in train], cm.network.resolution)
+    return all_train, labels[train], _frames(qpaths, cm.network.resolution), np.array(qlabels), source
+
+
+def _folder_any(folder: Path) -> tuple[list[Path], list[str]]:
+    from ..deploy.images import list_class_folder
+
+    found = list_class_folder(folder)
+    paths = [p for files in zip(*found.values()) for p in files]   # interleave the classes
+    return paths, list(found)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The measurement
+
+def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference relative to the reference tensor's largest magnitude."""
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(float(np.abs(b).max()), 1e-30))
+
+
+def measure(model_dir: str | Path, support: str | None = None, query: str | None = None, epochs: int = 1,
+            device: str | None = DEFAULT_DEVICE, out: str | Path | None = None, timeout: float = 1800) -> dict:
+    """Run the whole bench and return its figures as a JSON-ready dict."""
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1 (got {epochs})")
+    tools = build.require_cross_tools()
+    cm = prepare(model_dir)
+    if out and Path(out).is_dir() and any(Path(out).iterdir()) and not (Path(out) / "tree" / META_FILE).is_file():
+        raise ValueError(f"--out {out} is a non-empty folder that holds no earlier bench; choose a new or empty one")
+    with tempfile.TemporaryDirectory(prefix="tinytrain-mcu-") as tmp:
+        work = Path(out) if out else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        train, labels, test, test_labels, source = bench_images(cm, support, query, work)
+        tree = write_tree(cm, work / "tree")
+        bench_dir = work / "bench"
+        bench_dir.mkdir(exist_ok=True)
+        build.write_bench_data(bench_dir / "bench_data.c", train, labels, test, epochs)
+        exe, _ = build.build_host(tree, bench_dir)
+        host = build.parse_output(build.run_host(exe))
+        elf, _ = build.build_board(tree, bench_dir, tools)
+        sizes = build.elf_sizes(tools, elf)
+        board = build.parse_output(build.run_board(tools, elf, timeout))
+    ref = run_reference(cm, train, labels, test, epochs)
+    return report(cm, host, board, sizes, ref, device, source, len(train), len(test), epochs, test_labels)
+
+
+def report(cm: CModel, host: build.BenchOutput, board: build.BenchOutput, sizes: build.ElfSizes,
+           ref: RunResult, device: str | None, source: str, n_train: int, n_test: int, epochs: int,
+           test_labels: np.ndarray) -> dict:
+    """The bench's figures from the two runs, the ELF and the PyTorch reference."""
+    spec, plan = cm.network.spec, cm.update_plan
+    ipt = board.instructions_per_tick
+    arena = sizes.symbols.get("tt_arena", 0)
+    if board.arena_bytes != arena:
+        raise RuntimeError(f"the program reports a {board.arena_bytes} B arena but the ELF's tt_arena is {arena} B")
+    data, bss = sizes.sections.get(".data", 0), sizes.sections.get(".bss", 0)
+    total_ram = data + bss + max(board.stack_bytes, 0) + max(board.heap_bytes, 0)
+    fulltrain = backward_memory(spec, fulltrain_plan(spec, cm.network.resolution, cm.network.optimizer, 1)).total
+    out = {
+        "model": cm.adapted.model, "resolution": cm.network.resolution, "classes": len(cm.adapted.classes),
+        "optimizer": cm.network.optimizer, "lr": cm.lr, "earliest_trained_layer": cm.network.earliest,
+        "trained_weights": sum(l.trained_weights for l in cm.network.layers),
+        "images": {"source": source, "train": n_train, "held_out": n_test, "epochs": epochs,
+                   "steps": n_train * epochs},
+        "total_ram_bytes": total_ram, "arena_bytes": arena, "predicted_arena_bytes": cm.predicted.total,
+        "arena_over_predicted": arena / cm.predicted.total, "predicted_arena": cm.predicted.to_dict(),
+        "data_bytes": data, "bss_bytes": bss, "stack_bytes": board.stack_bytes, "heap_bytes": board.heap_bytes,
+        "stack_reserved_bytes": sizes.sections.get(".stack", 0),
+        "flash_bytes": sizes.flash_bytes, "code_bytes": sizes.sections.get(".text", 0),
+        "constant_bytes": sizes.sections.get(".rodata", 0),
+        "instructions_per_step": int(round(statistics.median(board.step_ticks) * ipt)),
+        "instructions_per_prediction": int(round(statistics.median(board.predict_ticks) * ipt)),
+        "instructions_per_tick": ipt,
+        "predictions_equal_host": bool(np.array_equal(board.predictions, host.predictions)),
+        "logits_max_rel_diff_host": _max_rel(board.logits, host.logits),
+        "predictions_equal_pytorch": bool(np.array_equal(host.predictions, ref.predictions)),
+        "logits_max_rel_diff_pytorch": _max_rel(host.logits, ref.logits),
+        "weights_max_rel_diff_pytorch": max([_max_rel(host.weights[i], w) for i, w in ref.weights.items()]
+                                            + [_max_rel(host.shifts[i], s) for i, s in ref.shifts.items()]),
+        "held_out_accuracy": float((board.predictions == test_labels).mean()),
+        "table2_bytes": backward_memory(spec, plan).total,
+        "fulltrain_bytes": fulltrain,
+    }
+    if device:
+        from ..costs.devices import get_device
+
+        prof = get_device(device)
+        out |= {"device": prof.name, "device_ram_bytes": prof.ram_bytes, "device_flash_bytes": prof.flash_bytes,
+                "fits_device_ram": total_ram <= prof.ram_bytes,
+                "fits_device_flash": prof.flash_bytes is None or sizes.flash_bytes <= prof.flash_bytes}
+    return out
+
+
+def format_report(r: dict) -> str:
+    def b(n: int) -> str:
+        return f"{n:,} B ({format_bytes(n)})"
+
+    lines = [f"{r['model']} at {r['resolution']} px, {r['classes']} classes: {r['trained_weights']:,} trained "
+             f"weights from layer {r['earliest_trained_layer']} up, {r['optimizer']} lr {r['lr']:g}",
+             f"images: {r['images']['train']} training x {r['images']['epochs']} epoch(s), "
+             f"{r['images']['held_out']} held out ({r['images']['source']})",
+             "measured on the emulated Cortex-M7 (qemu mps2-an500):",
+             f"  total RAM            {b(r['total_ram_bytes'])} = .data {r['data_bytes']:,} + .bss "
+             f"{r['bss_bytes']:,} + stack {r['stack_bytes']:,} + heap {r['heap_bytes']:,}",
+             f"  arena (in .bss)      {b(r['arena_bytes'])}; cost model {b(r['predicted_arena_bytes'])} "
+             f"({100 * (r['arena_over_predicted'] - 1):+.1f} %)",
+             f"  flash                {b(r['flash_bytes'])} (code {r['code_bytes']:,}, constants "
+             f"{r['constant_bytes']:,})",
+             f"  instructions         {r['instructions_per_step']:,} per training step, "
+             f"{r['instructions_per_prediction']:,} per prediction (QEMU -icount: instructions, not cycles)",
+             f"  predictions          {'equal to' if r['predictions_equal_host'] else 'DIFFERENT from'} the host "
+             f"build's (logits within {r['logits_max_rel_diff_host']:.1e} relative); held-out accuracy "
+             f"{100 * r['held_out_accuracy']:.0f} %",
+             f"host build vs PyTorch engine, same schedule: predictions "
+             f"{'equal' if r['predictions_equal_pytorch'] else 'DIFFERENT'}, logits within "
+             f"{r['logits_max_rel_diff_pytorch']:.1e}, trained slices within {r['weights_max_rel_diff_pytorch']:.1e} "
+             f"relative",
+             f"analytic: Table-2 memory of this plan {b(r['table2_bytes'])}; FullTrain at batch 1 "
+             f"{b(r['fulltrain_bytes'])}"]
+    if "device" in r:
+        lines.append(f"{r['device']}: RAM {format_bytes(r['device_ram_bytes'])} -> "
+                     f"{'fits' if r['fits_device_ram'] else 'does NOT fit'}; flash "
+                     f"{format_bytes(r['device_flash_bytes']) if r['device_flash_bytes'] else 'n/a'} -> "
+                     f"{'fits' if r['fits_device_flash'] else 'does NOT fit (fp32 weights)'}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    r = measure(args.model_dir, args.support, args.query, args.epochs, args.device, args.out, args.timeout)
+    print(json.dumps(r, indent=1) if args.json else format_report(r))
+    return 0
