@@ -173,3 +173,23 @@ def test_feature_term_trains_a_projector_and_resumes(setup):
     assert main(args + ["--out", str(tmp / "whole"), "--feature-weight", "1"]) == 0
     a, b = load_file(str(out / "last.safetensors")), load_file(str(tmp / "whole" / "last.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_glyphs_mixed_into_every_batch(setup):
+    from tinytrain.fewshot.distill import BatchSource, DistillConfig, PocketGlyphs
+    from tinytrain.fewshot.episodes import episode_seed
+    from .helpers import write_png_folder
+    tmp, _ = setup
+    glyphs = str(write_png_folder(tmp / "glyphs", classes=10, per_class=4))
+    cfg = DistillConfig(student="tiny-test", images=[{"source": "x", "sha256": "a"}], resolution=32, batch_size=8,
+                        pocket_fraction=0.5, pocket_data=glyphs, cutmix=0.0)
+    photos = [Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3)).astype(np.uint8))]
+    source = BatchSource(cfg, photos, PocketGlyphs(glyphs, 32, 0))
+    batch = source.batch(3)
+    assert batch.shape == (8, 3, 32, 32) and cfg.pocket_per_batch == 4
+    glyph_rows = PocketGlyphs(glyphs, 32, 0)(3, 4)                      # what step 3 draws from the glyphs
+    source.patches.reseed(episode_seed(cfg.seed, 3))
+    photo_rows = source.patches(4)
+    key = lambda t: round(float(t.sum()), 3)
+    assert sorted(map(key, batch)) == sorted(map(key, torch.cat([photo_rows, glyph_rows])))   # 4 + 4, shuffled
+    assert torch.equal(batch, BatchSource(cfg, photos, PocketGlyphs(glyphs, 32, 0)).batch(3))  # seeded per step

@@ -306,7 +306,7 @@ def register(sub) -> None:
     p.add_argument("--cutmix", type=float, help="probability that a batch is CutMixed (default 1)")
     p.add_argument("--pocket-fraction", type=float, help="share of each batch taken from the pocket source's "
                    "training glyphs (default 0)")
-    p.add_argument("--pocket-data", help="where those glyphs come from (default pocket-source)")
+    p.add_argument("--pocket-data", help="where those glyphs come from: a source domain or class folders (default pocket-symbols)")
     p.add_argument("--init-crop", type=float, help="first crop, as a fraction of the photo's shorter side")
     p.add_argument("--min-area", type=float, help="smallest patch area as a fraction of that crop (default 0.002)")
     p.add_argument("--rotation", type=float, help="largest rotation in degrees (default 30)")

@@ -49,7 +49,7 @@ class DistillConfig(RunConfig):
     feature_weight: float = 0.0           # weight of the feature term: 1 - cos(P s, t) of pooled features
     cutmix: float = 1.0                   # probability that a batch is CutMixed
     pocket_fraction: float = 0.0          # share of each batch drawn from the pocket source's training glyphs
-    pocket_data: str = "pocket-source"
+    pocket_data: str = "pocket-symbols"     # the pocket benchmark's source domain (data.pocket.POCKET_SOURCE)
     data_version: str = ""
     init_crop: float = 0.5
     min_area: float = 0.002
