@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as exc:
         print(f"tinytrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:      # a file the system refused (permissions, a full disk): one line naming it
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tinytrain {args.command}: error: {where}{(exc.strerror or str(exc)).lower()}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
         return 130
