@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
+
 # Each module defines register(subparsers); its parsers set `func(args) -> int | None`.
 COMMAND_MODULES = ["zoo", "data", "train", "adapt", "plan", "evaluate", "bench", "export", "demo", "policy"]
 
@@ -16,6 +18,7 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinytrain", description="On-device few-shot training of small CNNs "
                                      "under memory and compute budgets (TinyTrain, ICML 2024).")
+    parser.add_argument("--version", action="version", version=f"tinytrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"tinytrain.cli.{name}")

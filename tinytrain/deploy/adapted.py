@@ -44,6 +44,7 @@ class AdaptedModel:
     update_plan: dict | None = None                  # UpdatePlan.to_dict() when the method has one
     info: dict = field(default_factory=dict)         # checkpoint, seed, query accuracy, ...
     background: tuple[int, int, int] = WHITE         # what transparent pixels are composited onto
+    summary: dict = field(default_factory=dict, repr=False)   # what `adapt` reported (not saved)
 
     def metadata(self) -> dict:
         return {"format": FORMAT, "version": FORMAT_VERSION, "model": self.model,
@@ -107,7 +108,8 @@ def check_save_target(out_dir: str | Path, overwrite: bool = False, flag: str = 
             raise ValueError(f"{flag} {out} is a non-empty directory that is not a saved tinytrain model; "
                              "choose a new or empty directory")
         if not overwrite:
-            raise ValueError(f"{flag} {out} already holds a saved model; pass --overwrite to replace it, "
+            how = "--overwrite" if flag.startswith("--") else "overwrite=True"
+            raise ValueError(f"{flag} {out} already holds a saved model; pass {how} to replace it, "
                              "or choose another directory")
     return out
 
