@@ -26,9 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def attach_dash_values(argv: list[str]) -> list[str]:
+    """`--memory-budget -5MB` -> `--memory-budget=-5MB`: argparse takes a value that starts with '-' and is
+    not a plain number for an option and answers "expected one argument"; attached, the value reaches the
+    check that says what is wrong with it."""
+    out: list[str] = []
+    for tok in argv:
+        if (out and out[-1].startswith("--") and "=" not in out[-1] and len(tok) > 1 and tok[0] == "-"
+                and (tok[1].isdigit() or tok[1] == ".")):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_dash_values(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

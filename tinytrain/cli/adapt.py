@@ -132,8 +132,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"{'layer':>5}  {'name':<16} {'channels':>12}  {'score':>10}")
         for r in s["plan"]:
             score = r.get("score")
-            lines.append(f"{r['layer']:>5}  {r['name']:<16} {r['channels_updated']:>5} / {r['channels_total']:<5} "
-                         f"{score if score is None else f'{score:10.4g}':>10}")
+            lines.append(f"{'-' if r.get('layer') is None else r['layer']:>5}  {r['name']:<16} {r['channels_updated']:>5} / {r['channels_total']:<5} "
+                         f"{'-' if score is None else f'{score:.4g}':>10}")
     else:
         lines.append("plan: no backbone weights are updated")
     mem = s.get("predicted_memory_bytes")

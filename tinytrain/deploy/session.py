@@ -83,6 +83,10 @@ def resolve_budgets(memory: str | int | None = None, compute: str | float | None
         profile = get_device(device, devices_file)
         mem = getattr(profile, "memory_budget_bytes", None)
         comp = getattr(profile, "compute_budget", None)
+    for flag, value in (("--memory-budget", memory), ("--compute-budget", compute)):
+        if value is not None and (str(value).strip().startswith("-") or str(value).strip() in ("0", "0%")):
+            raise ValueError(f"{flag} must be positive (got {value!r}); e.g. 1MB or 512KB for memory, "
+                             "15% or 6.5M (MACs) for compute")
     if memory is not None:
         mem = parse_bytes(memory)
         if mem <= 0:
@@ -143,15 +147,33 @@ def _scores_collapsed(logits: torch.Tensor) -> bool:
     return float((logits.max(0).values - logits.min(0).values).abs().max()) < 1e-4
 
 
+def weight_growth(before: Backbone, after: Backbone) -> tuple[float, float]:
+    """(largest |weight| before, after) over the tensors the fit changed."""
+    old = dict(before.state_dict())
+    top_before = top_after = 0.0
+    for name, t in after.state_dict().items():
+        o = old.get(name)
+        if o is None or not t.is_floating_point() or o.shape != t.shape or torch.equal(o, t):
+            continue
+        top_before = max(top_before, float(o.abs().max()))
+        top_after = max(top_after, float(t.abs().max()) if bool(torch.isfinite(t).all()) else math.inf)
+    return top_before, top_after
+
+
 def check_not_diverged(untrained: Backbone, after: Predictor, support: LabeledImages, final_loss, lr) -> None:
-    """Refuse a degenerate fit (see the module docstring); `untrained` is the backbone before the fit."""
+    """Refuse a degenerate fit (see the module docstring); `untrained` is the backbone before the fit.
+    Weights that grew a thousandfold past max(1, their largest value) count as diverged too: Adam moves a
+    weight by at most about lr per iteration, so only an absurd learning rate does that."""
     rate = f"learning rate {lr:g}" if isinstance(lr, (int, float)) else "the chosen learning rate"
     logits = after.predict(support.x)
+    top_before, top_after = weight_growth(untrained, after.backbone)
     why = None
     if final_loss is not None and not math.isfinite(final_loss):
         why = f"the training loss became {final_loss}"
-    elif not bool(torch.isfinite(logits).all()):
-        why = "the features became infinite or NaN"
+    elif not bool(torch.isfinite(logits).all()) or not math.isfinite(top_after):
+        why = "the weights or features became infinite or NaN"
+    elif top_after > 1e3 * max(top_before, 1.0):
+        why = f"the trained weights grew to {top_after:.3g}, from at most {top_before:.3g}"
     elif _scores_collapsed(logits):
         before = Predictor(untrained, support_prototypes(untrained, support.x, support.y), after.head)
         if not _scores_collapsed(before.predict(support.x)):
