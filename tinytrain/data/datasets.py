@@ -133,9 +133,9 @@ def open_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Im
     with img:
         w, h = img.size
         if limit is not None and w * h > limit:
-            raise ImageTooLarge(f"image {path} is {w} x {h} = {w * h / 1e6:.0f} Mpixels, over the limit of "
-                                f"{limit / 1e6:.1f} Mpixels that guards against decompression bombs; shrink it, "
-                                f"or if you trust the file set {MAX_PIXELS_ENV}={w * h} (or 'none')")
+            raise ImageTooLarge(f"image {path} is {w} x {h} = {w * h:,} pixels, over the limit of {limit:,} that "
+                                f"guards against decompression bombs; shrink it, or if you trust the file set "
+                                f"{MAX_PIXELS_ENV}={w * h} (or 'none')")
         img.load()
         return to_8bit(img, background)
 

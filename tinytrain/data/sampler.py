@@ -79,8 +79,8 @@ class EpisodeSampler:
             if not self.groups:
                 raise ValueError(f"no group of {dataset.name} has {min_ways} classes; sample without groups")
         elif n < 2:
-            raise ValueError(f"{dataset.name} has a single class ({names[0]!r}); few-shot episodes need at least "
-                             "two classes: add a folder per class")
+            raise ValueError(f"dataset {dataset.name!r} has a single class ({names[0]!r}); few-shot episodes need at "
+                             "least two classes: add a folder per class")
         elif n < min_ways:
             raise ValueError(f"{dataset.name} has {n} classes but Meta-Dataset episodes need at least {min_ways}; "
                              f"use --mode fixed with --ways {n} (or fewer), or add classes")

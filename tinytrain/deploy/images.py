@@ -135,7 +135,8 @@ def scan_class_folder(folder: str | Path) -> tuple[dict[str, list[Path]], int]:
     if not root.exists():
         raise FileNotFoundError(f"image folder {root} does not exist")
     if not root.is_dir():
-        raise ValueError(f"{root} is a file, not a folder; give a folder laid out as {root}/<class name>/<image>")
+        raise ValueError(f"{root} is a file, not a folder; give the folder that holds one sub-folder per class "
+                         "(DIR/<class name>/<image>)")
     classes, ignored = {}, 0
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files, n_meta = _files_under(sub)

@@ -42,8 +42,8 @@ def check_output_file(path: str | Path, flag: str = "--out", overwrite: bool = F
     path = Path(path)
     for p in [path] + [path.with_name(path.name + s) for s in sidecars]:
         if p.is_dir():
-            raise ValueError(f"{flag} {p} is an existing directory; give a file name, e.g. {p / 'model.onnx'}"
-                             if p == path else f"{flag} {path}: {p} (written beside it) is a directory; "
+            raise ValueError(f"{flag} {p} is an existing directory; give a file name (a new file inside it, "
+                             "or another path)" if p == path else f"{flag} {path}: {p} (written beside it) is a directory; "
                              "move it or choose another name")
         if p.exists() and not overwrite:
             raise ValueError(f"{flag} {p} already exists; pass --overwrite to replace it, or choose another name")

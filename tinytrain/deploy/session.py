@@ -83,10 +83,9 @@ def resolve_budgets(memory: str | int | None = None, compute: str | float | None
         profile = get_device(device, devices_file)
         mem = getattr(profile, "memory_budget_bytes", None)
         comp = getattr(profile, "compute_budget", None)
-    for flag, value in (("--memory-budget", memory), ("--compute-budget", compute)):
+    for flag, value, e_g in (("--memory-budget", memory, "1MB or 512KB"), ("--compute-budget", compute, "15% or 6.5M")):
         if value is not None and (str(value).strip().startswith("-") or str(value).strip() in ("0", "0%")):
-            raise ValueError(f"{flag} must be positive (got {value!r}); e.g. 1MB or 512KB for memory, "
-                             "15% or 6.5M (MACs) for compute")
+            raise ValueError(f"{flag} must be positive (got {value!r}); e.g. {e_g}")
     if memory is not None:
         mem = parse_bytes(memory)
         if mem <= 0:

@@ -61,8 +61,8 @@ def read_safetensors(path: str | Path, what: str = "checkpoint") -> dict[str, to
     try:
         return load_file(str(path))
     except Exception as exc:   # SafetensorError and friends: a damaged or foreign file, never our bug
-        raise UnreadableCheckpoint(f"{what} {path} is not a readable safetensors file ({_reason(exc)}); "
-                                   "it may be truncated or another format; re-create or re-copy it") from None
+        raise UnreadableCheckpoint(f"{what} {path} is not a readable safetensors file ({_reason(exc)}); it may be "
+                                   "truncated or another format; re-create or re-copy it") from None
 
 
 def _reason(exc: Exception) -> str:
@@ -77,8 +77,8 @@ def read_checkpoint_header(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("tinytrain")
     except Exception as exc:
-        raise UnreadableCheckpoint(f"checkpoint {path} is not a safetensors file ({_reason(exc)}); "
-                                   f"{VALID_CHECKPOINT}") from None
+        raise UnreadableCheckpoint(f"checkpoint {path} is not a readable safetensors file ({_reason(exc)}); it may "
+                                   f"be truncated or another format; {VALID_CHECKPOINT}") from None
     if raw is None:
         raise UnreadableCheckpoint(f"{path} is a safetensors file but not a tinytrain checkpoint (no 'tinytrain' "
                                    f"metadata); {VALID_CHECKPOINT}")
@@ -125,9 +125,9 @@ def torch_load_tensors(path: str | Path, what: str = "checkpoint"):
                 f"{what} {path} holds pickled Python objects, not only tensors, and tinytrain does not run code "
                 "from files; save a plain state dict instead (torch.save(model.state_dict(), PATH))") from None
         raise UnreadableCheckpoint(f"{what} {path} is not a PyTorch file ({_reason(exc)}); {VALID_CHECKPOINT}") from None
-    except Exception as exc:
-        raise UnreadableCheckpoint(f"{what} {path} is not a readable PyTorch file ({type(exc).__name__}: "
-                                   f"{_reason(exc)[:120]}); it may be truncated; {VALID_CHECKPOINT}") from None
+    except Exception:     # torch's own reasons (zip directory, pickle opcodes) mean nothing to the user
+        raise UnreadableCheckpoint(f"{what} {path} is not a readable PyTorch file; it may be truncated or another "
+                                   f"format; {VALID_CHECKPOINT}") from None
 
 
 def meta_resolution(meta: dict) -> int | None:
