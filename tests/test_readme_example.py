@@ -24,7 +24,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     code = python_api_block()
     assert len(code.strip().splitlines()) <= 12            # "a ten-line example"
     two = {k: COLOURS[k] for k in ("red", "blue")}
-    write_folder(tmp_path / "photos" / "support", 2, two)
+    write_folder(tmp_path / "photos" / "support", 1, two)        # small: the example trains mcunet-5fps
     write_folder(tmp_path / "photos" / "query", 1, two, seed=1)
     write_folder(tmp_path / "photos" / "new", 1, two, seed=2)
     monkeypatch.chdir(tmp_path)

@@ -146,11 +146,14 @@ CHECKPOINT_KINDS = ["text.safetensors", "text.pth", "truncated.safetensors", "li
 
 
 @pytest.mark.parametrize("kind", CHECKPOINT_KINDS)
-@pytest.mark.parametrize("command", ["adapt", "plan"])
+@pytest.mark.parametrize("command", ["adapt", "plan", "eval"])
 def test_unreadable_checkpoint(kind, command, support, tmp_path, capsys):
     path, says = bad_checkpoint(tmp_path, kind)
-    argv = [command, "--model", "tiny-test", "--checkpoint", path, "--resolution", "32", "--support", support,
-            "--memory-budget", "64KB"]
+    argv = [command, "--model", "tiny-test", "--checkpoint", path]
+    if command == "eval":
+        argv += ["--domains", support, "--out", tmp_path / "run"]
+    else:
+        argv += ["--resolution", "32", "--support", support, "--memory-budget", "64KB"]
     if command == "adapt":
         argv += ["--method", "none", "--save", tmp_path / "out"]
     fails(capsys, tmp_path, argv, path, says)
@@ -490,3 +493,21 @@ def test_eval_failure_that_recurs_says_so(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 2 and "a rerun repeats" in out and "no candidate layer fits" in out
     assert "rerun the same command to retry" not in out
+
+
+def test_progress_of_the_fisher_pass_and_training(support, capsys):
+    """The CLI's bars are fed by these steps (shown when stderr is a terminal)."""
+    import tinytrain
+    from tinytrain.progress import ProgressBars, report_to
+    steps = []
+    backbone = tinytrain.load_backbone("tiny-test", "random")
+    with report_to(lambda stage, done, total: steps.append((stage, done, total))):
+        tinytrain.adapt(backbone, support, method="tinytrain", iterations=3, resolution=32)
+    fisher = [s for s in steps if s[0] == "Fisher pass"]
+    assert fisher and fisher[-1] == ("Fisher pass", 9, 9)
+    assert [s for s in steps if s[0] == "training"] == [("training", i, 3) for i in (1, 2, 3)]
+    bars = ProgressBars()
+    for stage, done, total in steps:
+        bars(stage, done, total)
+    bars.close()
+    assert "training" in capsys.readouterr().err
