@@ -11,6 +11,10 @@ from .. import __version__
 COMMAND_MODULES = ["zoo", "data", "train", "adapt", "plan", "evaluate", "bench", "export", "demo", "policy"]
 
 
+# Commands that write all or nothing (no resume): an interrupt leaves no output behind.
+ONE_SHOT_COMMANDS = {"adapt", "predict", "plan", "export"}
+
+
 class UserError(Exception):
     """Bad input: printed as one clear line, exit status 2."""
 
@@ -56,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tinytrain {args.command}: error: {where}{(exc.strerror or str(exc)).lower()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
+        if args.command in ONE_SHOT_COMMANDS:
+            print("interrupted; nothing was written", file=sys.stderr)
+        else:
+            print("interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
         return 130
 
 
