@@ -15,7 +15,7 @@ def plan(capsys, *argv) -> dict:
 
 
 def test_fulltrain_does_not_fit_pi_zero_2(capsys):
-    r = plan(capsys, "--model", "mcunet-5fps", "--device", "pi-zero-2", "--method", "fulltrain")
+    r = plan(capsys, "--model", "mcunet-5fps", "--device", "pi-zero-2", "--method", "fulltrain", "--resolution", "128")
     assert r["fits"] is False and r["fits_memory"] is False
     assert r["batch_size"] == 100 and r["predicted_memory_bytes"] > parse_bytes("512MB")
     assert set(r["memory"]) >= {"updated_weights", "optimizer_state", "activations", "total"}

@@ -319,6 +319,7 @@ def _job(job: tuple) -> dict:
         return _WORKER["runner"].run(domain, index, variant, lr, kind)
     except Exception as exc:  # noqa: BLE001 - reported to the parent with its traceback
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                "recurs": isinstance(exc, ValueError),    # bad settings or data: a rerun fails the same way
                 "domain": domain, "task": index, "method": variant.label, "kind": kind}
 
 
@@ -597,5 +598,10 @@ def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress
         _run_jobs(config, out, jobs, workers, collect, "evaluate", progress)
     if failures:
         (out / "failures.json").write_text(json.dumps(failures, indent=1))
-        log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); rerun the same command to retry them")
+        recurring = [f for f in failures if f.get("recurs")]
+        if recurring:
+            log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); {len(recurring)} with an error that "
+                f"a rerun repeats, first: {recurring[0]['error']}; change the settings, then rerun")
+        else:
+            log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); rerun the same command to retry them")
     return store.load()

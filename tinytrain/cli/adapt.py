@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from . import UserError
 
@@ -11,7 +12,10 @@ def add_model_arguments(p, default_model: str = "mcunet-5fps") -> None:
     p.add_argument("--checkpoint", default="pocket",
                    help="'pocket' or 'pocket-long' (shipped), 'random', 'imagenet' (mobilenetv2-1.0) "
                    "or a checkpoint path")
-    p.add_argument("--resolution", type=int, default=128, help="input resolution in pixels (default 128)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input resolution in pixels (default: the checkpoint's training resolution, else 128)")
+    p.add_argument("--background", default=None, metavar="COLOUR",
+                   help="what transparent pixels are composited onto: white (default), black, grey, R,G,B or #RRGGBB")
 
 
 def add_budget_arguments(p) -> None:
@@ -39,41 +43,76 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_policy_argument(p)
     p.add_argument("--save", metavar="OUT", help="write the adapted model and prototypes to this directory")
+    p.add_argument("--overwrite", action="store_true", help="let --save replace a model saved there before")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal's stderr)")
     p.set_defaults(func=run_adapt)
 
     q = sub.add_parser("predict", help="classify images with a model saved by `tinytrain adapt --save`")
     q.add_argument("--model-dir", required=True, metavar="OUT", help="directory written by `adapt --save`")
-    q.add_argument("images", nargs="+", help="image files or folders")
+    q.add_argument("images", nargs="+", help="image files or folders (an unreadable file is reported and skipped; "
+                   "the exit status is then 2)")
     q.add_argument("--top", type=int, default=1, help="also list the top-k classes (default 1)")
+    q.add_argument("--background", default=None, metavar="COLOUR",
+                   help="what transparent pixels are composited onto (default: what the model was adapted with)")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=run_predict)
 
 
-def run_adapt(args) -> int:
-    from ..deploy.adapted import save_adapted
-    from ..deploy.session import adapt_to_support, load_task_folders, resolve_budgets
-    from ..methods.base import AdaptConfig
+def check_learning_rate(lr: float) -> None:
+    if not math.isfinite(lr) or lr <= 0:
+        raise UserError(f"--lr must be a positive number (got {lr}); the default is 1e-3, "
+                        "and --method none trains nothing")
+
+
+def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
+    """--model/--checkpoint/--resolution/--background -> (backbone, meta, resolution, where it came from,
+    background, support, query). Shared by `adapt` and `plan`."""
+    from ..deploy.images import parse_background
+    from ..deploy.session import load_task_folders, resolve_resolution
     from ..models.weights import load_backbone
+    import torch
+
+    background = parse_background(args.background)
+    torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
+    backbone, meta = load_backbone(args.model, args.checkpoint)
+    resolution, source = resolve_resolution(meta, args.resolution)
+    support, query = load_task_folders(support_dir, query_dir, resolution, background)
+    return backbone, meta, resolution, source, background, support, query
+
+
+def run_adapt(args) -> int:
+    import sys
+
+    from ..deploy.adapted import check_save_target, save_adapted
+    from ..deploy.session import adapt_to_support, checkpoint_head, resolve_budgets
+    from ..methods.base import AdaptConfig
+    from ..progress import ProgressBars, report_to
 
     if args.iterations < 0:
         raise UserError(f"--iterations must be >= 0 (got {args.iterations})")
+    check_learning_rate(args.lr)
+    if args.sparseupdate_policy and args.method != "sparseupdate":
+        raise UserError("--sparseupdate-policy is for --method sparseupdate")
     budgets = resolve_budgets(args.memory_budget, args.compute_budget, args.device)
-    import torch
-    torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
-    backbone, meta = load_backbone(args.model, args.checkpoint)
-    support, query = load_task_folders(args.support, args.query, args.resolution)
-    options = {}
-    if args.sparseupdate_policy:
-        if args.method != "sparseupdate":
-            raise UserError("--sparseupdate-policy is for --method sparseupdate")
-        options["policy"] = args.sparseupdate_policy
-    config = AdaptConfig(iterations=args.iterations, lr=args.lr, seed=args.seed, resolution=args.resolution,
-                         options=options)
-    adapted, summary = adapt_to_support(backbone, args.model, support, query, args.method, config, budgets,
-                                        info={"checkpoint": meta.get("checkpoint", args.checkpoint)})
     if args.save:
-        summary["saved_to"] = str(save_adapted(args.save, adapted))
+        check_save_target(args.save, args.overwrite)       # before any work: nothing is trained in vain
+    backbone, meta, resolution, source, background, support, query = load_model_for_task(args, args.support,
+                                                                                          args.query)
+    options = {"policy": args.sparseupdate_policy} if args.sparseupdate_policy else {}
+    config = AdaptConfig(iterations=args.iterations, lr=args.lr, seed=args.seed, resolution=resolution,
+                         options=options)
+    bars = ProgressBars(enabled=not args.no_progress and sys.stderr.isatty())
+    try:
+        with report_to(bars):
+            adapted, summary = adapt_to_support(backbone, args.model, support, query, args.method, config, budgets,
+                                                info={"checkpoint": meta.get("checkpoint", args.checkpoint)},
+                                                head=checkpoint_head(meta), background=background)
+    finally:
+        bars.close()
+    summary["resolution_from"] = source
+    if args.save:
+        summary["saved_to"] = str(save_adapted(args.save, adapted, overwrite=args.overwrite))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -84,14 +123,17 @@ def run_adapt(args) -> int:
 def format_summary(s: dict) -> str:
     from ..costs.units import format_bytes, format_macs
 
-    lines = [f"{s['method']} on {s['model']} at {s['resolution']} px: {s['support_images']} support images, "
-             f"{len(s['classes'])} classes" + (" (mixed sizes, resized)" if s.get("mixed_image_sizes") else "")]
+    lines = [f"{s['method']} on {s['model']} at {s['resolution']} px"
+             + (f" ({s['resolution_from']})" if s.get("resolution_from") else "")
+             + f": {s['support_images']} support images, {len(s['classes'])} classes"
+             + (" (mixed sizes, resized)" if s.get("mixed_image_sizes") else "")
+             + (f"; {s['ignored_metadata_files']} macOS '._' files ignored" if s.get("ignored_metadata_files") else "")]
     if s.get("plan"):
         lines.append(f"{'layer':>5}  {'name':<16} {'channels':>12}  {'score':>10}")
         for r in s["plan"]:
             score = r.get("score")
-            lines.append(f"{r['layer']:>5}  {r['name']:<16} {r['channels_updated']:>5} / {r['channels_total']:<5} "
-                         f"{score if score is None else f'{score:10.4g}':>10}")
+            lines.append(f"{'-' if r.get('layer') is None else r['layer']:>5}  {r['name']:<16} {r['channels_updated']:>5} / {r['channels_total']:<5} "
+                         f"{'-' if score is None else f'{score:.4g}':>10}")
     else:
         lines.append("plan: no backbone weights are updated")
     mem = s.get("predicted_memory_bytes")
@@ -99,7 +141,10 @@ def format_summary(s: dict) -> str:
                  + (f" (budget {format_bytes(s['memory_budget_bytes'])})" if s.get("memory_budget_bytes") else ""))
     if s.get("measured_saved_bytes") is not None:
         lines.append(f"measured saved-for-backward: {format_bytes(s['measured_saved_bytes'])}")
-    lines.append(f"backward MACs: {format_macs(s.get('backward_macs') or 0)}")
+    lines.append(f"backward MACs: {format_macs(s.get('backward_macs') or 0)}"
+                 + (f" (budget {format_macs(s['compute_budget_macs'])})" if s.get("compute_budget_macs") else ""))
+    if s.get("budgets_from") and "default" in s["budgets_from"]:
+        lines.append(f"budgets: {s['budgets_from']} (set --memory-budget / --compute-budget or --device to change)")
     lines.append(f"time: selection {s.get('selection_seconds') or 0:.2f} s, training {s.get('train_seconds') or 0:.2f} s")
     if "query_accuracy" in s:
         lines.append(f"query accuracy: {100 * s['query_accuracy']:.1f} % on {s['query_images']} images")
@@ -109,16 +154,21 @@ def format_summary(s: dict) -> str:
 
 
 def run_predict(args) -> int:
+    import sys
+
     from ..deploy.adapted import classify, load_adapted
-    from ..deploy.images import collect_image_paths, load_images
+    from ..deploy.images import collect_image_paths, load_images_skipping, parse_background
 
     if args.top < 1:
         raise UserError(f"--top must be >= 1 (got {args.top})")
+    background = parse_background(args.background) if args.background else None
     adapted = load_adapted(args.model_dir)
-    paths = collect_image_paths(args.images)
-    x, _ = load_images(paths, adapted.resolution)
+    paths, ignored = collect_image_paths(args.images)
+    x, kept, errors = load_images_skipping(paths, adapted.resolution, background or adapted.background)
+    if x is None:
+        raise UserError(f"none of the {len(paths)} images could be read; first: {errors[0]}")
     results = classify(adapted, x, args.top)
-    for p, r in zip(paths, results):
+    for p, r in zip(kept, results):
         r["image"] = str(p)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -126,4 +176,12 @@ def run_predict(args) -> int:
         for r in results:
             extra = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top"]) if args.top > 1 else ""
             print(f"{r['image']}\t{r['label']}" + (f"\t({extra})" if extra else ""))
+    if ignored:
+        print(f"tinytrain predict: note: {ignored} macOS '._' metadata files ignored", file=sys.stderr)
+    for e in errors:
+        print(f"tinytrain predict: error: {e}", file=sys.stderr)
+    if errors:
+        print(f"tinytrain predict: {len(errors)} of {len(paths)} images could not be read; the others are "
+              "classified above", file=sys.stderr)
+        return 2
     return 0

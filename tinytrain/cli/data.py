@@ -36,6 +36,7 @@ def register(sub) -> None:
             q.set_defaults(func=_stats)
         else:
             q.add_argument("--out", required=True, help="JSON file to write")
+            q.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
             q.set_defaults(func=_episodes)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
@@ -76,17 +77,24 @@ def _stats(args) -> int:
     from tinytrain.data import episode_stats
     ds, sampler = _sampler(args)
     sizes = ds.class_sizes()
+    verified = bool(getattr(args, "verify", False) and hasattr(ds, "verify"))
     out = {"dataset": ds.name, "split": args.split, "n_classes": len(ds.classes), "n_images": ds.num_images,
            "images_per_class_min": min(sizes), "images_per_class_max": max(sizes),
-           "skipped_images": int(getattr(ds, "skipped", 0)), "mode": args.mode, "seed": args.seed,
+           "skipped_images": int(getattr(ds, "skipped", 0)), "verified": verified,
+           "ignored_metadata_files": int(getattr(ds, "ignored_metadata", 0)), "mode": args.mode, "seed": args.seed,
            "episodes": episode_stats(sampler.sample(args.episodes))}
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
     e = out["episodes"]
+    if verified:
+        checked = f"all decoded, {out['skipped_images']} unreadable skipped"
+    else:
+        empty = f"{out['skipped_images']} empty files skipped; " if out["skipped_images"] else ""
+        checked = f"{empty}images not decoded (--verify decodes each and skips unreadable ones)"
+    meta = f"; {out['ignored_metadata_files']} macOS '._' files ignored" if out["ignored_metadata_files"] else ""
     print(f"{ds.name} ({args.split}): {out['n_classes']} classes, {out['n_images']} images "
-          f"({out['images_per_class_min']}-{out['images_per_class_max']} per class), "
-          f"{out['skipped_images']} unreadable skipped")
+          f"({out['images_per_class_min']}-{out['images_per_class_max']} per class), {checked}{meta}")
     print(f"{e['n_episodes']} {args.mode} episodes, seed {args.seed}:   mean     sd    min    max")
     for key, label in (("ways", "ways"), ("support", "support size"), ("query", "query size"),
                        ("shots", "shots per class"), ("query_shots", "queries per class")):
@@ -97,9 +105,12 @@ def _stats(args) -> int:
 
 def _episodes(args) -> int:
     from tinytrain.data import save_episode_file
+    from tinytrain.deploy.outputs import atomic_file, check_output_file
+    check_output_file(args.out, "--out", args.overwrite)        # before reading the dataset
     ds, sampler = _sampler(args)
     episodes = sampler.sample(args.episodes)
-    save_episode_file(args.out, ds, episodes, split=args.split, mode=args.mode, seed=args.seed,
-                      spec=args.dataset, ways=args.ways, shots=args.shots, queries=args.queries)
+    with atomic_file(args.out) as tmp:
+        save_episode_file(tmp, ds, episodes, split=args.split, mode=args.mode, seed=args.seed,
+                          spec=args.dataset, ways=args.ways, shots=args.shots, queries=args.queries)
     print(f"wrote {len(episodes)} episodes of {ds.name} to {args.out}")
     return 0

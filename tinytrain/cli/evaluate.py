@@ -159,17 +159,53 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.harness import run_eval
     from ..bench.summary import write_run_report
 
-    config = config_from_args(args)
+    config = lr_protocol_for_domains(config_from_args(args))
     out = Path(args.out)
     records = run_eval(config, out, workers=args.workers, progress=not args.no_progress)
     text, files = write_run_report(out, config, records)
     print_summary(text, files, out)
     expected = len(config.domains) * config.tasks * len(config.variants)
     if len(records) < expected:
+        import json
+        failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").exists() else []
+        recurring = [f for f in failures if f.get("recurs")]
+        if recurring:
+            print(f"{expected - len(records)} of {expected} results are missing; {len(recurring)} jobs failed with an "
+                  f"error that a rerun repeats, first: {recurring[0]['error']}; change the settings, then rerun")
+            return 2
         print(f"{expected - len(records)} of {expected} results are missing (failed jobs); "
               "rerun the same command to retry them")
         return 1
     return 0
+
+
+def lr_protocol_for_domains(config):
+    """`--lr auto` chooses on validation classes, which a plain class-per-folder domain does not have. When no
+    domain has any, choose per task on a split of its own support set (`--lr support`) and say so; when only
+    some lack them, stop before sampling and name the options that work."""
+    if config.lr != "auto":
+        return config
+    from ..bench.harness import open_domain, validation_source
+
+    def has_val(domain: str) -> bool:
+        for cand in [domain] + [d for d in (config.lr_domain, validation_source(domain)) if d and d != domain]:
+            try:
+                open_domain(cand, "val")
+                return True
+            except (ValueError, FileNotFoundError, KeyError):
+                continue
+        return False
+
+    lacking = [d for d in config.domains if not has_val(d)]
+    if not lacking:
+        return config
+    if len(lacking) < len(config.domains):
+        raise UserError(f"--lr auto needs validation classes, and {', '.join(lacking)} has none (a plain folder has "
+                        "no class splits); pass --lr-domain with a domain that has a 'val' split, --lr support "
+                        "(choose per task on its own support set) or a fixed rate such as --lr 1e-3")
+    print(f"note: {', '.join(lacking)} has no validation classes for --lr auto; choosing the learning rate per "
+          "task on a split of its own support set (--lr support); pass --lr 1e-3 for a fixed rate, or --lr-domain")
+    return replace(config, lr="support")
 
 
 def report(args: argparse.Namespace) -> int:

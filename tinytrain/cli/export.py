@@ -13,6 +13,7 @@ def register(sub) -> None:
                    help="output file (a FILE.json sidecar is written too); a directory for --format c")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13, loads in most runtimes)")
     p.add_argument("--device", help="with --format c: refuse an arena larger than this device profile's memory budget")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing FILE and FILE.json")
     p.set_defaults(func=run_export)
 
 
@@ -23,8 +24,11 @@ def run_export(args) -> int:
     from ..deploy.adapted import load_adapted
     from ..deploy.export import export_model
 
+    from ..deploy.outputs import check_output_file
+
+    check_output_file(args.out, "--out", args.overwrite, sidecars=(".json",))   # before loading anything
     adapted = load_adapted(args.model_dir)
-    out = export_model(adapted, args.format, Path(args.out), args.opset)
+    out = export_model(adapted, args.format, Path(args.out), args.opset, overwrite=args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.name}.json: input 'image' "
           f"(N, 3, {adapted.resolution}, {adapted.resolution}) RGB in [0, 1] -> 'scores' (N, {len(adapted.classes)})")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from . import UserError
-from .adapt import add_budget_arguments, add_model_arguments
+from .adapt import add_budget_arguments, add_model_arguments, load_model_for_task
 
 
 def register(sub) -> None:
@@ -25,7 +25,7 @@ def register(sub) -> None:
 def run_plan(args) -> int:
     from ..costs.devices import list_devices
     from ..deploy.planning import PLANNED_METHODS, make_plan
-    from ..deploy.session import load_task_folders, resolve_budgets
+    from ..deploy.session import resolve_budgets
     from ..models.specs import get_spec
 
     if args.list_devices:
@@ -46,13 +46,14 @@ def run_plan(args) -> int:
     if args.method == "tinytrain":
         if not args.support:
             raise UserError("TinyTrain's plan depends on the task: give --support DIR (one folder per class)")
+        backbone, _, resolution, source, _, support, _ = load_model_for_task(args, args.support)
+    else:
+        from ..deploy.session import resolve_resolution
         from ..models.weights import load_backbone
-        import torch
-        torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
-        backbone, _ = load_backbone(args.model, args.checkpoint)
-        support, _ = load_task_folders(args.support, None, args.resolution)
-    result = make_plan(spec, args.method, budgets, args.resolution, backbone,
+        resolution, source = resolve_resolution(load_backbone(args.model, args.checkpoint)[1], args.resolution)
+    result = make_plan(spec, args.method, budgets, resolution, backbone,
                        support.x if support else None, support.y if support else None, args.seed)
+    result["resolution_from"] = source
     print(json.dumps(result, indent=2) if args.json else format_plan(result))
     return 0
 
@@ -60,7 +61,8 @@ def run_plan(args) -> int:
 def format_plan(r: dict) -> str:
     from ..costs.units import format_bytes, format_macs
 
-    lines = [f"{r['method']} on {r['model']} at {r['resolution']} px, batch {r['batch_size']}"
+    lines = [f"{r['method']} on {r['model']} at {r['resolution']} px"
+             + (f" ({r['resolution_from']})" if r.get("resolution_from") else "") + f", batch {r['batch_size']}"
              + (f", device {r['device']}" if r.get("device") else "")]
     rows = r.get("plan") or []
     if rows:

@@ -6,6 +6,7 @@ or memory-mapped: the pocket benchmark and QuickDraw), so that loading stays fas
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+WHITE = (255, 255, 255)
+# Pillow's own guard against decompression bombs (about 89 Mpixels); TINYTRAIN_MAX_IMAGE_PIXELS overrides it.
+MAX_PIXELS_ENV = "TINYTRAIN_MAX_IMAGE_PIXELS"
 
 Box = tuple[float, float, float, float]
 Item = "str | tuple[str, Box]"
@@ -43,7 +47,7 @@ class ImageDataset:
         size = self.class_sizes()[class_idx]
         if not 0 <= item_idx < size:
             raise IndexError(f"item {item_idx} out of range for class {self.classes[class_idx]!r} ({size} images)")
-        return self._load(class_idx, item_idx).convert("RGB")
+        return to_rgb(self._load(class_idx, item_idx))
 
     def _load(self, class_idx: int, item_idx: int) -> Image.Image:
         raise NotImplementedError
@@ -79,14 +83,94 @@ class SubsetDataset(ImageDataset):
         return getattr(self.base, "skipped", 0)
 
 
+# --- reading one image file ---------------------------------------------------------------------
+
+class ImageTooLarge(ValueError):
+    """An image over the pixel limit (a possible decompression bomb); the message says how to allow it."""
+
+
+def is_metadata_file(path: str | Path) -> bool:
+    """macOS writes `._NAME` (AppleDouble) files beside copied images on non-Mac disks: not images."""
+    return Path(path).name.startswith("._")
+
+
+def is_image_file(path: Path) -> bool:
+    """A file with an image extension that is not a macOS `._` metadata file."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_metadata_file(path) and path.is_file()
+
+
+def max_image_pixels() -> int | None:
+    """The largest image (width x height) read: $TINYTRAIN_MAX_IMAGE_PIXELS ('0' or 'none': no limit),
+    else Pillow's MAX_IMAGE_PIXELS."""
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if raw is None or not raw.strip():
+        return Image.MAX_IMAGE_PIXELS
+    if raw.strip().lower() in ("0", "none"):
+        return None
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels; set e.g. "
+                         f"{MAX_PIXELS_ENV}=200000000, or 'none' for no limit") from None
+    if value < 0:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be positive (got {raw!r}); 'none' removes the limit")
+    return value
+
+
+def open_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Decode one image file to an 8-bit "RGB" or "L" image (see `to_8bit`).
+
+    The pixel limit is checked on the header, before anything is decoded, and the error names the file
+    and its size; Pillow's own limit is lifted only for that header read.
+    """
+    limit = max_image_pixels()
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        img = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    with img:
+        w, h = img.size
+        if limit is not None and w * h > limit:
+            raise ImageTooLarge(f"image {path} is {w} x {h} = {w * h:,} pixels, over the limit of {limit:,} that "
+                                f"guards against decompression bombs; shrink it, or if you trust the file set "
+                                f"{MAX_PIXELS_ENV}={w * h} (or 'none')")
+        img.load()
+        return to_8bit(img, background)
+
+
+def to_8bit(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Any Pillow mode -> "L" or "RGB" with 8 bits per channel, scaled rather than clipped.
+
+    16-bit greyscale (I;16*) and 32-bit integer ("I") images are taken as 0..65535 and divided by 257;
+    float images ("F") as 0..1. Pillow already reduces 16-bit RGB(A) PNG/TIFF to 8 bits. Transparent
+    pixels (RGBA, LA, PA, palette or greyscale with a transparency key) are composited onto `background`
+    (white by default, as image viewers show them), so a transparent background never turns black.
+    """
+    mode = img.mode
+    if mode in ("RGB", "L"):
+        if "transparency" not in img.info:
+            return img.copy()
+    if mode.startswith("I") or mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = a * 255.0 if mode == "F" else a / 257.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img.convert("L" if mode == "1" else "RGB")
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """`to_8bit`, then greyscale expanded to RGB."""
+    return to_8bit(img, background).convert("RGB")
+
+
 def _open_image(item) -> Image.Image:
     path, box = (item, None) if isinstance(item, str) else item
-    with Image.open(path) as img:
-        img.load()
-        if img.mode not in ("RGB", "L"):
-            img = img.convert("RGB")
-        else:
-            img = img.copy()
+    img = open_image(path)
     if box is not None:
         img = img.crop(tuple(int(round(v)) for v in box))
     return img
@@ -186,27 +270,33 @@ def folder_dataset(root: str | Path, name: str | None = None, verify: bool = Fal
     """Read ROOT/<class>/<image> (any common format, grayscale included). Classes are sorted by name.
 
     Empty files are skipped and counted at listing time; `verify=True` also decodes every image.
+    macOS `._NAME` metadata files are ignored and counted in `ignored_metadata`.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder; give a class-per-folder dataset (ROOT/<class>/<image>) "
                          "or a named dataset (see `tinytrain data list`)")
-    classes, items, skipped = [], [], 0
+    classes, items, skipped, ignored = [], [], 0, 0
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = []
+        files, named = [], False
         for f in sorted(d.iterdir()):
             if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                if is_metadata_file(f):
+                    ignored += 1
+                    continue
+                named = True
                 if f.stat().st_size == 0:
                     skipped += 1
                 else:
                     files.append(str(f))
-        if files or any(f.suffix.lower() in IMAGE_EXTENSIONS for f in d.iterdir()):
+        if named:
             classes.append(d.name)
             items.append(files)
     if not classes:
         raise ValueError(f"no class folders with images under {root}; expected ROOT/<class>/<image> with "
                          f"extensions {', '.join(IMAGE_EXTENSIONS)}")
     ds = FileDataset(name or root.name, classes, items, skipped=skipped)
+    ds.ignored_metadata = ignored
     if verify:
         ds.verify()
     return ds

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import IMAGE_EXTENSIONS, ArrayDataset, FileDataset, ImageDataset
+from .datasets import ArrayDataset, FileDataset, ImageDataset, is_image_file
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -83,8 +83,7 @@ MSCOCO_BOX_SCALE = 1.2  # Meta-Dataset enlarges each annotation box by this rati
 
 
 def _images_in(d: Path) -> list[str]:
-    return [str(f) for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            and f.stat().st_size > 0]
+    return [str(f) for f in sorted(d.iterdir()) if is_image_file(f) and f.stat().st_size > 0]
 
 
 def _find(root: Path, *candidates: str) -> Path:

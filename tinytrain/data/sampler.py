@@ -46,11 +46,17 @@ class EpisodeSampler:
             self.ways, self.shots, self.queries = int(ways), int(shots), int(queries)
             need = self.shots + self.queries
             self.eligible = np.flatnonzero(self.sizes >= need)
+            if self.ways > n:
+                raise ValueError(f"{self.ways}-way episodes need {self.ways} classes but {dataset.name} has {n}; "
+                                 f"lower --ways to at most {n}")
             if len(self.eligible) < self.ways:
-                small = [f"{names[c]!r} ({self.sizes[c]})" for c in np.flatnonzero(self.sizes < need)[:5]]
-                raise ValueError(f"{self.ways}-way episodes with shots + queries = {need} need {self.ways} classes "
-                                 f"with >= {need} images, but {dataset.name} has only {len(self.eligible)}; "
-                                 f"too small: {', '.join(small)}; lower --ways, --shots or --queries")
+                small = np.flatnonzero(self.sizes < need)
+                shown = ", ".join(f"{names[c]!r} ({self.sizes[c]})" for c in small[:5]) + (" ..." if len(small) > 5 else "")
+                have = (f"only {len(self.eligible)} of its {n} classes have" if len(self.eligible)
+                        else f"none of its {n} classes has")
+                raise ValueError(f"{self.ways}-way episodes with --shots {self.shots} + --queries {self.queries} need "
+                                 f"{self.ways} classes with at least {need} images each, but {have} that many "
+                                 f"(fewer: {shown}); lower --ways, --shots or --queries, or add images")
             self.groups = None
             return
         if min_ways < 1 or max_ways < min_ways:
@@ -72,9 +78,12 @@ class EpisodeSampler:
             self.groups = [np.asarray(v) for _, v in sorted(members.items()) if len(v) >= min_ways]
             if not self.groups:
                 raise ValueError(f"no group of {dataset.name} has {min_ways} classes; sample without groups")
+        elif n < 2:
+            raise ValueError(f"dataset {dataset.name!r} has a single class ({names[0]!r}); few-shot episodes need at "
+                             "least two classes: add a folder per class")
         elif n < min_ways:
             raise ValueError(f"{dataset.name} has {n} classes but Meta-Dataset episodes need at least {min_ways}; "
-                             f"use --mode fixed with --ways <= {n}")
+                             f"use --mode fixed with --ways {n} (or fewer), or add classes")
 
     def _rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(i)])

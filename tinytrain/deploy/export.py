@@ -16,7 +16,6 @@ TensorRT >= 7, OpenVINO and the TFLite converters load.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -24,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..jsonfile import write_json_atomic
 from ..models.backbone import Backbone
 from .adapted import AdaptedModel
+from .outputs import atomic_file, check_output_file
 
 DEFAULT_OPSET = 13
 FORMATS = ("onnx", "torchscript")
@@ -64,8 +65,11 @@ def sidecar(adapted: AdaptedModel, fmt: str, opset: int | None = None) -> dict:
     d = {"format": fmt, "model": adapted.model, "classes": adapted.classes,
          "input": {"name": "image", "shape": ["N", 3, adapted.resolution, adapted.resolution],
                    "dtype": "float32", "range": [0.0, 1.0], "layout": "NCHW RGB",
-                   "preprocess": f"resize shorter side to {adapted.resolution}, centre crop "
-                                 f"{adapted.resolution}x{adapted.resolution}; normalisation is inside the graph",
+                   "preprocess": f"8-bit RGB (16-bit scaled down, transparent pixels composited onto "
+                                 f"RGB {tuple(adapted.background)}); resize shorter side to {adapted.resolution}, "
+                                 f"centre crop {adapted.resolution}x{adapted.resolution}; normalisation is inside "
+                                 "the graph",
+                   "background": list(adapted.background),
                    "normalisation_in_graph": adapted.normalisation},
          "output": {"name": "scores", "shape": ["N", len(adapted.classes)], "meaning": "class logits"},
          "method": adapted.method, "update_plan": adapted.update_plan}
@@ -79,47 +83,47 @@ def _example(adapted: AdaptedModel, batch: int = 1) -> torch.Tensor:
     return torch.rand(batch, 3, adapted.resolution, adapted.resolution, generator=g)
 
 
-def export_onnx(adapted: AdaptedModel, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(adapted: AdaptedModel, path: str | Path, opset: int = DEFAULT_OPSET,
+                overwrite: bool = False) -> Path:
     """Write an ONNX file with a dynamic batch axis, plus FILE.json."""
     if not 11 <= opset <= 20:
         raise ValueError(f"--opset {opset} is outside 11..20; use 13 (the default) for broad runtime support")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_file(path, "--out", overwrite, sidecars=(".json",))
     model = scoring_model(adapted)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
+    with atomic_file(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the legacy-exporter deprecation notice
         torch.onnx.export(model, (_example(adapted),), str(tmp), dynamo=False, opset_version=opset,
                           input_names=["image"], output_names=["scores"],
                           dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}})
-    tmp.replace(path)
     _write_sidecar(path, sidecar(adapted, "onnx", opset))
     return path
 
 
-def export_torchscript(adapted: AdaptedModel, path: str | Path) -> Path:
+def export_torchscript(adapted: AdaptedModel, path: str | Path, overwrite: bool = False) -> Path:
     """Write a traced TorchScript module (load with `torch.jit.load`), plus FILE.json."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_file(path, "--out", overwrite, sidecars=(".json",))
     model = scoring_model(adapted)
-    tmp = path.with_name(path.name + ".tmp")
-    with torch.no_grad(), warnings.catch_warnings():
+    with atomic_file(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript still loads in libtorch/C++ runtimes
         traced = torch.jit.trace(model, _example(adapted, 2))
         traced.save(str(tmp))
-    tmp.replace(path)
     _write_sidecar(path, sidecar(adapted, "torchscript"))
     return path
 
 
 def _write_sidecar(path: Path, data: dict) -> None:
-    side = path.with_name(path.name + ".json")
-    side.write_text(json.dumps(data, indent=2))
+    try:
+        write_json_atomic(path.with_name(path.name + ".json"), data)
+    except BaseException:
+        path.unlink(missing_ok=True)    # a graph without its class names is no export: all or nothing
+        raise
 
 
-def export_model(adapted: AdaptedModel, fmt: str, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+def export_model(adapted: AdaptedModel, fmt: str, path: str | Path, opset: int = DEFAULT_OPSET,
+                 overwrite: bool = False) -> Path:
+    """Export in `fmt` ('onnx' or 'torchscript'); with overwrite=False an existing FILE or FILE.json is refused."""
     if fmt == "onnx":
-        return export_onnx(adapted, path, opset)
+        return export_onnx(adapted, path, opset, overwrite)
     if fmt == "torchscript":
-        return export_torchscript(adapted, path)
+        return export_torchscript(adapted, path, overwrite)
     raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")

@@ -1,23 +1,54 @@
 """One adaptation from the user's folders: load, check, fit, report (what `tinytrain adapt` runs).
 
 Inputs are checked before any training, and nothing is written until the adapted model exists,
-so a bad input never leaves a half-written model directory behind.
+so a bad input never leaves a half-written model directory behind. A fit that diverged (non-finite
+loss or features, or every image scored alike where the classes were told apart before) is an error,
+never a saved model.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..data.datasets import WHITE
+from ..fewshot.protonet import CosineClassifier
 from ..methods import METHODS, make_method
-from ..methods.base import AdaptConfig
+from ..methods.base import AdaptConfig, Predictor, support_prototypes
 from ..models.backbone import Backbone
+from ..models.weights import meta_resolution
 from .adapted import AdaptedModel
 from .images import LabeledImages, load_class_folder, normalisation
 
 # The methods the CLI offers: the registry in tinytrain.methods.
 METHOD_NAMES = tuple(METHODS)
+DEFAULT_RESOLUTION = 128     # the paper's, for checkpoints that do not record their own
+
+
+class TrainingDiverged(ValueError):
+    """Fine-tuning blew up; the message names the learning rate to lower."""
+
+
+def resolve_resolution(meta: dict | None, given: int | None = None) -> tuple[int, str]:
+    """(pixels, where they came from): --resolution when given, else the resolution the checkpoint was
+    trained at (its metadata), else 128. A model is most accurate at the size it was trained at."""
+    if given is not None:
+        if given < 8:
+            raise ValueError(f"--resolution must be at least 8 pixels (got {given})")
+        return int(given), "--resolution"
+    res = meta_resolution(meta or {})
+    if res:
+        return res, "the checkpoint's training resolution"
+    return DEFAULT_RESOLUTION, "the default; the checkpoint records none"
+
+
+def checkpoint_head(meta: dict | None) -> CosineClassifier:
+    """The cosine classifier's scale and bias the checkpoint was meta-trained with (the defaults if none),
+    as `tinytrain eval` uses them."""
+    h = (meta or {}).get("head") or {}
+    return CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))
 
 
 @dataclass
@@ -52,6 +83,9 @@ def resolve_budgets(memory: str | int | None = None, compute: str | float | None
         profile = get_device(device, devices_file)
         mem = getattr(profile, "memory_budget_bytes", None)
         comp = getattr(profile, "compute_budget", None)
+    for flag, value, e_g in (("--memory-budget", memory, "1MB or 512KB"), ("--compute-budget", compute, "15% or 6.5M")):
+        if value is not None and (str(value).strip().startswith("-") or str(value).strip() in ("0", "0%")):
+            raise ValueError(f"{flag} must be positive (got {value!r}); e.g. {e_g}")
     if memory is not None:
         mem = parse_bytes(memory)
         if mem <= 0:
@@ -76,11 +110,12 @@ def check_support(support: LabeledImages, where: str = "support") -> None:
                          "needs at least two class folders")
 
 
-def load_task_folders(support_dir: str | Path, query_dir: str | Path | None, resolution: int
-                      ) -> tuple[LabeledImages, LabeledImages | None]:
-    support = load_class_folder(support_dir, resolution)
+def load_task_folders(support_dir: str | Path, query_dir: str | Path | None, resolution: int,
+                      background: tuple[int, int, int] = WHITE) -> tuple[LabeledImages, LabeledImages | None]:
+    support = load_class_folder(support_dir, resolution, background=background)
     check_support(support)
-    query = load_class_folder(query_dir, resolution, classes=support.classes) if query_dir else None
+    query = (load_class_folder(query_dir, resolution, classes=support.classes, background=background)
+             if query_dir else None)
     return support, query
 
 
@@ -106,30 +141,97 @@ def check_within_budgets(report_dict: dict, budgets: Budgets, compute_macs: int 
                          f"of {compute_macs}; raise --compute-budget or choose --method tinytrain")
 
 
+def _scores_collapsed(logits: torch.Tensor) -> bool:
+    """Every image gets the same class scores: the model no longer tells anything apart."""
+    return float((logits.max(0).values - logits.min(0).values).abs().max()) < 1e-4
+
+
+def weight_growth(before: Backbone, after: Backbone) -> tuple[float, float]:
+    """(largest |weight| before, after) over the tensors the fit changed."""
+    old = dict(before.state_dict())
+    top_before = top_after = 0.0
+    for name, t in after.state_dict().items():
+        o = old.get(name)
+        if o is None or not t.is_floating_point() or o.shape != t.shape or torch.equal(o, t):
+            continue
+        top_before = max(top_before, float(o.abs().max()))
+        top_after = max(top_after, float(t.abs().max()) if bool(torch.isfinite(t).all()) else math.inf)
+    return top_before, top_after
+
+
+def check_not_diverged(untrained: Backbone, after: Predictor, support: LabeledImages, final_loss, lr) -> None:
+    """Refuse a degenerate fit (see the module docstring); `untrained` is the backbone before the fit.
+    Weights that grew a thousandfold past max(1, their largest value) count as diverged too: Adam moves a
+    weight by at most about lr per iteration, so only an absurd learning rate does that."""
+    rate = f"learning rate {lr:g}" if isinstance(lr, (int, float)) else "the chosen learning rate"
+    logits = after.predict(support.x)
+    top_before, top_after = weight_growth(untrained, after.backbone)
+    why = None
+    if final_loss is not None and not math.isfinite(final_loss):
+        why = f"the training loss became {final_loss}"
+    elif not bool(torch.isfinite(logits).all()) or not math.isfinite(top_after):
+        why = "the weights or features became infinite or NaN"
+    elif top_after > 1e3 * max(top_before, 1.0):
+        why = f"the trained weights grew to {top_after:.3g}, from at most {top_before:.3g}"
+    elif _scores_collapsed(logits):
+        before = Predictor(untrained, support_prototypes(untrained, support.x, support.y), after.head)
+        if not _scores_collapsed(before.predict(support.x)):
+            why = "every support image now gets the same scores"
+    if why:
+        raise TrainingDiverged(f"training diverged ({why}) with {rate}; lower --lr (e.g. 1e-3, the default) "
+                               "and run again; nothing was saved")
+
+
 def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, query: LabeledImages | None,
                      method: str, config: AdaptConfig, budgets: Budgets | None = None,
-                     info: dict | None = None) -> tuple[AdaptedModel, dict]:
-    """Fit `method` on the support images; returns the adapted model and the summary `adapt` prints."""
+                     info: dict | None = None, head: CosineClassifier | None = None,
+                     background: tuple[int, int, int] = WHITE) -> tuple[AdaptedModel, dict]:
+    """Fit `method` on the support images; returns the adapted model and the summary `adapt` prints.
+    `head` is the checkpoint's cosine classifier (see `checkpoint_head`); default scale 10, bias 0."""
     budgets = budgets or Budgets()
     config.memory_budget = budgets.memory_bytes if budgets.memory_bytes is not None else config.memory_budget
     config.compute_budget = budgets.compute if budgets.compute is not None else config.compute_budget
+    head = head if head is not None else CosineClassifier()
     torch.manual_seed(config.seed)
-    m = make_method(method, backbone, config)
+    m = make_method(method, backbone, config, head)
     predictor = m.fit(support.x, support.y)
     predictor.class_names = list(support.classes)
     report = m.report
     rd = report.to_dict()
     rd["method"] = rd.get("method") or method
-    check_within_budgets(rd, budgets, compute_budget_macs(backbone.spec, budgets.compute, config.resolution))
+    if method != "none":
+        check_not_diverged(backbone, predictor, support, (rd.get("extra") or {}).get("final_loss"),
+                           (rd.get("extra") or {}).get("lr", config.lr))
+    given_macs = compute_budget_macs(backbone.spec, budgets.compute, config.resolution)
+    check_within_budgets(rd, budgets, given_macs)
     summary = {k: rd.get(k) for k in ("method", "plan", "predicted_memory_bytes", "measured_saved_bytes",
                                       "backward_macs", "selection_seconds", "train_seconds")}
     summary |= {"model": model, "resolution": config.resolution, "classes": list(support.classes),
                 "support_images": len(support.y), "mixed_image_sizes": support.mixed_sizes,
-                "seed": config.seed} | budgets.to_dict()
+                "seed": config.seed} | budgets.to_dict() | applied_budgets(rd, budgets, given_macs)
+    if support.ignored_metadata:
+        summary["ignored_metadata_files"] = support.ignored_metadata
     if query is not None:
         acc = predictor.accuracy(query.x, query.y)
         summary |= {"query_accuracy": acc, "query_images": len(query.y)}
     adapted = AdaptedModel(predictor, model, config.resolution, list(support.classes), normalisation(),
                            rd["method"], rd, _update_plan_of(report),
-                           (info or {}) | {k: summary[k] for k in summary if k in ("seed", "query_accuracy")})
+                           (info or {}) | {k: summary[k] for k in summary if k in ("seed", "query_accuracy")},
+                           tuple(background))
     return adapted, summary
+
+
+def applied_budgets(report: dict, budgets: Budgets, given_macs: int | None) -> dict:
+    """The budgets the method actually worked to: the given ones, or the method's own defaults (TinyTrain:
+    1 MiB and 15 % of FullTrain's backward MACs), in bytes and MACs; None only where no budget applies."""
+    extra = report.get("extra") or {}
+    mem = extra.get("memory_budget", budgets.memory_bytes)
+    macs = extra.get("compute_budget_macs", given_macs)
+    if budgets.memory_bytes is not None or budgets.compute is not None:
+        source = f"device {getattr(budgets.device, 'name', budgets.device)}" if budgets.device is not None else "given"
+    elif mem is not None or macs is not None:
+        source = f"{report.get('method')}'s defaults"
+    else:
+        source = None
+    return {"memory_budget_bytes": None if mem is None else int(mem),
+            "compute_budget_macs": None if macs is None else int(macs), "budgets_from": source}

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import progress
 from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..sparse.engine import SavedBytesCounter
 from .base import AdaptConfig
@@ -147,6 +148,7 @@ def finetune(model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineCla
         model.sync()
         times.append(time.perf_counter() - t0)
         losses.append(total)
+        progress.step("training", len(losses), config.iterations)
     return {"measured_saved_bytes": measured, "seconds_per_iteration": times, "losses": losses}
 
 

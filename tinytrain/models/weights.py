@@ -36,35 +36,110 @@ def save_checkpoint(path: str | Path, backbone: Backbone, meta: dict | None = No
     return path
 
 
+VALID_CHECKPOINT = ("a valid one is a .safetensors file written by tinytrain (`tinytrain pretrain`/`metatrain`, "
+                    "or model.safetensors inside an `adapt --save` folder), or an MIT-zoo .pth state dict")
+
+
+class UnreadableCheckpoint(ValueError):
+    """A file that is not a checkpoint tinytrain can read; the message says what it is not."""
+
+
+def _check_file(path: Path, what: str = "checkpoint") -> None:
+    if path.is_dir():
+        inside = path / "model.safetensors"
+        hint = (f"; for a saved adapted model pass {inside}" if inside.is_file()
+                else f"; {VALID_CHECKPOINT}")
+        raise UnreadableCheckpoint(f"{what} {path} is a directory, not a file{hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+
+
+def read_safetensors(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; an unreadable or truncated file is a one-line ValueError."""
+    path = Path(path)
+    _check_file(path, what)
+    try:
+        return load_file(str(path))
+    except Exception as exc:   # SafetensorError and friends: a damaged or foreign file, never our bug
+        raise UnreadableCheckpoint(f"{what} {path} is not a readable safetensors file ({_reason(exc)}); it may be "
+                                   "truncated or another format; re-create or re-copy it") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).split("\n")[0].strip()
+    return text.removeprefix("Error while deserializing header: ") or type(exc).__name__
+
+
 def read_checkpoint_header(path: str | Path) -> dict:
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("tinytrain")
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("tinytrain")
+    except Exception as exc:
+        raise UnreadableCheckpoint(f"checkpoint {path} is not a readable safetensors file ({_reason(exc)}); it may "
+                                   f"be truncated or another format; {VALID_CHECKPOINT}") from None
     if raw is None:
-        raise ValueError(f"{path} is not a tinytrain checkpoint (no 'tinytrain' metadata)")
-    return json.loads(raw)
+        raise UnreadableCheckpoint(f"{path} is a safetensors file but not a tinytrain checkpoint (no 'tinytrain' "
+                                   f"metadata); {VALID_CHECKPOINT}")
+    try:
+        header = json.loads(raw)
+        ArchSpec.from_dict(header["arch"])
+        return header
+    except Exception:
+        raise UnreadableCheckpoint(f"checkpoint {path} has damaged tinytrain metadata; re-create it") from None
 
 
 def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[Backbone, dict]:
     """Rebuild the backbone recorded in the checkpoint and load its weights."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
     header = read_checkpoint_header(path)
     if expect_model and header["model"] != expect_model:
         raise ValueError(f"checkpoint {path} is for model {header['model']!r}, not {expect_model!r}; "
                          f"pass --model {header['model']} or a checkpoint of {expect_model}")
     spec = ArchSpec.from_dict(header["arch"])
-    state = load_file(str(path))
+    state = read_safetensors(path)
     lite = {k.removeprefix("lite."): v for k, v in state.items() if k.startswith("lite.")}
     state = {k: v for k, v in state.items() if not k.startswith("lite.")}
     num_classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
     backbone = Backbone(spec, num_classes)
-    backbone.load_state_dict(state, strict=True)
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
+        raise UnreadableCheckpoint(f"checkpoint {path}: its tensors do not match the {header['model']} architecture "
+                                   f"it names ({first}); re-create it") from None
     meta = header.get("meta", {})
     if lite:    # TinyTL lite-residual branches trained offline: kept beside the plain backbone for `tinytl`
         backbone.lite_state = lite
         backbone.lite_resolution = int(meta.get("resolution") or spec.resolution)
     return backbone.eval(), meta
+
+
+def torch_load_tensors(path: str | Path, what: str = "checkpoint"):
+    """`torch.load(weights_only=True)` with one-line errors: nothing is unpickled, and torch's advice to
+    pass weights_only=False (which would run code from the file) never reaches the user."""
+    import pickle
+
+    path = Path(path)
+    _check_file(path, what)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise UnreadableCheckpoint(
+                f"{what} {path} holds pickled Python objects, not only tensors, and tinytrain does not run code "
+                "from files; save a plain state dict instead (torch.save(model.state_dict(), PATH))") from None
+        raise UnreadableCheckpoint(f"{what} {path} is not a PyTorch file ({_reason(exc)}); {VALID_CHECKPOINT}") from None
+    except Exception:     # torch's own reasons (zip directory, pickle opcodes) mean nothing to the user
+        raise UnreadableCheckpoint(f"{what} {path} is not a readable PyTorch file; it may be truncated or another "
+                                   f"format; {VALID_CHECKPOINT}") from None
+
+
+def meta_resolution(meta: dict) -> int | None:
+    """The input size a checkpoint was trained at, from its metadata (None when it records none)."""
+    res = meta.get("resolution") or (meta.get("config") or {}).get("resolution")
+    return int(res) if res else None
 
 
 # --- torchvision MobileNetV2 layout ------------------------------------------------------------
@@ -149,7 +224,9 @@ def load_torchvision_mbv2(path: str | Path | None = None, check_sha: bool = True
     if check_sha and not sha256_of(path).startswith(TORCHVISION_MBV2_SHA256_PREFIX):
         raise ValueError(f"{path}: sha256 does not start with {TORCHVISION_MBV2_SHA256_PREFIX}; the file is not "
                          "torchvision's mobilenet_v2 IMAGENET1K_V1 weights")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch_load_tensors(path)
+    if not isinstance(state, dict):
+        raise UnreadableCheckpoint(f"{path} holds a {type(state).__name__}, not torchvision's state dict")
     backbone = build_backbone("mobilenetv2-1.0", num_classes=1000)
     _load_mapped(backbone, state, torchvision_mbv2_key_map(backbone.spec), str(path))
     return backbone.eval()
@@ -181,8 +258,12 @@ def mit_key_map(spec: ArchSpec, block_slots: list[int] | None = None) -> dict[st
 def import_mit_state_dict(model: str, checkpoint: dict) -> Backbone:
     """Build `model` from an MIT-zoo style `{"state_dict": ...}` (ProxylessNAS naming)."""
     spec = get_spec(model)
-    state = checkpoint.get("state_dict", checkpoint)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        what = type(state).__name__ if not isinstance(state, dict) else "a dict with non-tensor values"
+        raise UnreadableCheckpoint(f"the .pth file holds {what}, not a state dict of tensors; an MIT-zoo "
+                                   "checkpoint is {'state_dict': {name: tensor}} (or the state dict itself)")
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
     slots = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.mobile_inverted_conv\.", k))})
     if len(slots) != len(spec.blocks):
         raise ValueError(f"MIT checkpoint has {len(slots)} non-empty blocks but {model} has {len(spec.blocks)}; "
@@ -194,8 +275,11 @@ def import_mit_state_dict(model: str, checkpoint: dict) -> Backbone:
 
 
 def load_mit_checkpoint(model: str, path: str | Path) -> Backbone:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return import_mit_state_dict(model, ckpt)
+    ckpt = torch_load_tensors(path)
+    try:
+        return import_mit_state_dict(model, ckpt)
+    except ValueError as exc:
+        raise UnreadableCheckpoint(f"checkpoint {path}: {exc}") from None
 
 
 MIT_ZOO_URLS = {   # for users with internet; never fetched by tests
@@ -227,10 +311,12 @@ def load_backbone(model: str, checkpoint: str | None = "pocket") -> tuple[Backbo
     if not path.exists() and "/" not in checkpoint and not checkpoint.endswith((".safetensors", ".pth")):
         path = shipped_checkpoint_path(model, checkpoint)
         if not path.is_file():
-            have = sorted(p.name for p in ZOO_DIR.glob(f"{model}-*.safetensors")) if ZOO_DIR.is_dir() else []
-            raise FileNotFoundError(f"no shipped checkpoint {checkpoint!r} for {model} (have: {have or 'none'}); "
-                                    "pass a path, 'random', or train one with `tinytrain metatrain`")
-    if path.suffix == ".pth":
+            have = sorted(p.name[len(model) + 1:-len(".safetensors")]
+                          for p in ZOO_DIR.glob(f"{model}-*.safetensors")) if ZOO_DIR.is_dir() else []
+            raise FileNotFoundError(f"no shipped checkpoint {checkpoint!r} for {model} (shipped: "
+                                    f"{', '.join(have) or 'none'}); pass a file path, 'random', or train one with "
+                                    "`tinytrain metatrain`")
+    if path.suffix in (".pth", ".pt", ".bin", ".tar", ".ckpt"):
         return load_mit_checkpoint(model, path), {"checkpoint": str(path)}
     backbone, meta = load_checkpoint(path, expect_model=model)
     return backbone, meta | {"checkpoint": str(path)}

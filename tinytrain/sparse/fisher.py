@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import progress
 from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..models.backbone import Backbone
 from .engine import EnginePlan, SparseEngine
@@ -79,6 +80,7 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
         for i in range(0, n, batch_size):
             f = engine.suffix(h[i:i + batch_size])
             F.cross_entropy(head(f, protos), y[i:i + batch_size], reduction="sum").backward()
+            progress.step("Fisher pass", min(i + batch_size, n), n)
     engine.taps = {}
     channel = {i: acc[i] / (2 * n) for i in layers}
     return FisherResult(channel, n, batch_size, time.perf_counter() - t0)

@@ -1,0 +1,101 @@
+"""The user's path from Python: the same steps, checks and defaults as `tinytrain adapt` / `predict`.
+
+    backbone = load_backbone("mcunet-5fps", "pocket")            # a shipped checkpoint, a file, 'random'
+    model = adapt(backbone, "photos/support", memory_budget="1MB")
+    model.predict(["photos/new/1.jpg"])                          # [{'image', 'label', 'score', 'top'}]
+    model.save("my-model");  load_adapted("my-model")
+
+Torch is imported when a function is called, not when `tinytrain` is imported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .deploy.adapted import AdaptedModel
+    from .deploy.images import LabeledImages
+    from .models.backbone import Backbone
+
+
+def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "pocket") -> "Backbone":
+    """A backbone of the zoo with weights: `checkpoint` is a shipped name ('pocket', 'pocket-long'),
+    'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint file. The checkpoint's metadata (training
+    resolution, meta-trained classifier) rides along as `backbone.checkpoint_meta`, and `adapt` uses it."""
+    from .models.weights import load_backbone as load
+
+    backbone, meta = load(model, None if checkpoint is None else str(checkpoint))
+    backbone.checkpoint_meta = meta
+    return backbone
+
+
+def _support_set(support: Any, resolution: int, background: tuple[int, int, int],
+                 classes: list[str] | None = None) -> "LabeledImages":
+    """A class-per-folder path, or {class name: [image files or PIL images]}."""
+    import torch
+
+    from .deploy.images import LabeledImages, as_image_batch, load_class_folder
+
+    if isinstance(support, (str, Path)):
+        return load_class_folder(support, resolution, classes, background)
+    if isinstance(support, Mapping):
+        names = list(support) if classes is None else list(classes)
+        unknown = [c for c in support if c not in names]
+        if unknown:
+            raise ValueError(f"classes {unknown} are not in the support set {names}")
+        xs, ys = [], []
+        for name, images in support.items():
+            x, _ = as_image_batch(images, resolution, background)
+            xs.append(x)
+            ys += [names.index(name)] * len(x)
+        return LabeledImages(torch.cat(xs), torch.tensor(ys, dtype=torch.long), names)
+    raise ValueError(f"support must be a folder (DIR/<class>/<image>) or a dict {{class: [images]}}, "
+                     f"not a {type(support).__name__}")
+
+
+def adapt(backbone: "Backbone", support: str | Path | Mapping[str, Sequence[Any]], method: str = "tinytrain", *,
+          query: str | Path | Mapping[str, Sequence[Any]] | None = None, memory_budget: str | int | None = None,
+          compute_budget: str | float | None = None, device: str | None = None, iterations: int = 40,
+          lr: float = 1e-3, seed: int = 0, resolution: int | None = None,
+          background: str | tuple[int, int, int] = "white") -> "AdaptedModel":
+    """Adapt `backbone` to a few labelled images, as `tinytrain adapt` does.
+
+    `support` (and `query`, scored into `model.summary['query_accuracy']`): a class-per-folder path or
+    {class: [files or PIL images]}. `method`: none | lastlayer | fulltrain | tinytl | sparseupdate |
+    tinytrain. Budgets take '1MB' / '15%' / a MAC count, or a `device` profile. `resolution` defaults
+    to the checkpoint's own. Raises ValueError with a one-line message for any bad input, including a
+    fit that diverged. The returned model has `.predict(images)`, `.save(dir)` and `.summary`."""
+    import math
+
+    import torch
+
+    from .deploy.images import parse_background
+    from .deploy.session import (adapt_to_support, check_support, checkpoint_head, resolve_budgets,
+                                 resolve_resolution)
+    from .methods.base import AdaptConfig
+
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0 (got {iterations})")
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive number (got {lr})")
+    meta = dict(getattr(backbone, "checkpoint_meta", None) or {})
+    res, source = resolve_resolution(meta, resolution)
+    bg = parse_background(background)
+    budgets = resolve_budgets(memory_budget, compute_budget, device)
+    support_set = _support_set(support, res, bg)
+    check_support(support_set)
+    query_set = _support_set(query, res, bg, support_set.classes) if query is not None else None
+    config = AdaptConfig(iterations=iterations, lr=lr, seed=seed, resolution=res)
+    torch.manual_seed(seed)
+    adapted, summary = adapt_to_support(backbone, backbone.spec.name, support_set, query_set, method, config,
+                                        budgets, info={"checkpoint": meta.get("checkpoint")},
+                                        head=checkpoint_head(meta), background=bg)
+    adapted.summary = summary | {"resolution_from": source.replace("--resolution", "resolution=")}
+    return adapted
+
+
+def load_adapted(folder: str | Path) -> "AdaptedModel":
+    """A model saved by `model.save(dir)` or `tinytrain adapt --save dir`."""
+    from .deploy.adapted import load_adapted as load
+
+    return load(folder)
