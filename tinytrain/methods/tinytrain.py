@@ -79,7 +79,8 @@ class TinyTrainMethod(TrainedMethod):
 
     def option(self, key: str):
         unknown = set(self.config.options) - set(OPTION_DEFAULTS) - {"lr_candidates", "lr_search_iterations",
-                                                                    "augment_p", "prefix_batch_size"}
+                                                                    "augment_p", "prefix_batch_size",
+                                                                    "augment_pool", "cache_budget"}
         if unknown:
             raise ValueError(f"unknown tinytrain option(s) {sorted(unknown)}; known: {sorted(OPTION_DEFAULTS)}")
         return self.config.options.get(key, OPTION_DEFAULTS[key])
@@ -107,7 +108,8 @@ class TinyTrainMethod(TrainedMethod):
             fb = max(1, mem_budget // max(per_image, 1))
         fb = int(fb)
         fisher = fisher_information(backbone, x, y, cands, self.head, batch_size=fb,
-                                    prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)))
+                                    prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)),
+                                    support_cache=self.support_cache)
         potential = fisher.potential
         scores = layer_scores(layers, potential, self.option("score"))
         if self.option("layer_choice") == "score":
