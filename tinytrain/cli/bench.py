@@ -5,7 +5,9 @@ import importlib
 
 # sub-command -> module under tinytrain.bench defining add_arguments(parser) and run(args) -> int
 BENCHES = {"speed": "Training-iteration time and measured saved-for-backward bytes per method",
-           "memory": "Peak process memory per method, each adaptation in a fresh child process"}
+           "memory": "Peak process memory per method, each adaptation in a fresh child process",
+           "e2e": "End-to-end adaptation time per phase (load, Fisher pass, selection, training, prototypes)",
+           "pool": "Accuracy of a pool of augmented views against fresh augmentation (validation episodes)"}
 
 
 def _runner(name):

@@ -83,9 +83,36 @@ def format_plan(r: dict) -> str:
     lines.append(f"backward MACs: {format_macs(r['backward_macs'])} ({100 * r['compute_share']:.1f} % of FullTrain)")
     if r.get("selection_seconds") is not None:
         lines.append(f"Fisher pass + selection: {r['selection_seconds']:.2f} s")
+    lines += format_cache_and_estimate(r)
     verdict = "fits" if r["fits"] else "does NOT fit"
     why = [w for w, ok in (("memory", r.get("fits_memory")), ("compute", r.get("fits_compute")),
                            ("flash", r.get("fits_flash"))) if ok is False]
     budget = f"memory budget {format_bytes(r['memory_budget_bytes'])}" if r.get("memory_budget_bytes") else ""
     lines.append(f"{verdict}" + (f" ({budget})" if budget else "") + (f": over on {', '.join(why)}" if why else ""))
     return "\n".join(lines)
+
+
+def format_cache_and_estimate(r: dict) -> list[str]:
+    """The support-set prefix cache line and, on a device, the end-to-end estimate lines."""
+    from ..costs.units import format_bytes
+
+    lines = []
+    c = r.get("prefix_cache")
+    if c and c.get("bytes"):
+        state = "cached" if c["cached"] else "NOT cached"
+        lines.append(f"support prefix cache: {format_bytes(c['bytes'])} ({r['images']} images at {c['where']}), "
+                     f"{state}; {c['note']}")
+    e = r.get("estimate")
+    if e:
+        images = f"{r['images']} images" + (" (assumed, as the paper's Table 9; give --support)" if r["images_assumed"]
+                                            else "")
+        if e["available"]:
+            energy = f", {e['joules'] / 1000:.2f} kJ" if e["joules"] is not None else ""
+            lines.append(f"estimated end-to-end on {e['device']} (an estimate, not a measurement): "
+                         f"{e['minutes']:.1f} min{energy} for {r['iterations']} iterations on {images}")
+            lines.append(f"  basis: {e['basis']}")
+        else:
+            lines.append(f"end-to-end estimate unavailable: {e['basis']}")
+        if e.get("caveat"):
+            lines.append(f"  caveat: {e['caveat']}")
+    return lines

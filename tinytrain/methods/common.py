@@ -155,8 +155,9 @@ def plan_caches(model: Trainable, n: int, image_shape: tuple[int, ...], augment_
             k = (budget - support_bytes) // (n * per_image)
             fix = (f"at most {k} view{'s' if k != 1 else ''} fit{'s' if k == 1 else ''}; lower augment_pool to {k}"
                    if k else "not even one view fits; set augment_pool 0")
-            raise ValueError(f"augment_pool {augment_pool} needs {format_bytes(pool_bytes)} ({views} views x {n} images "
-                             f"x {format_bytes(per_image)} at {where}) beside the support cache "
+            raise ValueError(f"augment_pool {augment_pool} needs {format_bytes(pool_bytes)} ({views} view"
+                             f"{'s' if views != 1 else ''} x {n} images x {format_bytes(per_image)} "
+                             f"{'as images' if block <= -1 else 'at ' + where}) beside the support cache "
                              f"({format_bytes(support_bytes)}), over the cache budget of {format_bytes(budget)}: "
                              f"{fix} or raise cache_budget to {format_bytes(support_bytes + pool_bytes)}")
     return CachePlan(where, block, n, per_image, fits, support_bytes, views, pool_bytes, budget, note)
@@ -248,7 +249,7 @@ class FineTuner:
                     zb = z[j:j + b].clone()   # its own buffer, as on a device (honest byte count)
                     f = m.suffix(zb) if self.has_prefix else m(zb)
                 with torch.enable_grad():
-                    loss = F.cross_entropy(self.head(f, protos), y[c + j:c + j + b], reduction="sum") / n
+                    loss = F.cross_entropy(self.head(f, protos), y[c + j:c + j + len(zb)], reduction="sum") / n
                     loss.backward()
                 self.measured = max(self.measured, counter.bytes)
                 total += float(loss.detach())

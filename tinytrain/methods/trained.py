@@ -11,7 +11,6 @@ Options read here (AdaptConfig.options, every trained method):
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from abc import abstractmethod
@@ -25,7 +24,7 @@ from ..costs.plan import UpdatePlan
 from ..costs.units import parse_bytes
 from ..models.backbone import Backbone
 from ..sparse.accounting import predicted_saved_bytes, stage_input_elems
-from ..sparse.engine import EnginePlan, PrefixCache, SparseEngine
+from ..sparse.engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
 from .base import AdaptReport, Method, Predictor
 from .common import FineTuner, check_support, plan_caches, split_support, storages_of
 
@@ -159,8 +158,8 @@ class TrainedMethod(Method):
         lr, lr_scores = self.config.lr, None
         if lr is None:
             lr, lr_scores = self._choose_lr(x, y)
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive (got {lr}); use method 'none' for no training")
+        if lr < 0:
+            raise ValueError(f"learning rate must be >= 0 (got {lr}); 0 means no update")
         t_start = time.perf_counter()
         self._reset_cache()
         built = self._build(x, y)
@@ -172,9 +171,10 @@ class TrainedMethod(Method):
         tuner = FineTuner(built.model, x, y, self.head, self.config, lr, self.batch_size,
                           exclude_storages=storages_of(built.model), before_step=built.before_step,
                           prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)),
-                          support_cache=cache, cache_budget=self.cache_budget, augment_pool=self.augment_pool)
+                          support_cache=cache, cache_budget=self.cache_budget,
+                          augment_pool=self.augment_pool if lr > 0 else 0)
         del cache
-        for _ in range(self.config.iterations):
+        for _ in range(self.config.iterations if lr > 0 else 0):   # lr 0: the plan is made, nothing trained
             tuner.step()
         built.model.sync()
         train_seconds = time.perf_counter() - t0
@@ -212,5 +212,5 @@ def full_rows(backbone: Backbone, indices: list[int], axis: str = "out") -> list
 
 
 def private_copy(backbone: Backbone) -> Backbone:
-    bb = copy.deepcopy(backbone).eval()
-    return bb
+    """The adaptation's own copy of the backbone (fit never alters the caller's), in eval mode."""
+    return private_backbone(backbone).eval()

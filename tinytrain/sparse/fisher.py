@@ -11,7 +11,6 @@ the earliest candidate run without autograd, and the rest uses the memory-light 
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..models.backbone import Backbone
-from .engine import EnginePlan, PrefixCache, SparseEngine
+from .engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
 
 
 @dataclass
@@ -60,8 +59,8 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
     if batch_size < 1:
         raise ValueError("the Fisher micro-batch size must be at least 1")
     t0 = time.perf_counter()
-    engine = SparseEngine(copy.deepcopy(backbone), EnginePlan(biases=(min(layers),)))
-    head = copy.deepcopy(head) if head is not None else CosineClassifier()
+    engine = SparseEngine(private_backbone(backbone), EnginePlan(biases=(min(layers),)))
+    head = private_backbone(head) if head is not None else CosineClassifier()
     for p in head.parameters():
         p.requires_grad_(False)
     n = len(x)
@@ -77,9 +76,15 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
     def prefix_of(i: int, j: int) -> torch.Tensor:
         return h[i:j] if h is not None else engine.prefix(x[i:j])
 
-    with torch.no_grad():
-        feats = torch.cat([engine.suffix(prefix_of(i, i + prefix_batch_size)) for i in range(0, n, prefix_batch_size)])
-        protos = class_prototypes(feats, y)
+    # One micro-batch holding the whole support set computes the (detached) prototypes from the very
+    # features it back-propagates; smaller micro-batches need them first, from a pass without autograd.
+    single = batch_size >= n
+    protos = None
+    if not single:
+        with torch.no_grad():
+            feats = torch.cat([engine.suffix(prefix_of(i, i + prefix_batch_size))
+                               for i in range(0, n, prefix_batch_size)])
+            protos = class_prototypes(feats, y)
     acc = {i: torch.zeros(engine.mods[i].conv.out_channels) for i in layers}
 
     def tap(i: int, act: torch.Tensor) -> None:
@@ -95,7 +100,8 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
     with torch.enable_grad():
         for i in range(0, n, batch_size):
             f = engine.suffix(prefix_of(i, i + batch_size))
-            F.cross_entropy(head(f, protos), y[i:i + batch_size], reduction="sum").backward()
+            p = class_prototypes(f.detach(), y) if single else protos
+            F.cross_entropy(head(f, p), y[i:i + batch_size], reduction="sum").backward()
     engine.taps = {}
     channel = {i: acc[i] / (2 * n) for i in layers}
     return FisherResult(channel, n, batch_size, time.perf_counter() - t0 - shared)
