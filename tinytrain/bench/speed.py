@@ -39,8 +39,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=10,
                    help="timed rounds, one iteration of every method each, after one warm-up round (default 10)")
     add_timing_arguments(p)
+    p.add_argument("--profile", metavar="METHOD", choices=("fulltrain", "sparseupdate", "tinytrain", "tinytrain-masked"),
+                   help="after the rounds, run torch.profiler over 10 more iterations of METHOD and print its top ops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def profile_steps(step, iterations: int = 10, rows: int = 15) -> str:
+    """torch.profiler's table (by self CPU time) of `iterations` calls of `step`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(iterations):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def add_timing_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,6 +126,8 @@ def run(args) -> int:
     out = {"model": args.model, "resolution": res, "support": len(x), "batch_size": batch, "rounds": args.iterations,
            "augment_pool": args.augment_pool, "caches": tuners["tinytrain"].caches.to_dict(), **pinned,
            "tinytrain_plan": tt_built.rows, "methods": results, "ratios": ratios}
+    if args.profile:
+        out["profile"] = profile_steps(tuners[args.profile].step)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -128,4 +142,6 @@ def run(args) -> int:
               f"{r['measured_saved_bytes']:>14}{pred:>12}")
     for k, v in ratios.items():
         print(f"{k}: {format_ratio(v) if isinstance(v, dict) else f'{v:.2f}x'}")
+    if args.profile:
+        print(f"torch.profiler, 10 iterations of {args.profile}:\n{out['profile']}")
     return 0

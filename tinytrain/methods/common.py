@@ -204,7 +204,8 @@ class FineTuner:
         if not self.has_prefix or self.caches.block <= -1:
             self.cached = x
         elif self.caches.support_cached:
-            cache = model.prefix_from(support_cache, prefix_batch_size) if support_cache is not None \
+            usable = support_cache is not None and support_cache.block <= model.first_block
+            cache = model.prefix_from(support_cache, prefix_batch_size) if usable \
                 else model.support_prefix(x, prefix_batch_size)
             self.cached = cache.h
         self.cache_seconds = time.perf_counter() - t1
