@@ -26,7 +26,7 @@ from ..sparse.accounting import predicted_saved_bytes
 from ..sparse.reference import MaskedReference
 from .timing import format_ratio, pin_threads, ratio_spread, round_robin, spread
 
-DEFAULT_POOL = 8
+DEFAULT_POOL = 0      # fresh augmentation, as the methods train by default
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,8 +59,8 @@ def add_timing_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared with `bench e2e`."""
     p.add_argument("--threads", type=int, default=1, help="torch threads, pinned to as many CPUs (default 1)")
     p.add_argument("--augment-pool", type=int, default=DEFAULT_POOL, metavar="P",
-                   help=f"pseudo-queries from P augmented views drawn once, for every method (default {DEFAULT_POOL}); "
-                        "0 = fresh augmentation every iteration")
+                   help="pseudo-queries from P augmented views drawn once, for every method; default 0: fresh "
+                        "augmentation every iteration, as the methods train by default")
     p.add_argument("--cache-budget", default="none",
                    help="memory the support cache and the pool may hold, e.g. 4MB (default: none, unbounded)")
 

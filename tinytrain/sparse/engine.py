@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.grad import conv2d_input, conv2d_weight
+from torch.nn.grad import conv2d_weight
 
 from ..models.backbone import Backbone, ConvBNAct
 
@@ -108,6 +108,22 @@ class ReLU6Mask(torch.autograd.Function):
         return g * mask
 
 
+def conv_input_grad(x_shape: torch.Size, weight: torch.Tensor, g: torch.Tensor, stride, padding, groups: int
+                    ) -> torch.Tensor:
+    """Gradient of a conv's input from its output gradient: the transposed conv with the same weight.
+
+    Equal to ``torch.nn.grad.conv2d_input``, which hands oneDNN a stand-in input; this form needs none and
+    ran MCUNet's last six blocks' input gradients 4x faster (docs/engine.md)."""
+    kh, kw = weight.shape[2:]
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    out_pad = (x_shape[2] - ((g.shape[2] - 1) * sh - 2 * ph + kh), x_shape[3] - ((g.shape[3] - 1) * sw - 2 * pw + kw))
+    return F.conv_transpose2d(g, weight, None, (sh, sw), (ph, pw), out_pad, groups)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 class FrozenConv(torch.autograd.Function):
     """A frozen conv (BN folded in): keeps only the weight reference, returns only grad_input."""
 
@@ -119,7 +135,7 @@ class FrozenConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         stride, padding, groups = ctx.conf
-        gx = conv2d_input(ctx.x_shape, ctx.weight, g, stride, padding, 1, groups)
+        gx = conv_input_grad(ctx.x_shape, ctx.weight, g, stride, padding, groups)
         return gx, None, None, None, None, None
 
 
@@ -164,7 +180,7 @@ class SparseConv(torch.autograd.Function):
         sel = ctx.sel
         gx = None
         if ctx.needs_input_grad[0]:
-            gx = conv2d_input(ctx.x_shape, ctx.weight, g, stride, padding, 1, groups)
+            gx = conv_input_grad(ctx.x_shape, ctx.weight, g, stride, padding, groups)
         g_rows = g.index_select(1, sel) if (sel is not None and (axis == "out" or depthwise)) else g
         if depthwise:
             gw = depthwise_weight_grad(keep, g_rows, ctx.w_shape[2:], stride, padding)
@@ -277,14 +293,18 @@ class SparseEngine(nn.Module):
     not through `.data`, so that the engine sees the new version (or call `refresh()`).
     """
 
-    def __init__(self, backbone: Backbone, plan: EnginePlan, channels_last: bool = True):
+    def __init__(self, backbone: Backbone, plan: EnginePlan, channels_last: bool = True, owns_backbone: bool = True):
         super().__init__()
         # activations and folded weights in channels-last layout: oneDNN's CPU convolutions ran MCUNet's
         # prefix in half the time of the default layout here (docs/engine.md); results equal up to rounding
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
-        self.backbone = backbone.eval()
-        for p in backbone.parameters():
-            p.requires_grad_(False)
+        # owns_backbone=False: the engine only reads the backbone (at construction) and never changes it,
+        # not even its flags, so a caller's backbone needs no private copy; sync() is then refused
+        self.owns_backbone = owns_backbone
+        self.backbone = backbone.eval() if owns_backbone else backbone
+        if owns_backbone:
+            for p in backbone.parameters():
+                p.requires_grad_(False)
         self.plan = plan
         self.layers = backbone.conv_layers()
         self.mods: list[ConvBNAct] = backbone.conv_modules()
@@ -379,6 +399,9 @@ class SparseEngine(nn.Module):
     @torch.no_grad()
     def sync(self) -> None:
         """Write the trained slices and shifts into the backbone (idempotent; call before reading it)."""
+        if not self.owns_backbone:
+            raise ValueError("this engine was built on a backbone it does not own (owns_backbone=False); "
+                             "build it on a private copy to write trained weights back")
         for key, p in self.weight_params.items():
             i = int(key)
             w = self.mods[i].conv.weight

@@ -59,7 +59,7 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
     if batch_size < 1:
         raise ValueError("the Fisher micro-batch size must be at least 1")
     t0 = time.perf_counter()
-    engine = SparseEngine(private_backbone(backbone), EnginePlan(biases=(min(layers),)))
+    engine = SparseEngine(backbone, EnginePlan(biases=(min(layers),)), owns_backbone=False)
     head = private_backbone(head) if head is not None else CosineClassifier()
     for p in head.parameters():
         p.requires_grad_(False)
