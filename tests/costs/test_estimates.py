@@ -98,3 +98,12 @@ def test_bad_estimate_fields_are_refused(capsys, tmp_path):
     assert main(["plan", "--model", "mcunet-5fps", "--method", "lastlayer", "--device", "board",
                  "--devices-file", str(f)]) == 2
     assert "train_macs_per_second must be positive" in capsys.readouterr().err
+
+
+def test_plan_paper_check(capsys):
+    rows = _plan(capsys, "--device", "pi-zero-2", "--paper-check")
+    assert {r["source"] for r in rows} == {"Table 9", "Fig. 5"} and len(rows) == 6 + 15
+    assert main(["plan", "--device", "pi-zero-2", "--paper-check"]) == 0
+    assert "Table 9" in capsys.readouterr().out
+    assert main(["plan", "--device", "mcu-1mb", "--paper-check"]) == 2
+    assert "only for pi-zero-2" in capsys.readouterr().err

@@ -17,6 +17,8 @@ def register(sub) -> None:
     add_budget_arguments(p)
     p.add_argument("--devices-file", metavar="JSON", help="extra device profiles (same shape as the built-in table)")
     p.add_argument("--list-devices", action="store_true", help="list the device profiles and exit")
+    p.add_argument("--paper-check", action="store_true",
+                   help="with --device: its end-to-end time/energy estimate against the paper's own figures, and exit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run_plan)
@@ -35,6 +37,16 @@ def run_plan(args) -> int:
         else:
             for d in devices:
                 print(f"{d.name:<14} {d.description}")
+        return 0
+    if args.paper_check:
+        from ..costs.devices import format_paper_check, get_device, paper_check
+        if not args.device:
+            raise UserError("--paper-check needs --device NAME (e.g. pi-zero-2)")
+        device = get_device(args.device, args.devices_file)
+        if not paper_check(device):
+            raise UserError(f"the paper reports end-to-end times only for pi-zero-2 (Table 9, Fig. 5) and jetson-nano "
+                            f"(Table 10), not for {args.device}")
+        print(json.dumps(paper_check(device), indent=2) if args.json else format_paper_check(device))
         return 0
     if args.method not in PLANNED_METHODS:
         raise UserError(f"--method {args.method!r} has no plan; choose one of {', '.join(PLANNED_METHODS)}")

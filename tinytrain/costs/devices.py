@@ -368,3 +368,21 @@ def paper_check(device: DeviceProfile) -> list[dict]:
                          "energy_error": None if est.joules is None else est.joules / (1000 * kj) - 1,
                          "exceeds_ram": bool(est.caveat)})
     return rows
+
+
+def format_paper_check(device: DeviceProfile) -> str:
+    """`tinytrain plan --device DEVICE --paper-check`: the estimate against the paper's figures, as a table."""
+    lines = [f"{device.name}: estimate ({device.estimate_basis or 'no basis given'}) against the paper",
+             f"{'source':<9}{'model':<16}{'method':<14}{'paper s':>9}{'estimate s':>12}{'error':>9}"
+             f"{'paper kJ':>10}{'estimate kJ':>13}{'error':>9}"]
+    for r in paper_check(device):
+        est = "-" if r["estimate_seconds"] is None else f"{r['estimate_seconds']:.0f}"
+        err = "-" if r["error"] is None else f"{100 * r['error']:+.1f}%"
+        line = f"{r['source']:<9}{r['model']:<16}{r['method']:<14}{r['paper_seconds']:>9.0f}{est:>12}{err:>9}"
+        if "paper_joules" in r:
+            ej = "-" if r["estimate_joules"] is None else f"{r['estimate_joules'] / 1000:.2f}"
+            ee = "-" if r["energy_error"] is None else f"{100 * r['energy_error']:+.1f}%"
+            line += f"{r['paper_joules'] / 1000:>10.1f}{ej:>13}{ee:>9}" + ("  over RAM" if r["exceeds_ram"] else "")
+        lines.append(line)
+    return "\n".join(lines)
+
