@@ -21,8 +21,8 @@ from .test_engine import PLANS, _model
 
 PLANS_LOOP = dict(PLANS)
 # every channel of the depthwise 5x5 conv 7 and of the 1x1 conv 9 (the no-slicing path), a bias below them
-PLANS_LOOP["full"] = EnginePlan((LayerSelection(7, tuple(range(36)), "out"), LayerSelection(9, tuple(range(48)), "out")),
-                                biases=(6,))
+PLANS_LOOP["full"] = EnginePlan((LayerSelection(7, tuple(range(36)), "out"),
+                                 LayerSelection(9, tuple(range(48)), "out")), biases=(6,))
 
 
 def _task(n_per_class=2, ways=3, res=16, seed=0, dtype=torch.float64):

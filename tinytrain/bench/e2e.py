@@ -50,7 +50,8 @@ def add_arguments(p) -> None:
     p.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations (default 40, as the paper)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="micro-batch of every pass, the Fisher pass included (default: the whole support set)")
-    p.add_argument("--rounds", type=int, default=3, help="round-robin rounds, one adaptation per method each (default 3)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="round-robin rounds, one adaptation per method each (default 3)")
     add_timing_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", metavar="PNG", help="also write a stacked-bar plot of the phases to this file")
@@ -174,7 +175,8 @@ def format_table(out: dict) -> str:
     lines = [f"{out['model']} @ {out['resolution']} px ({out['checkpoint']}), {out['support']} support images, "
              f"{out['iterations']} iterations, micro-batch {out['batch_size']}, {pool}; {out['threads']} thread(s) "
              f"pinned, load average {out['load_average']}; medians of {out['rounds']} round-robin rounds (seconds)"]
-    head = f"{'method':<14}" + "".join(f"{k:>11}" for k in PHASES) + f"{'total':>9}{'ratio':>8}{'peak RSS':>11}{'growth':>11}"
+    head = (f"{'method':<14}" + "".join(f"{k:>11}" for k in PHASES)
+            + f"{'total':>9}{'ratio':>8}{'peak RSS':>11}{'growth':>11}")
     lines.append(head)
     t_tt = out["methods"]["tinytrain"]["total_seconds"]
     for m, e in out["methods"].items():

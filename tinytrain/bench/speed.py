@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=10,
                    help="timed rounds, one iteration of every method each, after one warm-up round (default 10)")
     add_timing_arguments(p)
-    p.add_argument("--profile", metavar="METHOD", choices=("fulltrain", "sparseupdate", "tinytrain", "tinytrain-masked"),
+    p.add_argument("--profile", metavar="METHOD",
+                   choices=("fulltrain", "sparseupdate", "tinytrain", "tinytrain-masked"),
                    help="after the rounds, run torch.profiler over 10 more iterations of METHOD and print its top ops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -119,9 +120,9 @@ def run(args) -> int:
     t = results["tinytrain"]
     ratios = {f"{name.replace('tinytrain-', '')}_over_tinytrain_time": ratio_spread(times[name], times["tinytrain"])
               for name in ("fulltrain", "sparseupdate", "tinytrain-masked")}
-    ratios["fulltrain_over_tinytrain_saved_bytes"] = results["fulltrain"]["measured_saved_bytes"] / max(1, t["measured_saved_bytes"])
-    ratios["masked_over_tinytrain_saved_bytes"] = (results["tinytrain-masked"]["measured_saved_bytes"]
-                                                   / max(1, t["measured_saved_bytes"]))
+    kept = max(1, t["measured_saved_bytes"])
+    ratios["fulltrain_over_tinytrain_saved_bytes"] = results["fulltrain"]["measured_saved_bytes"] / kept
+    ratios["masked_over_tinytrain_saved_bytes"] = results["tinytrain-masked"]["measured_saved_bytes"] / kept
     ratios["tinytrain_measured_over_predicted_saved_bytes"] = t["measured_saved_bytes"] / max(1, t["predicted_saved_bytes"])
     out = {"model": args.model, "resolution": res, "support": len(x), "batch_size": batch, "rounds": args.iterations,
            "augment_pool": args.augment_pool, "caches": tuners["tinytrain"].caches.to_dict(), **pinned,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fewshot.protonet import CosineClassifier, class_prototypes
-from ..sparse.engine import SavedBytesCounter
+from ..sparse.engine import PrefixCache, SavedBytesCounter
 from .base import AdaptConfig
 
 
@@ -179,7 +179,7 @@ class FineTuner:
     def __init__(self, model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineClassifier,
                  config: AdaptConfig, lr: float, batch_size: int, exclude_storages: set[int] = frozenset(),
                  before_step: Callable[[], None] | None = None, prefix_batch_size: int = 64,
-                 support_cache=None, cache_budget: int | None = None, augment_pool: int = 0):
+                 support_cache: PrefixCache | None = None, cache_budget: int | None = None, augment_pool: int = 0):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if prefix_batch_size < 1:
@@ -276,7 +276,8 @@ class FineTuner:
 def finetune(model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineClassifier, config: AdaptConfig,
              lr: float, batch_size: int, exclude_storages: set[int] = frozenset(),
              before_step: Callable[[], None] | None = None, prefix_batch_size: int = 64,
-             support_cache=None, cache_budget: int | None = None, augment_pool: int = 0) -> dict:
+             support_cache: PrefixCache | None = None, cache_budget: int | None = None,
+             augment_pool: int = 0) -> dict:
     """Run `config.iterations` P>M>F fine-tuning iterations in micro-batches of `batch_size` (see
     `FineTuner`), then write the trained weights into the model's backbone (`sync`).
     Returns measured saved bytes (largest micro-batch), per-iteration seconds, losses, the set-up time
