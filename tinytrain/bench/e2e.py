@@ -58,8 +58,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
-def _loader(model: str, checkpoint: str):
-    """A function loading the backbone, and a note if the model has no such shipped checkpoint (random init)."""
+def _loader(model: str, checkpoint: str, seed: int = 0):
+    """A function loading the backbone, and a note if the model has no such shipped checkpoint (then a
+    random initialisation, the same one for every adaptation)."""
     from ..models.weights import load_backbone
 
     shipped_name = "/" not in checkpoint and not checkpoint.endswith((".safetensors", ".pth"))
@@ -70,7 +71,10 @@ def _loader(model: str, checkpoint: str):
             raise
         note = (f"{model} has no shipped checkpoint {checkpoint!r}: every method adapts a random initialisation "
                 f"(the times are those of the architecture; the accuracy would not be)")
-        return (lambda: load_backbone(model, "random")[0]), "random", note
+        def random_init():
+            torch.manual_seed(seed)
+            return load_backbone(model, "random")[0]
+        return random_init, "random", note
     return (lambda: load_backbone(model, checkpoint)[0]), checkpoint, None
 
 
@@ -120,7 +124,7 @@ def run(args) -> int:
     if args.rounds < 1 or args.iterations < 1:
         raise ValueError("--rounds and --iterations must be at least 1")
     pinned = pin_threads(args.threads)
-    load, checkpoint, note = _loader(args.model, args.checkpoint)
+    load, checkpoint, note = _loader(args.model, args.checkpoint, args.seed)
     if note and not args.json:
         print(f"note: {note}", file=sys.stderr)
     x, y = check_support(*synthetic_task(args.ways, args.shots, args.resolution, args.seed))
