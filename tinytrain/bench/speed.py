@@ -3,25 +3,30 @@ saved-for-backward bytes of FullTrain, SparseUpdate, TinyTrain and a masked Tiny
 channels, dense model, full backward, gradients of other channels zeroed: how peers do it).
 
 Every method runs the same P>M>F iteration (prototypes, augmented pseudo-query, Adam) on the same
-images with the same micro-batch, so the ratios isolate what the update scheme costs.
+images with the same micro-batch and the same pseudo-queries (`--augment-pool` views drawn once, or
+fresh augmentation with 0), so the ratios isolate what the update scheme costs. The methods'
+iterations are interleaved round-robin (`bench/timing.py`): each round runs one iteration of every
+method, and the ratios are medians of per-round ratios, with their spread.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 
 from ..methods.base import AdaptConfig
-from ..methods.common import check_support, finetune, storages_of
+from ..methods.common import FineTuner, check_support, storages_of
 from ..methods.fulltrain import FullTrainMethod
 from ..methods.sparseupdate import SparseUpdateMethod
 from ..methods.tinytrain import TinyTrainMethod
+from ..methods.trained import private_copy
 from ..models.backbone import build_backbone
 from ..sparse.accounting import predicted_saved_bytes
 from ..sparse.reference import MaskedReference
-from ..methods.trained import private_copy
+from .timing import format_ratio, pin_threads, ratio_spread, round_robin, spread
+
+DEFAULT_POOL = 0      # fresh augmentation, as the methods train by default
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,15 +36,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=None,
                    help="micro-batch for every method (default: the whole support set)")
-    p.add_argument("--iterations", type=int, default=6, help="timed iterations per method (first is warm-up)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--iterations", type=int, default=10,
+                   help="timed rounds, one iteration of every method each, after one warm-up round (default 10)")
+    add_timing_arguments(p)
+    p.add_argument("--profile", metavar="METHOD",
+                   choices=("fulltrain", "sparseupdate", "tinytrain", "tinytrain-masked"),
+                   help="after the rounds, run torch.profiler over 10 more iterations of METHOD and print its top ops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-def _task(ways: int, shots: int, res: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def profile_steps(step, iterations: int = 10, rows: int = 15) -> str:
+    """torch.profiler's table (by self CPU time) of `iterations` calls of `step`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(iterations):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def add_timing_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared with `bench e2e`."""
+    p.add_argument("--threads", type=int, default=1, help="torch threads, pinned to as many CPUs (default 1)")
+    p.add_argument("--augment-pool", type=int, default=DEFAULT_POOL, metavar="P",
+                   help="pseudo-queries from P augmented views drawn once, for every method; default 0: fresh "
+                        "augmentation every iteration, as the methods train by default")
+    p.add_argument("--cache-budget", default="none",
+                   help="memory the support cache and the pool may hold, e.g. 4MB (default: none, unbounded)")
+
+
+def synthetic_task(ways: int, shots: int, res: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reproducible task of noisy class templates (timing does not need real images)."""
     if ways < 2 or shots < 1:
-        raise ValueError("bench speed needs --ways >= 2 and --shots >= 1")
+        raise ValueError("the benches need --ways >= 2 and --shots >= 1")
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(ways).repeat_interleave(shots)
     x = torch.randn(ways, 1, 3, res, res, generator=g).repeat(1, shots, 1, 1, 1).flatten(0, 1)
@@ -47,58 +77,72 @@ def _task(ways: int, shots: int, res: int, seed: int) -> tuple[torch.Tensor, tor
     return x, y
 
 
+_task = synthetic_task      # the name older scripts import
+
+
+def loop_options(args) -> dict:
+    """AdaptConfig options for the benches' loop settings."""
+    if args.augment_pool < 0:
+        raise ValueError(f"--augment-pool must be >= 0 (got {args.augment_pool}); 0 = fresh augmentation")
+    return {"augment_pool": args.augment_pool, "cache_budget": args.cache_budget}
+
+
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.iterations < 2:
-        raise ValueError("--iterations must be at least 2 (the first one is a warm-up)")
+    if args.iterations < 1:
+        raise ValueError("--iterations must be at least 1 (one warm-up round runs before the timed ones)")
+    pinned = pin_threads(args.threads)
     torch.manual_seed(args.seed)
     backbone = build_backbone(args.model)
-    x, y = check_support(*_task(args.ways, args.shots, args.resolution, args.seed))
+    x, y = check_support(*synthetic_task(args.ways, args.shots, args.resolution, args.seed))
     batch = args.batch_size or len(x)
-    cfg = AdaptConfig(iterations=args.iterations, lr=1e-3, batch_size=batch, seed=args.seed,
-                      resolution=args.resolution)
-    results: dict[str, dict] = {}
-
-    def measure(name: str, model, built_plan=None, before_step=None, predicted=None) -> None:
-        stats = finetune(model, x, y, TinyTrainMethod(backbone, cfg).head, cfg, 1e-3, batch,
-                         exclude_storages=storages_of(model), before_step=before_step)
-        sp = stats["seconds_per_iteration"][1:]
-        results[name] = {"seconds_per_iteration": statistics.median(sp),
-                         "measured_saved_bytes": int(stats["measured_saved_bytes"]),
-                         "predicted_saved_bytes": predicted}
-
+    options = loop_options(args)
+    cfg = AdaptConfig(iterations=args.iterations + 1, lr=1e-3, batch_size=batch, seed=args.seed,
+                      resolution=args.resolution, options=options)
     tt = TinyTrainMethod(backbone, cfg)
     tt_built = tt._build(x, y)
     su_built = SparseUpdateMethod(backbone, cfg)._build(x, y)
     ft_built = FullTrainMethod(backbone, cfg)._build(x, y)
-    spec, res, nb = backbone.spec, args.resolution, min(batch, len(x))
-    measure("fulltrain", ft_built.model)
-    measure("sparseupdate", su_built.model, predicted=predicted_saved_bytes(spec, su_built.engine_plan, nb, res))
-    measure("tinytrain", tt_built.model, predicted=predicted_saved_bytes(spec, tt_built.engine_plan, nb, res))
     ref = MaskedReference(private_copy(backbone), tt_built.engine_plan)
-    measure("tinytrain-masked", ref, before_step=ref.mask_gradients)
+    models = {"fulltrain": (ft_built.model, None), "sparseupdate": (su_built.model, None),
+              "tinytrain": (tt_built.model, None), "tinytrain-masked": (ref, ref.mask_gradients)}
+    budget = tt.cache_budget
+    tuners = {name: FineTuner(model, x, y, tt.head, cfg, 1e-3, batch, exclude_storages=storages_of(model),
+                              before_step=before, cache_budget=budget, augment_pool=args.augment_pool)
+              for name, (model, before) in models.items()}
+    times = round_robin({name: t.step for name, t in tuners.items()}, rounds=args.iterations, warmup=1)
+    spec, res, nb = backbone.spec, args.resolution, min(batch, len(x))
+    predicted = {"sparseupdate": predicted_saved_bytes(spec, su_built.engine_plan, nb, res),
+                 "tinytrain": predicted_saved_bytes(spec, tt_built.engine_plan, nb, res)}
+    results = {name: {"seconds_per_iteration": spread(times[name])["median"], "spread": spread(times[name]),
+                      "setup_seconds": t.setup_seconds, "measured_saved_bytes": int(t.measured),
+                      "predicted_saved_bytes": predicted.get(name)}
+               for name, t in tuners.items()}
     t = results["tinytrain"]
-    ratios = {
-        "fulltrain_over_tinytrain_time": results["fulltrain"]["seconds_per_iteration"] / t["seconds_per_iteration"],
-        "sparseupdate_over_tinytrain_time": results["sparseupdate"]["seconds_per_iteration"] / t["seconds_per_iteration"],
-        "masked_over_tinytrain_time": results["tinytrain-masked"]["seconds_per_iteration"] / t["seconds_per_iteration"],
-        "fulltrain_over_tinytrain_saved_bytes": results["fulltrain"]["measured_saved_bytes"] / max(1, t["measured_saved_bytes"]),
-        "masked_over_tinytrain_saved_bytes": results["tinytrain-masked"]["measured_saved_bytes"] / max(1, t["measured_saved_bytes"]),
-        "tinytrain_measured_over_predicted_saved_bytes": t["measured_saved_bytes"] / max(1, t["predicted_saved_bytes"]),
-    }
-    out = {"model": args.model, "resolution": res, "support": len(x), "batch_size": batch,
-           "iterations": args.iterations, "threads": torch.get_num_threads(),
+    ratios = {f"{name.replace('tinytrain-', '')}_over_tinytrain_time": ratio_spread(times[name], times["tinytrain"])
+              for name in ("fulltrain", "sparseupdate", "tinytrain-masked")}
+    kept = max(1, t["measured_saved_bytes"])
+    ratios["fulltrain_over_tinytrain_saved_bytes"] = results["fulltrain"]["measured_saved_bytes"] / kept
+    ratios["masked_over_tinytrain_saved_bytes"] = results["tinytrain-masked"]["measured_saved_bytes"] / kept
+    ratios["tinytrain_measured_over_predicted_saved_bytes"] = t["measured_saved_bytes"] / max(1, t["predicted_saved_bytes"])
+    out = {"model": args.model, "resolution": res, "support": len(x), "batch_size": batch, "rounds": args.iterations,
+           "augment_pool": args.augment_pool, "caches": tuners["tinytrain"].caches.to_dict(), **pinned,
            "tinytrain_plan": tt_built.rows, "methods": results, "ratios": ratios}
+    if args.profile:
+        out["profile"] = profile_steps(tuners[args.profile].step)
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"{args.model} @ {res}px, support {len(x)}, micro-batch {batch}, {torch.get_num_threads()} threads; "
-          f"median of {args.iterations - 1} iterations")
-    print(f"{'method':<18}{'s/iter':>10}{'saved bytes':>14}{'predicted':>12}")
+    pool = f"a pool of {args.augment_pool} augmented views" if args.augment_pool else "fresh augmentation"
+    print(f"{args.model} @ {res}px, support {len(x)}, micro-batch {batch}, {pool}, {pinned['threads']} thread(s) "
+          f"pinned, load average {pinned['load_average']}; {args.iterations} round-robin rounds after a warm-up")
+    print(f"{'method':<18}{'s/iter':>9}{'(IQR)':>17}{'set-up s':>10}{'saved bytes':>14}{'predicted':>12}")
     for name, r in results.items():
         pred = "" if r["predicted_saved_bytes"] is None else str(r["predicted_saved_bytes"])
-        print(f"{name:<18}{r['seconds_per_iteration']:>10.4f}{r['measured_saved_bytes']:>14}{pred:>12}")
+        iqr = f"{r['spread']['q1']:.4f}-{r['spread']['q3']:.4f}"
+        print(f"{name:<18}{r['seconds_per_iteration']:>9.4f}{iqr:>17}{r['setup_seconds']:>10.3f}"
+              f"{r['measured_saved_bytes']:>14}{pred:>12}")
     for k, v in ratios.items():
-        print(f"{k}: {v:.2f}x")
+        print(f"{k}: {format_ratio(v) if isinstance(v, dict) else f'{v:.2f}x'}")
+    if args.profile:
+        print(f"torch.profiler, 10 iterations of {args.profile}:\n{out['profile']}")
     return 0

@@ -1,4 +1,4 @@
-"""`tinytrain bench speed|memory`: side-by-side measurements, reported as ratios from one run."""
+"""`tinytrain bench speed|e2e|memory|pool|mcu`: side-by-side measurements, reported as ratios from one run."""
 from __future__ import annotations
 
 import importlib
@@ -6,6 +6,8 @@ import importlib
 # sub-command -> module under tinytrain.bench defining add_arguments(parser) and run(args) -> int
 BENCHES = {"speed": "Training-iteration time and measured saved-for-backward bytes per method",
            "memory": "Peak process memory per method, each adaptation in a fresh child process",
+           "e2e": "End-to-end adaptation time per phase (load, Fisher pass, selection, training, prototypes)",
+           "pool": "Accuracy of a pool of augmented views against fresh augmentation (validation episodes)",
            "mcu": "The adapted sparse update as C: RAM, flash and instructions on an emulated Cortex-M7"}
 
 

@@ -17,6 +17,8 @@ def register(sub) -> None:
     add_budget_arguments(p)
     p.add_argument("--devices-file", metavar="JSON", help="extra device profiles (same shape as the built-in table)")
     p.add_argument("--list-devices", action="store_true", help="list the device profiles and exit")
+    p.add_argument("--paper-check", action="store_true",
+                   help="with --device: its end-to-end time/energy estimate against the paper's own figures, and exit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run_plan)
@@ -35,6 +37,16 @@ def run_plan(args) -> int:
         else:
             for d in devices:
                 print(f"{d.name:<14} {d.description}")
+        return 0
+    if args.paper_check:
+        from ..costs.devices import format_paper_check, get_device, paper_check
+        if not args.device:
+            raise UserError("--paper-check needs --device NAME (e.g. pi-zero-2)")
+        device = get_device(args.device, args.devices_file)
+        if not paper_check(device):
+            raise UserError(f"the paper reports end-to-end times only for pi-zero-2 (Table 9, Fig. 5) and jetson-nano "
+                            f"(Table 10), not for {args.device}")
+        print(json.dumps(paper_check(device), indent=2) if args.json else format_paper_check(device))
         return 0
     if args.method not in PLANNED_METHODS:
         raise UserError(f"--method {args.method!r} has no plan; choose one of {', '.join(PLANNED_METHODS)}")
@@ -85,9 +97,36 @@ def format_plan(r: dict) -> str:
     lines.append(f"backward MACs: {format_macs(r['backward_macs'])} ({100 * r['compute_share']:.1f} % of FullTrain)")
     if r.get("selection_seconds") is not None:
         lines.append(f"Fisher pass + selection: {r['selection_seconds']:.2f} s")
+    lines += format_cache_and_estimate(r)
     verdict = "fits" if r["fits"] else "does NOT fit"
     why = [w for w, ok in (("memory", r.get("fits_memory")), ("compute", r.get("fits_compute")),
                            ("flash", r.get("fits_flash"))) if ok is False]
     budget = f"memory budget {format_bytes(r['memory_budget_bytes'])}" if r.get("memory_budget_bytes") else ""
     lines.append(f"{verdict}" + (f" ({budget})" if budget else "") + (f": over on {', '.join(why)}" if why else ""))
     return "\n".join(lines)
+
+
+def format_cache_and_estimate(r: dict) -> list[str]:
+    """The support-set prefix cache line and, on a device, the end-to-end estimate lines."""
+    from ..costs.units import format_bytes
+
+    lines = []
+    c = r.get("prefix_cache")
+    if c and c.get("bytes"):
+        state = "cached" if c["cached"] else "NOT cached"
+        lines.append(f"support prefix cache: {format_bytes(c['bytes'])} ({r['images']} images at {c['where']}), "
+                     f"{state}; {c['note']}")
+    e = r.get("estimate")
+    if e:
+        images = f"{r['images']} images" + (" (assumed, as the paper's Table 9; give --support)" if r["images_assumed"]
+                                            else "")
+        if e["available"]:
+            energy = f", {e['joules'] / 1000:.2f} kJ" if e["joules"] is not None else ""
+            lines.append(f"estimated end-to-end on {e['device']} (an estimate, not a measurement): "
+                         f"{e['minutes']:.1f} min{energy} for {r['iterations']} iterations on {images}")
+            lines.append(f"  basis: {e['basis']}")
+        else:
+            lines.append(f"end-to-end estimate unavailable: {e['basis']}")
+        if e.get("caveat"):
+            lines.append(f"  caveat: {e['caveat']}")
+    return lines

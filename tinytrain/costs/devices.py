@@ -8,19 +8,27 @@ entry with the same name replaces an earlier one.
 What counts (paper_spec 5.4): on an MCU the frozen weights live in flash, so RAM must hold only the
 backward-pass memory of the paper's Table 2, and the whole model (at `frozen_weight_bits`) must fit in
 flash. On a Linux board every weight is in RAM too (the paper's Table 8 view).
+
+Time and energy (`estimate_adaptation`): a profile may carry `train_macs_per_second` (the throughput
+one adaptation's conv MACs run at on the device) and `power_watts` (its average draw while adapting),
+both calibrated from the paper's own measurements (paper_spec 9.5: Table 9 and Fig. 5 on a Raspberry Pi
+Zero 2, Table 10 on a Jetson Nano; `calibrate`). An estimate is MACs of the adaptation (`adaptation_macs`)
+divided by the throughput, times the power; a profile without the fields plans as before and says the
+estimate is unavailable.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..models.specs import ArchSpec
+from ..models.specs import ArchSpec, conv_layers, get_spec
 from .model import CostModel
 from .plan import UpdatePlan
-from .units import parse_bytes
+from .units import format_bytes, parse_bytes
 
 ENV_VAR = "TINYTRAIN_DEVICES"
 
@@ -38,6 +46,9 @@ class DeviceProfile:
     batch_size: int = 1
     cores: int | None = None
     notes: str = ""
+    train_macs_per_second: float | None = None   # adaptation throughput (calibrated; see `calibrate`)
+    power_watts: float | None = None             # average power while adapting
+    estimate_basis: str = ""                     # where the two figures come from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,11 +76,25 @@ class DeviceProfile:
         bits = int(d.get("frozen_weight_bits", 32))
         if bits not in (8, 16, 32):
             raise ValueError(f"device {name!r}: frozen_weight_bits must be 8, 16 or 32 (got {bits})")
+        def positive(key: str) -> float | None:
+            value = d.get(key)
+            if value is None:
+                return None
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"device {name!r}: {key} must be a number (got {d.get(key)!r})") from None
+            if not value > 0:
+                raise ValueError(f"device {name!r}: {key} must be positive (got {value})")
+            return value
+
         return DeviceProfile(
             name=name, description=d.get("description", ""), ram_bytes=ram, flash_bytes=size("flash", False),
             memory_budget_bytes=budget, compute_budget=compute,
             frozen_weights_in_flash=bool(d.get("frozen_weights_in_flash", False)), frozen_weight_bits=bits,
             batch_size=int(d.get("batch_size", 1)), cores=d.get("cores"), notes=d.get("notes", ""),
+            train_macs_per_second=positive("train_macs_per_second"), power_watts=positive("power_watts"),
+            estimate_basis=d.get("estimate_basis", ""),
         )
 
 
@@ -172,3 +197,193 @@ def check_fit(spec: ArchSpec, plan: UpdatePlan, device: DeviceProfile) -> Device
     return DeviceFit(device.name, memory_needed(spec, plan, device), device.memory_budget_bytes,
                      model.backward_macs(plan), int(device.compute_budget * 2 * model.forward_macs),
                      flash_need, device.flash_bytes)
+
+
+# --------------------------------------------------------------------------------------------
+# Time and energy of one adaptation
+
+# paper_spec 9.5. Table 9 (Raspberry Pi Zero 2) and Table 10 (Jetson Nano): (Fisher pass s, run time s) of
+# one adaptation, 40 iterations on 25 images, per model and method.
+PAPER_END_TO_END = {
+    "pi-zero-2": {("mcunet-5fps", "sparseupdate"): (0.0, 607), ("mcunet-5fps", "tinytrain"): (18.7, 526),
+                  ("mbv2-w0.35", "sparseupdate"): (0.0, 611), ("mbv2-w0.35", "tinytrain"): (20.1, 536),
+                  ("proxyless-w0.3", "sparseupdate"): (0.0, 645), ("proxyless-w0.3", "tinytrain"): (22.6, 575)},
+    "jetson-nano": {("mcunet-5fps", "sparseupdate"): (0.0, 1189), ("mcunet-5fps", "tinytrain"): (35.0, 892),
+                    ("mbv2-w0.35", "sparseupdate"): (0.0, 1282), ("mbv2-w0.35", "tinytrain"): (32.2, 815),
+                    ("proxyless-w0.3", "sparseupdate"): (0.0, 1517), ("proxyless-w0.3", "tinytrain"): (26.8, 869)},
+}
+# Fig. 5 (Pi Zero 2): (end-to-end minutes, energy kJ) of every method.
+PAPER_FIG5 = {
+    ("mcunet-5fps", "fulltrain"): (90, 4.4), ("mcunet-5fps", "lastlayer"): (8, 1.0),
+    ("mcunet-5fps", "tinytl"): (47, 2.3), ("mcunet-5fps", "sparseupdate"): (10, 1.3),
+    ("mcunet-5fps", "tinytrain"): (9, 1.2),
+    ("mbv2-w0.35", "fulltrain"): (104, 5.0), ("mbv2-w0.35", "lastlayer"): (7, 0.9),
+    ("mbv2-w0.35", "tinytl"): (48, 2.3), ("mbv2-w0.35", "sparseupdate"): (10, 1.4),
+    ("mbv2-w0.35", "tinytrain"): (9, 1.2),
+    ("proxyless-w0.3", "fulltrain"): (75, 3.6), ("proxyless-w0.3", "lastlayer"): (8, 1.0),
+    ("proxyless-w0.3", "tinytl"): (41, 2.0), ("proxyless-w0.3", "sparseupdate"): (11, 1.4),
+    ("proxyless-w0.3", "tinytrain"): (10, 1.3),
+}
+# Table 2: backward MACs per image of the paper's own TinyTrain plans (task-dependent; these are its figures).
+PAPER_TINYTRAIN_BACKWARD_MACS = {"mcunet-5fps": 6.51e6, "mbv2-w0.35": 4.90e6, "proxyless-w0.3": 5.00e6}
+PAPER_IMAGES, PAPER_ITERATIONS = 25, 40
+
+
+def adaptation_macs(spec: ArchSpec, resolution: int, backward_macs: float, n_images: int, iterations: int,
+                    fisher_from: int | None = None, first_trained: int | None = None, cached: bool = False,
+                    pool_views: int = 0) -> dict[str, float]:
+    """Conv MACs of one adaptation at batch 1, by phase.
+
+    Every iteration: the support set's forward for the prototypes, the pseudo-query's forward, and the
+    plan's `backward_macs` (per image). The Fisher pass (when `fisher_from`, the earliest candidate layer,
+    is given): the prototypes' forward, a forward, and the input gradients down to `fisher_from`. At the
+    end the prototypes' forward. With `cached` (the support set's prefix held in memory, this engine),
+    the frozen prefix below the block of `first_trained` is computed once and every support-set
+    forward starts after it; with `pool_views` P the pseudo-queries' prefixes are also computed once per
+    view. Without it, as the paper's figures were measured, every forward is a whole one."""
+    layers = conv_layers(spec, resolution)
+    full = float(sum(l.macs for l in layers))
+
+    def suffix(layer: int | None) -> float:
+        if layer is None:
+            return full
+        block = layers[layer].block
+        return float(sum(l.macs for l in layers if l.block >= block))
+
+    n, it = float(n_images), float(iterations)
+    s_train = suffix(first_trained) if cached else full
+    out = {"prefix": n * (full - s_train) if cached else 0.0, "fisher": 0.0}
+    if fisher_from is not None:
+        s_fisher = suffix(fisher_from) if cached else full
+        out["fisher"] = n * (2 * s_fisher + sum(l.macs for l in layers[fisher_from + 1:]))
+    views = min(int(pool_views), int(iterations)) if cached else 0
+    query = s_train if views else full
+    out["training"] = views * n * (full - s_train) + it * n * (s_train + query + float(backward_macs))
+    out["prototypes"] = n * s_train
+    return out
+
+
+def paper_adaptation_macs(model: str, method: str, n_images: int = PAPER_IMAGES,
+                          iterations: int = PAPER_ITERATIONS) -> dict[str, float]:
+    """`adaptation_macs` of the paper's own plan of `method` on `model` (128 px, no caching): TinyTrain's
+    backward MACs from Table 2, the baselines' from their fixed plans."""
+    from .baselines import fulltrain_plan, lastlayer_plan, sparseupdate_plan, tinytl_plan
+    from .model import CostModel
+
+    spec = get_spec(model)
+    if method == "tinytrain":
+        back, fisher_from = PAPER_TINYTRAIN_BACKWARD_MACS[model], fisher_first_layer(spec)
+    else:
+        makers = {"fulltrain": fulltrain_plan, "lastlayer": lastlayer_plan, "tinytl": tinytl_plan}
+        plan = sparseupdate_plan(spec, None, 128) if method == "sparseupdate" else makers[method](spec, 128)
+        back, fisher_from = CostModel(spec, 128).backward_macs(plan), None
+    return adaptation_macs(spec, 128, back, n_images, iterations, fisher_from)
+
+
+def fisher_first_layer(spec: ArchSpec) -> int:
+    """The earliest layer TinyTrain's Fisher pass inspects by default: the first of the last 6 blocks."""
+    first = max(0, len(spec.blocks) - 6)
+    return min(l.index for l in conv_layers(spec) if l.block >= first)
+
+
+def calibrate(device: str) -> float:
+    """MACs per second of `device` from the paper: the geometric mean, over the rows of its end-to-end
+    table (Table 9 or 10), of each row's adaptation MACs divided by its total time."""
+    rows = PAPER_END_TO_END[device]
+    logs = [math.log(sum(paper_adaptation_macs(m, meth).values()) / (f + r)) for (m, meth), (f, r) in rows.items()]
+    return math.exp(sum(logs) / len(logs))
+
+
+def calibrate_power(device: str = "pi-zero-2") -> float:
+    """Average watts from Fig. 5b energy over Table 9 total time, mean over Table 9's rows (Pi Zero 2 only:
+    the paper gives no energy for the Jetson Nano)."""
+    if device != "pi-zero-2":
+        raise ValueError("the paper reports energy only for the Raspberry Pi Zero 2 (Fig. 5b)")
+    rows = PAPER_END_TO_END[device]
+    watts = [1000 * PAPER_FIG5[key][1] / (f + r) for key, (f, r) in rows.items()]
+    return sum(watts) / len(watts)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated time and energy of one adaptation on a device, with what it rests on."""
+
+    device: str
+    macs: float
+    seconds: float | None
+    joules: float | None
+    basis: str
+    caveat: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.seconds is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"available": self.available, "minutes": None if self.seconds is None
+                               else self.seconds / 60}
+
+
+def estimate_adaptation(device: DeviceProfile, macs: float, memory_needed: int | None = None) -> Estimate:
+    """Time = `macs` / the device's throughput, energy = time x its power (None where the profile lacks
+    the figure). A plan needing more than the device's RAM would swap, which the estimate does not model."""
+    caveat = ""
+    if memory_needed is not None and memory_needed > device.ram_bytes:
+        caveat = (f"the plan needs {format_bytes(memory_needed)}, more than the device's "
+                  f"{format_bytes(device.ram_bytes)} of RAM: it would swap, so this is a lower bound (the paper's "
+                  f"FullTrain and TinyTL, which do not fit a Pi Zero 2, took 3-7x longer than such an estimate)")
+    if device.train_macs_per_second is None:
+        return Estimate(device.name, macs, None, None,
+                        f"the {device.name} profile has no train_macs_per_second (add it, with power_watts, "
+                        f"to a --devices-file entry)", caveat)
+    seconds = macs / device.train_macs_per_second
+    joules = seconds * device.power_watts if device.power_watts is not None else None
+    basis = (f"{macs / 1e9:.1f} G MACs at {device.train_macs_per_second / 1e6:.1f} M MAC/s"
+             + (f" and {device.power_watts:.2f} W" if device.power_watts is not None else
+                ", no power figure (energy unavailable)")
+             + (f"; {device.estimate_basis}" if device.estimate_basis else ""))
+    return Estimate(device.name, macs, seconds, joules, basis, caveat)
+
+
+def paper_check(device: DeviceProfile) -> list[dict]:
+    """The estimate against the paper's own figures: Table 9/10 totals for the device's table, and Fig. 5
+    (times and energy, every method) for the Pi Zero 2. Relative error = estimate / paper - 1."""
+    rows = []
+    for (model, method), (f, r) in PAPER_END_TO_END.get(device.name, {}).items():
+        est = estimate_adaptation(device, sum(paper_adaptation_macs(model, method).values()))
+        table = "Table 9" if device.name == "pi-zero-2" else "Table 10"
+        rows.append({"source": table, "model": model, "method": method, "paper_seconds": f + r,
+                     "estimate_seconds": est.seconds,
+                     "error": None if est.seconds is None else est.seconds / (f + r) - 1})
+    if device.name == "pi-zero-2":
+        from .baselines import fulltrain_plan, tinytl_plan
+        for (model, method), (minutes, kj) in PAPER_FIG5.items():
+            need = None
+            if method in ("fulltrain", "tinytl"):
+                maker = fulltrain_plan if method == "fulltrain" else tinytl_plan
+                need = memory_needed(get_spec(model), maker(get_spec(model), 128), device)
+            est = estimate_adaptation(device, sum(paper_adaptation_macs(model, method).values()), need)
+            rows.append({"source": "Fig. 5", "model": model, "method": method, "paper_seconds": 60 * minutes,
+                         "estimate_seconds": est.seconds, "paper_joules": 1000 * kj, "estimate_joules": est.joules,
+                         "error": None if est.seconds is None else est.seconds / (60 * minutes) - 1,
+                         "energy_error": None if est.joules is None else est.joules / (1000 * kj) - 1,
+                         "exceeds_ram": bool(est.caveat)})
+    return rows
+
+
+def format_paper_check(device: DeviceProfile) -> str:
+    """`tinytrain plan --device DEVICE --paper-check`: the estimate against the paper's figures, as a table."""
+    lines = [f"{device.name}: estimate ({device.estimate_basis or 'no basis given'}) against the paper",
+             f"{'source':<9}{'model':<16}{'method':<14}{'paper s':>9}{'estimate s':>12}{'error':>9}"
+             f"{'paper kJ':>10}{'estimate kJ':>13}{'error':>9}"]
+    for r in paper_check(device):
+        est = "-" if r["estimate_seconds"] is None else f"{r['estimate_seconds']:.0f}"
+        err = "-" if r["error"] is None else f"{100 * r['error']:+.1f}%"
+        line = f"{r['source']:<9}{r['model']:<16}{r['method']:<14}{r['paper_seconds']:>9.0f}{est:>12}{err:>9}"
+        if "paper_joules" in r:
+            ej = "-" if r["estimate_joules"] is None else f"{r['estimate_joules'] / 1000:.2f}"
+            ee = "-" if r["energy_error"] is None else f"{100 * r['energy_error']:+.1f}%"
+            line += f"{r['paper_joules'] / 1000:>10.1f}{ej:>13}{ee:>9}" + ("  over RAM" if r["exceeds_ram"] else "")
+        lines.append(line)
+    return "\n".join(lines)
+

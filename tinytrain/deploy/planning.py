@@ -14,6 +14,7 @@ from ..costs.baselines import fulltrain_plan, lastlayer_plan, sparseupdate_plan,
 from ..costs.devices import DeviceProfile, check_fit
 from ..costs.model import CostModel
 from ..costs.plan import UpdatePlan
+from ..costs.units import format_bytes
 from ..methods.base import AdaptConfig
 from ..models.backbone import Backbone
 from ..models.specs import ArchSpec, conv_layers
@@ -89,6 +90,59 @@ def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
     return out
 
 
+def cache_and_estimate(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets, priced: dict, n_images: int | None,
+                       method: str, iterations: int = 40) -> dict:
+    """What the fine-tuning loop would cache (the support set's frozen-prefix output) and whether it fits,
+    and, on a device profile with a throughput, the estimated end-to-end time and energy.
+
+    On a device the cache counts in the memory the plan needs there and is kept only if that still fits
+    the device's budget; without a device it is held beside the backward memory, within the methods'
+    default cache budget. `priced` is `price_plan`'s answer (its memory_needed_bytes is updated)."""
+    from ..costs.devices import adaptation_macs, estimate_adaptation, fisher_first_layer
+    from ..methods.trained import DEFAULT_CACHE_BUDGET
+    from ..sparse.accounting import stage_input_elems, stage_name
+
+    n = n_images or 25
+    out: dict = {"images": n, "images_assumed": n_images is None, "iterations": iterations}
+    layers = conv_layers(spec, plan.resolution)
+    trained = [u.index for u in plan.layers] + list(plan.bias_layers)
+    first = min(trained) if trained else 0
+    block = layers[first].block if plan.kind == "sparse" else -1
+    device = budgets.device if isinstance(budgets.device, DeviceProfile) else None
+    cache = {"cached": False, "bytes": 0, "where": stage_name(spec, block)}
+    if block <= -1:
+        cache["note"] = "nothing frozen below the trained layers: no prefix to cache"
+    else:
+        need = n * 4 * stage_input_elems(spec, block, plan.resolution)
+        cache["bytes"] = need
+        if device is not None:
+            limit = min(device.memory_budget_bytes, budgets.memory_bytes or device.memory_budget_bytes)
+            left = limit - priced["memory_needed_bytes"]
+            cache["cached"] = need <= left
+            if cache["cached"]:
+                priced["memory_needed_bytes"] += need
+                cache["note"] = "counted in the memory needed on the device"
+            else:
+                cache["note"] = (f"the device's budget leaves {format_bytes(max(0, left))}, so the prefix is "
+                                 f"recomputed every iteration")
+        else:
+            cache["cached"] = need <= DEFAULT_CACHE_BUDGET
+            cache["note"] = (f"held beside the backward memory, within the default cache budget of "
+                             f"{format_bytes(DEFAULT_CACHE_BUDGET)}" if cache["cached"] else
+                             f"over the default cache budget of {format_bytes(DEFAULT_CACHE_BUDGET)}")
+    out["prefix_cache"] = cache
+    if device is not None:
+        back = CostModel(spec, plan.resolution).backward_macs(plan)
+        fisher_from = fisher_first_layer(spec) if method == "tinytrain" else None
+        parts = adaptation_macs(spec, plan.resolution, back, n, iterations, fisher_from, first, cache["cached"])
+        est = estimate_adaptation(device, sum(parts.values()), priced["memory_needed_bytes"])
+        out["estimate"] = est.to_dict() | {"macs_by_phase": parts}
+        if cache["cached"] and est.available:
+            plain = adaptation_macs(spec, plan.resolution, back, n, iterations, fisher_from)
+            out["estimate"]["seconds_without_cache"] = sum(plain.values()) / device.train_macs_per_second
+    return out
+
+
 def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
               backbone: Backbone | None = None, support_x: torch.Tensor | None = None,
               support_y: torch.Tensor | None = None, seed: int = 0) -> dict:
@@ -109,4 +163,5 @@ def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
         rows = plan_rows(spec, plan)
     result |= {"batch_size": plan.batch_size, "plan": rows, "update_plan": plan.to_dict()}
     result |= price_plan(spec, plan, budgets)
+    result |= cache_and_estimate(spec, plan, budgets, result, None if support_x is None else len(support_x), method)
     return result

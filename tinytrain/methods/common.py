@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -20,13 +21,13 @@ from torch import nn
 
 from .. import progress
 from ..fewshot.protonet import CosineClassifier, class_prototypes
-from ..sparse.engine import SavedBytesCounter
+from ..sparse.engine import PrefixCache, SavedBytesCounter
 from .base import AdaptConfig
 
 
 class Trainable(Protocol):
     def trainable_parameters(self) -> list[nn.Parameter]: ...
-    def sync(self) -> None: ...
+    def sync(self) -> None: ...          # write the trained weights into the backbone (after training)
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
@@ -90,66 +91,205 @@ def _augmenter(config: AdaptConfig) -> Callable[[torch.Tensor, torch.Generator],
     return lambda x, g: finetune_augment(x, g, p=p)
 
 
-def finetune(model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineClassifier, config: AdaptConfig,
-             lr: float, batch_size: int, exclude_storages: set[int] = frozenset(),
-             before_step: Callable[[], None] | None = None, prefix_batch_size: int = 64) -> dict:
-    """Run `config.iterations` P>M>F fine-tuning iterations in micro-batches of `batch_size`.
+@dataclass
+class CachePlan:
+    """What the fine-tuning loop keeps between iterations besides the training state, and whether it
+    fits the cache budget: the clean support set's prefix output (computed once per task) and an
+    optional pool of augmented views of the support set, stored as their prefix outputs."""
 
-    If `model` has `prefix`/`suffix` (the sparse engine), the constant prefix of the support set is
-    computed once and reused for the prototypes, and the pseudo-query's prefix is computed without
-    autograd in chunks of `prefix_batch_size` (time only: it keeps nothing for backward).
-    Returns measured saved bytes (largest micro-batch) and per-iteration seconds.
+    where: str                      # what is stored per image ("the input of blocks.10", "the images")
+    block: int                      # the stage whose input is stored (-1: the images)
+    images: int
+    bytes_per_image: int
+    support_cached: bool
+    support_bytes: int              # extra bytes for the clean support set (0: the images themselves serve)
+    pool_views: int                 # augmented views drawn once (0: fresh augmentation every iteration)
+    pool_bytes: int
+    budget_bytes: int | None        # None: unbounded
+    note: str = ""
+
+    @property
+    def total_bytes(self) -> int:
+        return (self.support_bytes if self.support_cached else 0) + self.pool_bytes
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("where", "block", "images", "bytes_per_image", "support_cached",
+                                              "support_bytes", "pool_views", "pool_bytes", "budget_bytes",
+                                              "note")} | {"total_bytes": self.total_bytes}
+
+
+def plan_caches(model: Trainable, n: int, image_shape: tuple[int, ...], augment_pool: int = 0,
+                iterations: int | None = None, budget: int | None = None) -> CachePlan:
+    """Decide what the loop caches for `n` support images of `image_shape` under `budget` bytes.
+
+    The support set's prefix output is cached when it fits (else it is recomputed every iteration and
+    the note says so). A pool of `augment_pool` views (at most `iterations` are ever used) must fit
+    beside it; if it does not, the error says how many views fit."""
+    from ..costs.units import format_bytes
+    from ..sparse.accounting import stage_input_elems, stage_name
+
+    if augment_pool < 0:
+        raise ValueError(f"augment_pool must be >= 0 views (got {augment_pool}); 0 = fresh augmentation")
+    if budget is not None and budget < 0:
+        raise ValueError(f"the cache budget cannot be negative (got {budget})")
+    block = getattr(model, "first_block", -1) if hasattr(model, "prefix") else -1
+    image_bytes = 4 * int(torch.Size(image_shape).numel())
+    if block <= -1:
+        where, per_image, support_bytes = "the images", image_bytes, 0
+    else:
+        spec, res = model.backbone.spec, int(image_shape[-1])
+        where, per_image = stage_name(spec, block), 4 * stage_input_elems(spec, block, res)
+        support_bytes = n * per_image
+    fits = budget is None or support_bytes <= budget
+    note = ""
+    if not fits:
+        note = (f"the support set's prefix ({format_bytes(support_bytes)} at {where}) exceeds the cache budget of "
+                f"{format_bytes(budget)}: it is recomputed every iteration")
+    views = min(int(augment_pool), int(iterations)) if (augment_pool and iterations is not None) else int(augment_pool)
+    pool_bytes = views * n * per_image
+    if views:
+        if not fits:
+            raise ValueError(f"an augmentation pool needs the support cache first, and that does not fit: {note}; "
+                             f"raise cache_budget to at least {format_bytes(support_bytes + n * per_image)} "
+                             f"(one view) or set augment_pool 0")
+        if budget is not None and support_bytes + pool_bytes > budget:
+            k = (budget - support_bytes) // (n * per_image)
+            fix = (f"at most {k} view{'s' if k != 1 else ''} fit{'s' if k == 1 else ''}; lower augment_pool to {k}"
+                   if k else "not even one view fits; set augment_pool 0")
+            raise ValueError(f"augment_pool {augment_pool} needs {format_bytes(pool_bytes)} ({views} view"
+                             f"{'s' if views != 1 else ''} x {n} images x {format_bytes(per_image)} "
+                             f"{'as images' if block <= -1 else 'at ' + where}) beside the support cache "
+                             f"({format_bytes(support_bytes)}), over the cache budget of {format_bytes(budget)}: "
+                             f"{fix} or raise cache_budget to {format_bytes(support_bytes + pool_bytes)}")
+    return CachePlan(where, block, n, per_image, fits, support_bytes, views, pool_bytes, budget, note)
+
+
+class FineTuner:
+    """P>M>F fine-tuning (the module docstring), one iteration per `step()`; `finetune` runs them all,
+    `bench speed` interleaves the methods' steps.
+
+    If `model` has `prefix`/`suffix` (the sparse engine), the clean support set's prefix is computed once
+    (or continued from `support_cache`, the one the Fisher pass used) when it fits `cache_budget`, and
+    reused for the prototypes every iteration; otherwise it is recomputed each time. The pseudo-query's
+    prefix runs without autograd in chunks of `prefix_batch_size`. With `augment_pool` P > 0 the
+    pseudo-queries are P augmented views drawn once at set-up (the same draws, in the same order, as
+    the first P iterations of fresh augmentation) and stored as prefix outputs; iteration t uses view
+    t mod P. So P >= iterations trains exactly as fresh augmentation does.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    head = frozen_head(head)
-    params = model.trainable_parameters()
-    if not params:
-        raise ValueError("nothing to train: the method's plan selects no parameter")
-    opt = make_optimizer(params, config, lr)
-    augment = _augmenter(config)
-    gen = torch.Generator().manual_seed(int(config.seed))
-    n = len(x)
-    has_prefix = hasattr(model, "prefix") and hasattr(model, "suffix")
-    chunks = range(0, n, prefix_batch_size)
-    with torch.no_grad():
-        cached = torch.cat([model.prefix(x[i:i + prefix_batch_size]) for i in chunks]) if has_prefix else x
-    measured = 0
-    times: list[float] = []
-    losses: list[float] = []
-    for _ in range(config.iterations):
+
+    def __init__(self, model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineClassifier,
+                 config: AdaptConfig, lr: float, batch_size: int, exclude_storages: set[int] = frozenset(),
+                 before_step: Callable[[], None] | None = None, prefix_batch_size: int = 64,
+                 support_cache: PrefixCache | None = None, cache_budget: int | None = None, augment_pool: int = 0):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if prefix_batch_size < 1:
+            raise ValueError("prefix_batch_size must be at least 1")
         t0 = time.perf_counter()
-        with torch.no_grad():
-            run = model.suffix if has_prefix else model
-            protos = class_prototypes(torch.cat([run(cached[i:i + prefix_batch_size]) for i in chunks]), y)
-        opt.zero_grad(set_to_none=True)
+        self.model, self.x, self.y, self.config = model, x, y, config
+        self.batch_size, self.chunk, self.before_step = batch_size, prefix_batch_size, before_step
+        self.exclude = set(exclude_storages)
+        self.head = frozen_head(head)
+        params = model.trainable_parameters()
+        if not params:
+            raise ValueError("nothing to train: the method's plan selects no parameter")
+        self.opt = make_optimizer(params, config, lr)
+        self.augment = _augmenter(config)
+        self.gen = torch.Generator().manual_seed(int(config.seed))
+        self.n = len(x)
+        self.chunks = range(0, self.n, prefix_batch_size)
+        self.has_prefix = hasattr(model, "prefix") and hasattr(model, "suffix")
+        self.caches = plan_caches(model, self.n, tuple(x.shape[1:]), augment_pool, config.iterations, cache_budget)
+        self.cached: torch.Tensor | None = None        # the support set's prefix output (or the images)
+        t1 = time.perf_counter()
+        if not self.has_prefix or self.caches.block <= -1:
+            self.cached = x
+        elif self.caches.support_cached:
+            usable = support_cache is not None and support_cache.block <= model.first_block
+            cache = model.prefix_from(support_cache, prefix_batch_size) if usable \
+                else model.support_prefix(x, prefix_batch_size)
+            self.cached = cache.h
+        self.cache_seconds = time.perf_counter() - t1
+        # the pool: view -> chunk -> pseudo-query prefix outputs, drawn in fresh augmentation's order
+        self.pool: list[list[torch.Tensor]] = []
+        for _ in range(self.caches.pool_views):
+            self.pool.append([self._query_prefix(self.augment(x[c:c + self.chunk], self.gen)) for c in self.chunks])
+        self.setup_seconds = time.perf_counter() - t0
+        self.iteration = 0
+        self.measured = 0
+        self.times: list[float] = []
+        self.losses: list[float] = []
+
+    @torch.no_grad()
+    def _query_prefix(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.prefix(z) if self.has_prefix else z
+
+    @torch.no_grad()
+    def features(self) -> torch.Tensor:
+        """Features of the clean support set with the current weights (from the cache when there is one)."""
+        m = self.model
+        if self.cached is not None:
+            run = m.suffix if self.has_prefix else m
+            return torch.cat([run(self.cached[c:c + self.chunk]) for c in self.chunks])
+        return torch.cat([m.suffix(m.prefix(self.x[c:c + self.chunk])) for c in self.chunks])
+
+    def step(self) -> float:
+        """One iteration: prototypes, pseudo-query loss and backward (micro-batched), optimizer step."""
+        t0 = time.perf_counter()
+        m, y, n, b = self.model, self.y, self.n, self.batch_size
+        protos = class_prototypes(self.features(), y)
+        self.opt.zero_grad(set_to_none=True)
         total = 0.0
+        view = self.pool[self.iteration % len(self.pool)] if self.pool else None
         # Stream the pseudo-query chunk by chunk, so no whole-support-set tensor is built beyond the input:
         # augmentation draws depend on the chunking (prefix_batch_size), never on the micro-batch size.
-        for c in chunks:
-            z = augment(x[c:c + prefix_batch_size], gen)
-            if has_prefix:
-                with torch.no_grad():
-                    z = model.prefix(z)
-            for j in range(0, len(z), batch_size):
-                counter = SavedBytesCounter(exclude=set(exclude_storages))
+        for k, c in enumerate(self.chunks):
+            z = view[k] if view is not None else self._query_prefix(self.augment(self.x[c:c + self.chunk], self.gen))
+            for j in range(0, len(z), b):
+                counter = SavedBytesCounter(exclude=set(self.exclude))
                 with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
-                    zb = z[j:j + batch_size].clone()   # its own buffer, as on a device (honest byte count)
-                    f = model.suffix(zb) if has_prefix else model(zb)
+                    zb = z[j:j + b].clone()   # its own buffer, as on a device (honest byte count)
+                    f = m.suffix(zb) if self.has_prefix else m(zb)
                 with torch.enable_grad():
-                    loss = F.cross_entropy(head(f, protos), y[c + j:c + j + batch_size], reduction="sum") / n
+                    loss = F.cross_entropy(self.head(f, protos), y[c + j:c + j + len(zb)], reduction="sum") / n
                     loss.backward()
-                measured = max(measured, counter.bytes)
+                self.measured = max(self.measured, counter.bytes)
                 total += float(loss.detach())
             del z
-        if before_step is not None:
-            before_step()
-        opt.step()
-        model.sync()
-        times.append(time.perf_counter() - t0)
-        losses.append(total)
-        progress.step("training", len(losses), config.iterations)
-    return {"measured_saved_bytes": measured, "seconds_per_iteration": times, "losses": losses}
+        if self.before_step is not None:
+            self.before_step()
+        self.opt.step()
+        self.iteration += 1
+        self.times.append(time.perf_counter() - t0)
+        self.losses.append(total)
+        progress.step("training", self.iteration, self.config.iterations)
+        return total
+
+    @torch.no_grad()
+    def prototypes(self) -> torch.Tensor:
+        """Class prototypes of the clean support set with the current weights (used after training)."""
+        return class_prototypes(self.features(), self.y)
+
+    def stats(self) -> dict:
+        return {"measured_saved_bytes": self.measured, "seconds_per_iteration": list(self.times),
+                "losses": list(self.losses), "setup_seconds": self.setup_seconds, "caches": self.caches.to_dict()}
+
+
+def finetune(model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineClassifier, config: AdaptConfig,
+             lr: float, batch_size: int, exclude_storages: set[int] = frozenset(),
+             before_step: Callable[[], None] | None = None, prefix_batch_size: int = 64,
+             support_cache: PrefixCache | None = None, cache_budget: int | None = None,
+             augment_pool: int = 0) -> dict:
+    """Run `config.iterations` P>M>F fine-tuning iterations in micro-batches of `batch_size` (see
+    `FineTuner`), then write the trained weights into the model's backbone (`sync`).
+    Returns measured saved bytes (largest micro-batch), per-iteration seconds, losses, the set-up time
+    (caches and pool) and the cache plan."""
+    tuner = FineTuner(model, x, y, head, config, lr, batch_size, exclude_storages, before_step, prefix_batch_size,
+                      support_cache, cache_budget, augment_pool)
+    for _ in range(config.iterations):
+        tuner.step()
+    model.sync()
+    return tuner.stats()
 
 
 def storages_of(*modules: nn.Module) -> set[int]:

@@ -88,7 +88,8 @@ class TinyTrainMethod(TrainedMethod):
 
     def option(self, key: str):
         unknown = set(self.config.options) - set(OPTION_DEFAULTS) - {"lr_candidates", "lr_search_iterations",
-                                                                    "augment_p", "prefix_batch_size"}
+                                                                    "augment_p", "prefix_batch_size",
+                                                                    "augment_pool", "cache_budget"}
         if unknown:
             raise ValueError(f"unknown tinytrain option(s) {sorted(unknown)}; known: {sorted(OPTION_DEFAULTS)}")
         return self.config.options.get(key, OPTION_DEFAULTS[key])
@@ -103,7 +104,8 @@ class TinyTrainMethod(TrainedMethod):
         if fb == "auto":
             fb = max(1, mem_budget // max(per_image, 1))
         return fisher_information(backbone, x, y, cands, self.head, batch_size=int(fb),
-                                  prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)))
+                                  prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)),
+                                  support_cache=getattr(self, "support_cache", None))
 
     def select(self, backbone, channel_fisher: dict[int, torch.Tensor], res: int) -> tuple[list[LayerChoice], list[int], dict]:
         """Layers, channels and BN shifts to train, from per-channel Fisher information (one task's, or

@@ -1,11 +1,16 @@
 """`TrainedMethod`: the fit/plan/report skeleton shared by every method that fine-tunes.
 
 A subclass only says what it trains (`_build`); this class runs the P>M>F loop, chooses the learning
-rate when asked, writes the weights back into a plain backbone and fills the report.
+rate when asked, writes the weights back into a plain backbone and fills the report, including the
+time of each phase of the adaptation (`report.extra["phases"]`, what `bench e2e` tabulates).
+
+Options read here (AdaptConfig.options, every trained method):
+  augment_pool   P > 0: draw P augmented views of the support set once and cache their prefix outputs
+                 instead of augmenting afresh every iteration (changes the training; see FineTuner)  [0]
+  cache_budget   bytes (or "64MB") the support cache and the pool may hold; "none" = unbounded    [64MB]
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from abc import abstractmethod
@@ -16,13 +21,17 @@ from torch import nn
 
 from ..costs.model import backward_macs, backward_memory
 from ..costs.plan import UpdatePlan
+from ..costs.units import parse_bytes
 from ..models.backbone import Backbone
-from ..sparse.accounting import predicted_saved_bytes
-from ..sparse.engine import EnginePlan
-from .base import AdaptReport, Method, Predictor, support_prototypes
-from .common import check_support, finetune, split_support, storages_of
+from ..sparse.accounting import predicted_saved_bytes, stage_input_elems
+from ..sparse.engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
+from .base import AdaptReport, Method, Predictor
+from .common import FineTuner, check_support, plan_caches, split_support, storages_of
 
 LR_CANDIDATES = (1e-4, 1e-3, 1e-2)
+# What the support cache and the augmentation pool may hold when no budget is given: a host default
+# (ours), far above what a 25-image task needs at 128 px (MCUNet: 300 KiB per copy of the support set).
+DEFAULT_CACHE_BUDGET = 64 * 1024 * 1024
 
 
 @dataclass
@@ -53,8 +62,55 @@ class TrainedMethod(Method):
     def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
         """Decide what to train (selection, policies) and set up the trainable model."""
 
+    # -- caches -------------------------------------------------------------------------------
+    @property
+    def cache_budget(self) -> int | None:
+        """Bytes the support cache and the augmentation pool may hold (None: unbounded)."""
+        value = self.config.options.get("cache_budget", DEFAULT_CACHE_BUDGET)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "unbounded")):
+            return None
+        return parse_bytes(value)
+
+    @property
+    def augment_pool(self) -> int:
+        value = self.config.options.get("augment_pool", 0)
+        try:
+            views = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"augment_pool must be a number of views (got {value!r})") from None
+        if views < 0 or views != value:
+            raise ValueError(f"augment_pool must be a whole number of views >= 0 (got {value!r})")
+        return views
+
+    def _reset_cache(self) -> None:
+        self._cache: PrefixCache | None = None
+        self._cache_x: torch.Tensor | None = None
+        self._cache_seconds = 0.0
+
+    def support_cache(self, engine: SparseEngine, x: torch.Tensor) -> PrefixCache | None:
+        """The support set's prefix output for `engine`, computed once per task and continued (not
+        recomputed) for an engine whose trained part starts later, e.g. the fine-tuning engine after the
+        Fisher pass. None when it does not fit the cache budget (then callers recompute the prefix)."""
+        spec, res = engine.backbone.spec, int(x.shape[-1])
+        if engine.first_block <= -1:
+            return PrefixCache(-1, x)
+        need = len(x) * 4 * stage_input_elems(spec, engine.first_block, res)
+        budget = self.cache_budget
+        if budget is not None and need > budget:
+            return None
+        t0 = time.perf_counter()
+        chunk = int(self.config.options.get("prefix_batch_size", 64))
+        memo = getattr(self, "_cache", None)
+        if memo is not None and self._cache_x is x and memo.block <= engine.first_block:
+            cache = engine.prefix_from(memo, chunk)
+        else:
+            cache = engine.support_prefix(x, chunk)
+        self._cache, self._cache_x = cache, x
+        self._cache_seconds = getattr(self, "_cache_seconds", 0.0) + time.perf_counter() - t0
+        return cache
+
     # -- reporting ----------------------------------------------------------------------------
-    def _report(self, built: Built, n: int) -> AdaptReport:
+    def _report(self, built: Built, n: int, image_shape: tuple[int, ...]) -> AdaptReport:
         spec = built.backbone.spec
         up = built.update_plan
         mem = backward_memory(spec, up)
@@ -70,12 +126,17 @@ class TrainedMethod(Method):
             extra["engine_plan"] = built.engine_plan.to_dict()
             extra["predicted_saved_bytes"] = predicted_saved_bytes(spec, built.engine_plan,
                                                                    min(self.batch_size, n), up.resolution)
+        extra["caches"] = plan_caches(built.model, n, tuple(image_shape), self.augment_pool, self.config.iterations,
+                                      self.cache_budget).to_dict()
         rep.extra = extra
         return rep
 
     def plan(self, support_x: torch.Tensor, support_y: torch.Tensor) -> AdaptReport:
         x, y = check_support(support_x, support_y)
-        self.report = self._report(self._build(x, y), len(x))
+        self._reset_cache()
+        built = self._build(x, y)
+        self._reset_cache()
+        self.report = self._report(built, len(x), x.shape[1:])
         return self.report
 
     # -- training -----------------------------------------------------------------------------
@@ -99,26 +160,42 @@ class TrainedMethod(Method):
             lr, lr_scores = self._choose_lr(x, y)
         if lr < 0:
             raise ValueError(f"learning rate must be >= 0 (got {lr}); 0 means no update")
+        t_start = time.perf_counter()
+        self._reset_cache()
         built = self._build(x, y)
+        built_seconds = time.perf_counter() - t_start
+        prefix_in_build = self._cache_seconds
+        cache = self._cache
+        self._reset_cache()      # the tuner holds the continued cache; the Fisher pass's copy is released
         t0 = time.perf_counter()
-        if lr == 0:     # a valid choice of the lr grid (P>M>F): the plan is made, nothing is trained
-            stats = {"measured_saved_bytes": 0, "seconds_per_iteration": [], "losses": []}
-        else:
-            stats = finetune(built.model, x, y, self.head, self.config, lr, self.batch_size,
-                             exclude_storages=storages_of(built.model), before_step=built.before_step,
-                             prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)))
+        tuner = FineTuner(built.model, x, y, self.head, self.config, lr, self.batch_size,
+                          exclude_storages=storages_of(built.model), before_step=built.before_step,
+                          prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)),
+                          support_cache=cache, cache_budget=self.cache_budget,
+                          augment_pool=self.augment_pool if lr > 0 else 0)
+        del cache
+        for _ in range(self.config.iterations if lr > 0 else 0):   # lr 0: the plan is made, nothing trained
+            tuner.step()
+        built.model.sync()
         train_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        protos = tuner.prototypes()
+        proto_seconds = time.perf_counter() - t1
         backbone = built.backbone.eval()
         for p in backbone.parameters():
             p.requires_grad_(True)
-        protos = support_prototypes(backbone, x, y,
-                                    batch_size=int(self.config.options.get("prefix_batch_size", 64)))
-        rep = self._report(built, len(x))
+        stats = tuner.stats()
+        rep = self._report(built, len(x), x.shape[1:])
         rep.measured_saved_bytes = int(stats["measured_saved_bytes"])
         rep.train_seconds = train_seconds
         sp = stats["seconds_per_iteration"]
+        fisher = float(built.extra.get("fisher_seconds") or 0.0)
         rep.extra.update(lr=lr, lr_search=lr_scores, final_loss=stats["losses"][-1] if stats["losses"] else None,
-                         seconds_per_iteration=(sum(sp) / len(sp)) if sp else 0.0, iterations=len(sp))
+                         seconds_per_iteration=(sum(sp) / len(sp)) if sp else 0.0, iterations=len(sp),
+                         caches=stats["caches"],
+                         phases={"prefix": prefix_in_build + tuner.cache_seconds, "fisher": fisher,
+                                 "selection": max(0.0, built_seconds - fisher - prefix_in_build),
+                                 "training": train_seconds - tuner.cache_seconds, "prototypes": proto_seconds})
         self.report = rep
         return Predictor(backbone, protos, self.head)
 
@@ -135,5 +212,5 @@ def full_rows(backbone: Backbone, indices: list[int], axis: str = "out") -> list
 
 
 def private_copy(backbone: Backbone) -> Backbone:
-    bb = copy.deepcopy(backbone).eval()
-    return bb
+    """The adaptation's own copy of the backbone (fit never alters the caller's), in eval mode."""
+    return private_backbone(backbone).eval()

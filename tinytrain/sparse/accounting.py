@@ -52,3 +52,23 @@ def engine_backward_macs(spec: ArchSpec, plan: EnginePlan, resolution: int | Non
         size = layer.cout if (w.axis == "out" or layer.groups > 1) else layer.cin
         macs += layer.macs * len(w.channels) // size
     return macs
+
+
+def stage_input_elems(spec: ArchSpec, stage: int, resolution: int | None = None) -> int:
+    """Elements per image at the input of `stage` (-1: the image; b: the input of block b, the
+    feature-mix conv for b = len(blocks)): what a cached prefix output holds per image."""
+    layers = conv_layers(spec, resolution)
+    if stage <= -1:
+        return layers[0].input_elems
+    first = next((l for l in layers if l.block == stage), None)
+    if first is None:
+        raise ValueError(f"{spec.name} has no stage {stage}")
+    return first.input_elems
+
+
+def stage_name(spec: ArchSpec, stage: int) -> str:
+    """A readable name for the input of `stage` ("the images", "the input of blocks.10")."""
+    if stage <= -1:
+        return "the images"
+    first = next(l for l in conv_layers(spec) if l.block == stage)
+    return f"the input of {first.name.rsplit('.', 1)[0] if first.kind != 'feature-mix' else first.name}"

@@ -2,20 +2,28 @@
 
 Savings are structural, not simulated by masking gradients after a full backward:
 
-* layers below the earliest updated layer run under ``torch.no_grad()`` (their output is a constant);
-* frozen BatchNorm (eval mode) is the per-channel affine map ``y = x * s + t`` and keeps no activation;
-* ReLU6 keeps a 1-byte bool mask per element instead of its fp32 input;
-* a frozen conv keeps nothing but a reference to its weight and computes only ``grad_input``;
-* a partially updated conv owns a trainable tensor holding only its K selected channels (rows for
-  axis "out", columns for axis "in"), computes the weight gradient only for them, and keeps only the
-  input slice those channels need (``x`` for "out", ``x[:, sel]`` for "in" and for depthwise convs);
+* layers below the earliest updated layer run under ``torch.no_grad()``: their output is a constant, and
+  for images that do not change (the clean support set) it is computed once per task (`PrefixCache`);
+* a frozen conv and its frozen BatchNorm (eval mode: the per-channel map ``y = x * s + t``) are folded once
+  into one conv with weight ``W * s`` and bias ``t``; it keeps nothing but a reference to the folded weight
+  and computes only ``grad_input``;
+* ReLU6 keeps a 1-byte bool mask per element instead of its fp32 input (and clamps in place);
+* a partially updated conv owns a trainable tensor holding only its K selected channels (rows for axis
+  "out", columns for axis "in"), computes the weight gradient only for them, and keeps only the input slice
+  those channels need (``x`` for "out", ``x[:, sel]`` for "in" and for depthwise convs). Its BN scale is
+  folded into a working weight whose selected slice is rewritten from the trainable tensor once per
+  optimizer step (detected by the tensor's version counter); the frozen slices are never copied again;
+  when every channel is selected nothing is sliced at all;
 * the optimizer only ever sees those small tensors.
 
-After every optimizer step :meth:`SparseEngine.sync` scatters the trained slices into the (private)
-backbone, so the backbone is always a plain ``Backbone`` holding the current weights.
+The engine's forward never reads the backbone's weights; :meth:`SparseEngine.sync` writes the trained
+slices and shifts into the (private) backbone, which then is a plain ``Backbone`` holding the adapted
+weights. `sync` is idempotent and cheap; the fine-tuning loop calls it once, after the last step.
 """
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,7 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.grad import conv2d_input, conv2d_weight
+from torch.nn.grad import conv2d_weight
 
 from ..models.backbone import Backbone, ConvBNAct
 
@@ -84,28 +92,15 @@ class EnginePlan:
 # --------------------------------------------------------------------------------------------
 # Memory-light autograd functions
 
-class ChannelAffine(torch.autograd.Function):
-    """Frozen BN: y = x * s + t. Keeps no activation (s is a constant per-channel vector)."""
-
-    @staticmethod
-    def forward(ctx, x, scale, shift):
-        ctx.scale = scale
-        return torch.addcmul(shift[None, :, None, None], x, scale[None, :, None, None])
-
-    @staticmethod
-    def backward(ctx, g):
-        gx = g * ctx.scale[None, :, None, None] if ctx.needs_input_grad[0] else None
-        gt = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return gx, None, gt
-
-
 class ReLU6Mask(torch.autograd.Function):
-    """ReLU6 that keeps a bool mask (1 byte per element) instead of its fp32 input."""
+    """ReLU6 that keeps a bool mask (1 byte per element) instead of its fp32 input; clamps in place
+    (its input is always a fresh conv output that nothing else keeps)."""
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward((x > 0) & (x < 6))
-        return x.clamp(0.0, 6.0)
+        ctx.mark_dirty(x)
+        return x.clamp_(0.0, 6.0)
 
     @staticmethod
     def backward(ctx, g):
@@ -113,48 +108,86 @@ class ReLU6Mask(torch.autograd.Function):
         return g * mask
 
 
+def conv_input_grad(x_shape: torch.Size, weight: torch.Tensor, g: torch.Tensor, stride, padding, groups: int
+                    ) -> torch.Tensor:
+    """Gradient of a conv's input from its output gradient: the transposed conv with the same weight.
+
+    Equal to ``torch.nn.grad.conv2d_input``, which hands oneDNN a stand-in input; this form needs none and
+    ran MCUNet's last six blocks' input gradients 4x faster (docs/engine.md)."""
+    kh, kw = weight.shape[2:]
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    out_pad = (x_shape[2] - ((g.shape[2] - 1) * sh - 2 * ph + kh), x_shape[3] - ((g.shape[3] - 1) * sw - 2 * pw + kw))
+    return F.conv_transpose2d(g, weight, None, (sh, sw), (ph, pw), out_pad, groups)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 class FrozenConv(torch.autograd.Function):
-    """A conv whose weight is frozen: keeps only the weight reference, returns only grad_input."""
+    """A frozen conv (BN folded in): keeps only the weight reference, returns only grad_input."""
 
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, groups):
+    def forward(ctx, x, weight, bias, stride, padding, groups):
         ctx.weight, ctx.conf, ctx.x_shape = weight, (stride, padding, groups), x.shape
-        return F.conv2d(x, weight, None, stride, padding, 1, groups)
+        return F.conv2d(x, weight, bias, stride, padding, 1, groups)
 
     @staticmethod
     def backward(ctx, g):
         stride, padding, groups = ctx.conf
-        return conv2d_input(ctx.x_shape, ctx.weight, g, stride, padding, 1, groups), None, None, None, None
+        gx = conv_input_grad(ctx.x_shape, ctx.weight, g, stride, padding, groups)
+        return gx, None, None, None, None, None
+
+
+def depthwise_weight_grad(x: torch.Tensor, g: torch.Tensor, kernel: tuple[int, int], stride, padding
+                          ) -> torch.Tensor:
+    """Weight gradient (C, 1, kh, kw) of a depthwise conv from its input `x` (N, C, H, W) and output
+    gradient `g` (N, C, Ho, Wo): ``dW[c, a, b] = sum_n,h,w x_pad[n, c, s*h + a, s*w + b] * g[n, c, h, w]``.
+
+    Computed as one depthwise conv of every (image, channel) plane of `x` with its own `g` plane as the
+    kernel (dilated by the stride), then summed over images. PyTorch's CPU kernel for this gradient
+    (oneDNN) is slow for 5x5 and 7x7 kernels; this form was 14-30x faster for MCUNet's at batch 25
+    (docs/engine.md) and equal for 3x3."""
+    n, c, h, w = x.shape
+    ho, wo = g.shape[2:]
+    kh, kw = kernel
+    out = F.conv2d(x.reshape(1, n * c, h, w), g.reshape(n * c, 1, ho, wo), None, 1, padding, stride, n * c)
+    return out[0, :, :kh, :kw].reshape(n, c, kh, kw).sum(0).unsqueeze(1)
 
 
 class SparseConv(torch.autograd.Function):
-    """A conv with K trainable channels. `weight` is the full working weight (kept in sync with
-    `w_sel` by the engine); the gradient is computed for `w_sel` only, from the kept input slice."""
+    """A conv with K trainable channels and its BN scale folded in: ``y = conv(x, W * s) (+ t)``.
+
+    `weight` is the folded working weight (its selected slice equals ``w_sel * s``); the gradient is
+    computed for `w_sel` only, from the kept input slice: ``dL/dW[o, i] = s[o] * (g[o] * x[i])``, so the
+    weight gradient of the selected slice is scaled by `row_scale` (s of the slice's output rows).
+    `sel` is None when every channel is trained (then nothing is sliced)."""
 
     @staticmethod
-    def forward(ctx, x, w_sel, weight, sel, axis, stride, padding, groups):
+    def forward(ctx, x, w_sel, weight, bias, row_scale, sel, axis, stride, padding, groups):
         depthwise = groups > 1
-        ctx.weight, ctx.sel, ctx.conf = weight, sel, (axis, stride, padding, groups, depthwise)
+        ctx.weight, ctx.row_scale, ctx.sel, ctx.w_shape = weight, row_scale, sel, w_sel.shape
+        ctx.conf = (axis, stride, padding, groups, depthwise)
         ctx.x_shape = x.shape
-        keep = x.index_select(1, sel) if (axis == "in" or depthwise) else x
-        ctx.save_for_backward(keep, w_sel)
-        return F.conv2d(x, weight, None, stride, padding, 1, groups)
+        keep = x.index_select(1, sel) if (sel is not None and (axis == "in" or depthwise)) else x
+        ctx.save_for_backward(keep)
+        return F.conv2d(x, weight, bias, stride, padding, 1, groups)
 
     @staticmethod
     def backward(ctx, g):
-        keep, w_sel = ctx.saved_tensors
+        (keep,) = ctx.saved_tensors
         axis, stride, padding, groups, depthwise = ctx.conf
         sel = ctx.sel
         gx = None
         if ctx.needs_input_grad[0]:
-            gx = conv2d_input(ctx.x_shape, ctx.weight, g, stride, padding, 1, groups)
+            gx = conv_input_grad(ctx.x_shape, ctx.weight, g, stride, padding, groups)
+        g_rows = g.index_select(1, sel) if (sel is not None and (axis == "out" or depthwise)) else g
         if depthwise:
-            gw = conv2d_weight(keep, w_sel.shape, g.index_select(1, sel), stride, padding, 1, len(sel))
-        elif axis == "out":
-            gw = conv2d_weight(keep, w_sel.shape, g.index_select(1, sel), stride, padding, 1, 1)
+            gw = depthwise_weight_grad(keep, g_rows, ctx.w_shape[2:], stride, padding)
         else:
-            gw = conv2d_weight(keep, w_sel.shape, g, stride, padding, 1, 1)
-        return gx, gw, None, None, None, None, None, None
+            gw = conv2d_weight(keep, ctx.w_shape, g_rows, stride, padding, 1, 1)
+        gw.mul_(ctx.row_scale.view(-1, 1, 1, 1))
+        return gx, gw, None, None, None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,23 +230,81 @@ def count_saved_bytes(*modules: nn.Module, extra: list[torch.Tensor] | tuple = (
 # --------------------------------------------------------------------------------------------
 # The engine
 
+def private_backbone(module: nn.Module) -> nn.Module:
+    """A copy of a module tree that shares no tensor and no mutable container with the original, as
+    ``copy.deepcopy`` makes one, in a fraction of its time (measured 1.7 ms against 11-16 ms for MCUNet):
+    every adaptation makes two (the Fisher pass's engine and the model it trains), so it is on the
+    critical path of the selection. Immutable attributes (the spec, flags) are shared."""
+    new = module.__class__.__new__(module.__class__)
+    d = {}
+    for k, v in module.__dict__.items():
+        if k == "_parameters":
+            d[k] = OrderedDict((n, None if p is None else _clone_parameter(p)) for n, p in v.items())
+        elif k == "_buffers":
+            d[k] = OrderedDict((n, None if b is None else b.detach().clone()) for n, b in v.items())
+        elif k == "_modules":
+            d[k] = OrderedDict((n, None if m is None else private_backbone(m)) for n, m in v.items())
+        elif isinstance(v, torch.Tensor):
+            d[k] = v.detach().clone()
+        elif isinstance(v, (dict, list, set)):
+            d[k] = v.copy()           # hook tables and the like: own containers, same entries
+        else:
+            d[k] = v
+    new.__dict__ = d
+    return new
+
+
+def _clone_parameter(p: nn.Parameter) -> nn.Parameter:
+    q = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+    if p.grad is not None:
+        q.grad = p.grad.detach().clone()
+    return q
+
+
 def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     return s, bn.bias.detach() - bn.running_mean * s
+
+
+@dataclass
+class PrefixCache:
+    """The frozen prefix's output for a fixed set of images (the clean support set): the activations at
+    the input of stage `block` (-1: the images themselves, b >= 0: the output of block b - 1, the
+    stem's for b = 0), as `SparseEngine.first_block` numbers stages. An engine whose `first_block` is
+    at or after `block` continues from it (`SparseEngine.prefix_from`) instead of recomputing it."""
+
+    block: int
+    h: torch.Tensor
+    seconds: float = 0.0          # time spent computing it
+
+    @property
+    def nbytes(self) -> int:
+        return self.h.numel() * self.h.element_size()
 
 
 class SparseEngine(nn.Module):
     """Forward/backward over a `Backbone` that trains exactly `plan`, keeping only what it needs.
 
     The engine works on the backbone it is given (callers pass a private copy); the backbone's frozen
-    weights are never touched, the trained slices are written into it by `sync()`.
+    weights are never touched, the trained slices are written into it by `sync()`. Public interface
+    (used by the methods, the Fisher pass and the benches): `trainable_parameters()`, `sync()`,
+    `prefix(x)`, `suffix(h)`, `forward(x)`, `support_prefix(x)` / `prefix_from(cache)`, `first_block`,
+    `taps`. The trainable tensors must be changed in place through the Parameter (as optimizers do),
+    not through `.data`, so that the engine sees the new version (or call `refresh()`).
     """
 
-    def __init__(self, backbone: Backbone, plan: EnginePlan):
+    def __init__(self, backbone: Backbone, plan: EnginePlan, channels_last: bool = True, owns_backbone: bool = True):
         super().__init__()
-        self.backbone = backbone.eval()
-        for p in backbone.parameters():
-            p.requires_grad_(False)
+        # activations and folded weights in channels-last layout: oneDNN's CPU convolutions ran MCUNet's
+        # prefix in half the time of the default layout here (docs/engine.md); results equal up to rounding
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        # owns_backbone=False: the engine only reads the backbone (at construction) and never changes it,
+        # not even its flags, so a caller's backbone needs no private copy; sync() is then refused
+        self.owns_backbone = owns_backbone
+        self.backbone = backbone.eval() if owns_backbone else backbone
+        if owns_backbone:
+            for p in backbone.parameters():
+                p.requires_grad_(False)
         self.plan = plan
         self.layers = backbone.conv_layers()
         self.mods: list[ConvBNAct] = backbone.conv_modules()
@@ -228,30 +319,57 @@ class SparseEngine(nn.Module):
         self.sel: dict[int, LayerSelection] = {w.index: w for w in plan.weights}
         self.sel_index = {i: torch.tensor(w.channels, dtype=torch.long) for i, w in self.sel.items()}
         self.weight_params = nn.ParameterDict()
+        self._full: dict[int, bool] = {}
         for i, w in self.sel.items():
             conv = self.mods[i].conv
-            size = conv.weight.shape[0] if (w.axis == "out" or conv.groups > 1) else conv.weight.shape[1]
+            size = conv.weight.shape[0] if self._rows(i) else conv.weight.shape[1]
             if max(w.channels) >= size or min(w.channels) < 0:
                 raise ValueError(f"layer {i}: channel indices must be in 0..{size - 1}")
+            self._full[i] = len(w.channels) == size
             self.weight_params[str(i)] = nn.Parameter(self._slice(i).clone())
+        scale_shift = [_bn_affine(m.bn) for m in self.mods]
+        self._scale = [s for s, _ in scale_shift]
+        self._shift = [t for _, t in scale_shift]
         self.bias_params = nn.ParameterDict()
-        self._affine: list[tuple[torch.Tensor, torch.Tensor]] = [_bn_affine(m.bn) for m in self.mods]
-        self._shift0: dict[int, torch.Tensor] = {}
+        self._bias0: dict[int, torch.Tensor] = {}
         for b in plan.biases:
-            self._shift0[b] = self._affine[b][1].clone()
-            self.bias_params[str(b)] = nn.Parameter(self._affine[b][1].clone())
+            self._bias0[b] = self.mods[b].bn.bias.detach().clone()
+            self.bias_params[str(b)] = nn.Parameter(self._shift[b].clone())
+        # frozen conv + BN folded once: weight W * s (the BN shift t is the conv's bias)
+        self._folded: list[torch.Tensor | None] = [
+            None if i in self.sel else self._fold(i) for i in range(n)]
+        # trained convs: a folded working weight; its selected slice follows the trainable tensor
+        self._work = {i: self._fold(i) for i in self.sel}
+        self._work_version: dict[int, int] = {}
+        self._row_scale = {i: (self._scale[i] if not self._rows(i) or self._full[i]
+                               else self._scale[i].index_select(0, self.sel_index[i])) for i in self.sel}
         # blocks whose layers are all below the earliest updated layer form the constant prefix
         self.first_block = self.layers[self.earliest].block   # -1 stem, len(blocks) feature-mix
+        # stage (-1 stem, blocks, len(blocks) feature-mix) -> (its layer indices, residual)
+        self._stages: list[tuple[int, list[int], bool]] = [(-1, [0], False)]
+        idx = 1
+        for b, blk in enumerate(backbone.blocks):
+            k = 3 if blk.pw1 is not None else 2
+            self._stages.append((b, list(range(idx, idx + k)), bool(blk.residual)))
+            idx += k
+        if backbone.feature_mix is not None:
+            self._stages.append((len(backbone.blocks), [idx], False))
         # layer index -> callback(index, output) called on layer outputs that carry autograd
         # (the Fisher pass taps activations this way)
         self.taps: dict[int, Callable[[int, torch.Tensor], None]] = {}
 
     # -- parameters ------------------------------------------------------------------------
+    def _fold(self, i: int) -> torch.Tensor:
+        w = self.mods[i].conv.weight.detach() * self._scale[i].view(-1, 1, 1, 1)
+        return w.contiguous(memory_format=self.layout)
+
+    def _rows(self, i: int) -> bool:
+        """Whether layer i's selection indexes weight rows (axis "out", and any depthwise conv)."""
+        return self.sel[i].axis == "out" or self.mods[i].conv.groups > 1
+
     def _slice(self, i: int) -> torch.Tensor:
-        w, idx = self.mods[i].conv.weight.data, self.sel_index[i]
-        if self.sel[i].axis == "out" or self.mods[i].conv.groups > 1:
-            return w.index_select(0, idx)
-        return w.index_select(1, idx)
+        w, idx = self.mods[i].conv.weight.detach(), self.sel_index[i]
+        return w.index_select(0, idx) if self._rows(i) else w.index_select(1, idx)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.weight_params.values()) + list(self.bias_params.values())
@@ -259,87 +377,115 @@ class SparseEngine(nn.Module):
     def trainable_count(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
+    def _working_weight(self, i: int) -> torch.Tensor:
+        """Layer i's folded working weight, its selected slice rewritten if the trainable tensor changed."""
+        p = self.weight_params[str(i)]
+        if self._work_version.get(i) != p._version:
+            with torch.no_grad():
+                w, s = self._work[i], self._scale[i]
+                if self._full[i]:
+                    torch.mul(p, s.view(-1, 1, 1, 1), out=w)
+                elif self._rows(i):
+                    w.index_copy_(0, self.sel_index[i], p * self._row_scale[i].view(-1, 1, 1, 1))
+                else:
+                    w.index_copy_(1, self.sel_index[i], p * s.view(-1, 1, 1, 1))
+            self._work_version[i] = p._version
+        return self._work[i]
+
+    def refresh(self) -> None:
+        """Rebuild the working weights from the trainable tensors (needed only after writes via `.data`)."""
+        self._work_version.clear()
+
     @torch.no_grad()
     def sync(self) -> None:
-        """Write the trained slices and shifts into the backbone (call after each optimizer step)."""
-        for i, p in self.weight_params.items():
-            i = int(i)
-            w, idx = self.mods[i].conv.weight.data, self.sel_index[i]
-            if self.sel[i].axis == "out" or self.mods[i].conv.groups > 1:
-                w.index_copy_(0, idx, p.data)
+        """Write the trained slices and shifts into the backbone (idempotent; call before reading it)."""
+        if not self.owns_backbone:
+            raise ValueError("this engine was built on a backbone it does not own (owns_backbone=False); "
+                             "build it on a private copy to write trained weights back")
+        for key, p in self.weight_params.items():
+            i = int(key)
+            w = self.mods[i].conv.weight
+            if self._full[i]:
+                w.copy_(p)
             else:
-                w.index_copy_(1, idx, p.data)
-        for b, p in self.bias_params.items():
-            b = int(b)
-            bn = self.mods[b].bn
-            bn.bias.data.add_(p.data - self._shift0[b])
-            self._shift0[b] = p.data.clone()
+                w.index_copy_(0 if self._rows(i) else 1, self.sel_index[i], p)
+        for key, p in self.bias_params.items():
+            b = int(key)
+            self.mods[b].bn.bias.copy_(self._bias0[b] + (p - self._shift[b]))
 
     # -- forward ---------------------------------------------------------------------------
     def _layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        m = self.mods[i]
-        if i < self.earliest:
-            with torch.no_grad():
-                return m(x)
-        conv = m.conv
+        conv = self.mods[i].conv
         stride, padding, groups = conv.stride, conv.padding, conv.groups
+        shift = self.bias_params[str(i)] if i in self._bias0 else None
+        bias = self._shift[i] if shift is None else None
+        grad = torch.is_grad_enabled()
         if i in self.sel:
-            y = SparseConv.apply(x, self.weight_params[str(i)], conv.weight.data, self.sel_index[i],
-                                 self.sel[i].axis, stride, padding, groups)
-        elif x.requires_grad:
-            y = FrozenConv.apply(x, conv.weight.data, stride, padding, groups)
+            w = self._working_weight(i)
+            if grad:
+                y = SparseConv.apply(x, self.weight_params[str(i)], w, bias, self._row_scale[i],
+                                     None if self._full[i] else self.sel_index[i], self.sel[i].axis,
+                                     stride, padding, groups)
+            else:
+                y = F.conv2d(x, w, bias, stride, padding, 1, groups)
+        elif grad and x.requires_grad:
+            y = FrozenConv.apply(x, self._folded[i], bias, stride, padding, groups)
         else:
             with torch.no_grad():
-                y = F.conv2d(x, conv.weight, None, stride, padding, 1, groups)
-        scale, shift = self._affine[i]
-        if str(i) in self.bias_params:
-            shift = self.bias_params[str(i)]
-        y = ChannelAffine.apply(y, scale, shift) if (y.requires_grad or shift.requires_grad) else \
-            torch.addcmul(shift[None, :, None, None], y, scale[None, :, None, None])
-        if m.act is not None:
-            y = ReLU6Mask.apply(y) if y.requires_grad else y.clamp(0.0, 6.0)
+                y = F.conv2d(x, self._folded[i], bias, stride, padding, 1, groups)
+        if shift is not None:
+            y = y + shift.view(1, -1, 1, 1)
+        if self.mods[i].act is not None:
+            y = ReLU6Mask.apply(y) if y.requires_grad else y.clamp_(0.0, 6.0)
         if i in self.taps and y.requires_grad:
             self.taps[i](i, y)
         return y
 
-    def _blocks_from(self, x: torch.Tensor, start_block: int) -> torch.Tensor:
-        """Run from the input of block `start_block` (-1 = image) to the final feature map."""
-        bb = self.backbone
-        idx = 0
-        if start_block <= -1:
-            x = self._layer(0, x)
-        idx = 1
-        for b, blk in enumerate(bb.blocks):
-            n_layers = 3 if blk.pw1 is not None else 2
-            if b < start_block:
-                idx += n_layers
+    def _run(self, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        """Run stages `start` .. `stop` - 1 (-1 = stem; None = to the end) on the input of stage `start`."""
+        x = x.contiguous(memory_format=self.layout)
+        for stage, idx, residual in self._stages:
+            if stage < start or (stop is not None and stage >= stop):
                 continue
             y = x
-            for j in range(n_layers):
-                y = self._layer(idx + j, y)
-            idx += n_layers
-            x = x + y if blk.residual else y
-        if bb.feature_mix is not None:
-            x = self._layer(idx, x)
+            for i in idx:
+                y = self._layer(i, y)
+            if residual:
+                x = y.add_(x) if not (y.requires_grad or x.requires_grad) else x + y
+            else:
+                x = y
         return x
 
     @torch.no_grad()
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """The constant part of the network: everything before the block holding the earliest
         updated layer. Its output can be cached for inputs that do not change (the support set)."""
-        bb = self.backbone
-        if self.first_block <= -1:
-            return x
-        x = bb.stem(x)
-        for b, blk in enumerate(bb.blocks):
-            if b >= self.first_block:
-                break
-            x = blk(x)
-        return x
+        return x if self.first_block <= -1 else self._run(x, -1, self.first_block)
 
     def suffix(self, h: torch.Tensor) -> torch.Tensor:
         """Pooled features from a `prefix` output (with autograd where the plan needs it)."""
-        return self._blocks_from(h, self.first_block).mean((2, 3))
+        return self._run(h, self.first_block).mean((2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.suffix(self.prefix(x))
+
+    # -- cached prefix ---------------------------------------------------------------------
+    @torch.no_grad()
+    def support_prefix(self, x: torch.Tensor, chunk: int = 64) -> PrefixCache:
+        """The prefix output of fixed images `x`, computed once (in chunks of `chunk` images)."""
+        t0 = time.perf_counter()
+        h = x if self.first_block <= -1 else torch.cat([self.prefix(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+        return PrefixCache(self.first_block, h, time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def prefix_from(self, cache: PrefixCache, chunk: int = 64) -> PrefixCache:
+        """`cache` continued to this engine's `first_block` (the stages in between are frozen here)."""
+        if cache.block > self.first_block:
+            raise ValueError(f"a prefix cached at stage {cache.block} cannot feed an engine whose trained part "
+                             f"starts at stage {self.first_block}; recompute it from the images")
+        if cache.block == self.first_block:
+            return cache
+        t0 = time.perf_counter()
+        h = torch.cat([self._run(cache.h[i:i + chunk], cache.block, self.first_block)
+                       for i in range(0, len(cache.h), chunk)])
+        return PrefixCache(self.first_block, h, cache.seconds + time.perf_counter() - t0)

@@ -11,9 +11,9 @@ the earliest candidate run without autograd, and the rest uses the memory-light 
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .. import progress
 from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..models.backbone import Backbone
-from .engine import EnginePlan, SparseEngine
+from .engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
 
 
 @dataclass
@@ -29,7 +29,7 @@ class FisherResult:
     channel: dict[int, torch.Tensor]   # layer index -> Delta per output channel (C,)
     n_samples: int
     batch_size: int
-    seconds: float
+    seconds: float                     # the pass itself, without computing a shared support cache
 
     @property
     def potential(self) -> dict[int, float]:
@@ -44,26 +44,48 @@ class FisherResult:
 
 def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, layers: list[int],
                        head: CosineClassifier | None = None, batch_size: int = 1,
-                       prefix_batch_size: int = 64) -> FisherResult:
+                       prefix_batch_size: int = 64,
+                       support_cache: Callable[[SparseEngine, torch.Tensor], PrefixCache | None] | None = None
+                       ) -> FisherResult:
     """Per-channel Fisher information (Eq. 2) of the output activations of `layers`.
 
     `batch_size` is the micro-batch of the backward pass (the memory-relevant part); the constant
     prefix and the prototypes are computed without autograd in chunks of `prefix_batch_size`.
+    `support_cache(engine, x)` (a `TrainedMethod`'s) gives the support set's prefix output, computed
+    once per task and reused by the fine-tuning after the selection, or None when it must not be held
+    (then the prefix is recomputed per micro-batch); its time is not counted in `seconds`.
     """
     if not layers:
         raise ValueError("give at least one candidate layer for the Fisher pass")
     if batch_size < 1:
         raise ValueError("the Fisher micro-batch size must be at least 1")
     t0 = time.perf_counter()
-    engine = SparseEngine(copy.deepcopy(backbone), EnginePlan(biases=(min(layers),)))
-    head = copy.deepcopy(head) if head is not None else CosineClassifier()
+    engine = SparseEngine(backbone, EnginePlan(biases=(min(layers),)), owns_backbone=False)
+    head = private_backbone(head) if head is not None else CosineClassifier()
     for p in head.parameters():
         p.requires_grad_(False)
     n = len(x)
-    with torch.no_grad():
-        h = torch.cat([engine.prefix(x[i:i + prefix_batch_size]) for i in range(0, n, prefix_batch_size)])
-        feats = torch.cat([engine.suffix(h[i:i + prefix_batch_size]) for i in range(0, n, prefix_batch_size)])
-        protos = class_prototypes(feats, y)
+    shared = 0.0
+    if support_cache is not None:
+        t1 = time.perf_counter()
+        cache = support_cache(engine, x)
+        h = cache.h if cache is not None else None
+        shared = time.perf_counter() - t1
+    else:
+        h = engine.support_prefix(x, prefix_batch_size).h
+
+    def prefix_of(i: int, j: int) -> torch.Tensor:
+        return h[i:j] if h is not None else engine.prefix(x[i:j])
+
+    # One micro-batch holding the whole support set computes the (detached) prototypes from the very
+    # features it back-propagates; smaller micro-batches need them first, from a pass without autograd.
+    single = batch_size >= n
+    protos = None
+    if not single:
+        with torch.no_grad():
+            feats = torch.cat([engine.suffix(prefix_of(i, i + prefix_batch_size))
+                               for i in range(0, n, prefix_batch_size)])
+            protos = class_prototypes(feats, y)
     acc = {i: torch.zeros(engine.mods[i].conv.out_channels) for i in layers}
 
     def tap(i: int, act: torch.Tensor) -> None:
@@ -78,9 +100,10 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
     engine.taps = {i: tap for i in layers}
     with torch.enable_grad():
         for i in range(0, n, batch_size):
-            f = engine.suffix(h[i:i + batch_size])
-            F.cross_entropy(head(f, protos), y[i:i + batch_size], reduction="sum").backward()
+            f = engine.suffix(prefix_of(i, i + batch_size))
+            p = class_prototypes(f.detach(), y) if single else protos
+            F.cross_entropy(head(f, p), y[i:i + batch_size], reduction="sum").backward()
             progress.step("Fisher pass", min(i + batch_size, n), n)
     engine.taps = {}
     channel = {i: acc[i] / (2 * n) for i in layers}
-    return FisherResult(channel, n, batch_size, time.perf_counter() - t0)
+    return FisherResult(channel, n, batch_size, time.perf_counter() - t0 - shared)
