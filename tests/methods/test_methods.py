@@ -19,7 +19,7 @@ def task():
 
 
 def _cfg(**kw):
-    return AdaptConfig(iterations=2, resolution=32, augment=kw.pop("augment", False), **kw)
+    return AdaptConfig(iterations=kw.pop("iterations", 2), resolution=32, augment=kw.pop("augment", False), **kw)
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -157,3 +157,34 @@ def test_plans_follow_where_each_task_carries_its_information():
         assert layer in a and layer in b
         assert a[layer] <= {0, 1, 2, 3} and b[layer] <= {4, 5, 6, 7}   # each task trains the channels it uses
     assert a != b
+
+
+@pytest.mark.parametrize("method", ["fulltrain", "tinytrain"])
+def test_gradients_through_the_prototypes_equal_one_autograd_graph(task, method):
+    """proto_grad: the two-pass, micro-batched gradient equals P>M>F's single graph (features of the support
+    set with grad -> class means -> cosine loss of the pseudo-query), one SGD step, augmentation off."""
+    import torch.nn.functional as F
+    from tinytrain.fewshot.protonet import CosineClassifier, class_prototypes
+    bb, x, y = task
+    lr = 0.05
+    results = {}
+    for pg in (True, False):
+        for b in (1, len(x)):
+            cfg = _cfg(lr=lr, iterations=1, batch_size=b, augment=False, optimizer="sgd",
+                       memory_budget=10 ** 9, compute_budget=1.0, options={"proto_grad": pg})
+            results[(pg, b)] = make_method(method, bb, cfg).fit(x, y).backbone.state_dict()
+    ref = build_backbone("tiny-test")
+    ref.load_state_dict(bb.state_dict())
+    ref.eval()
+    head = CosineClassifier()
+    loss = F.cross_entropy(head(ref(x), class_prototypes(ref(x), y)), y, reduction="sum") / len(x)
+    grads = dict(zip([k for k, _ in ref.named_parameters()], torch.autograd.grad(loss, list(ref.parameters()),
+                                                                                  allow_unused=True)))
+    got = results[(True, 1)]
+    trained = [k for k in got if not torch.equal(got[k], bb.state_dict()[k])]
+    assert trained
+    for k in trained:
+        expect = bb.state_dict()[k] - lr * grads[k]
+        assert torch.allclose(got[k], expect, atol=1e-5, rtol=1e-4), k
+        assert torch.allclose(results[(True, len(x))][k], got[k], atol=1e-6)        # micro-batch independent
+    assert any(not torch.allclose(results[(False, 1)][k], got[k], atol=1e-6) for k in trained)   # it matters

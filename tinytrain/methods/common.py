@@ -189,6 +189,7 @@ class FineTuner:
         self.model, self.x, self.y, self.config = model, x, y, config
         self.batch_size, self.chunk, self.before_step = batch_size, prefix_batch_size, before_step
         self.exclude = set(exclude_storages)
+        self.proto_grad = bool(config.options.get("proto_grad", False))
         self.head = frozen_head(head)
         params = model.trainable_parameters()
         if not params:
@@ -237,7 +238,13 @@ class FineTuner:
         """One iteration: prototypes, pseudo-query loss and backward (micro-batched), optimizer step."""
         t0 = time.perf_counter()
         m, y, n, b = self.model, self.y, self.n, self.batch_size
-        protos = class_prototypes(self.features(), y)
+        support = self.features()
+        if self.proto_grad:     # P>M>F: the loss also reaches the weights through the prototypes (below)
+            support.requires_grad_(True)
+            with torch.enable_grad():
+                protos = class_prototypes(support, y)
+        else:
+            protos = class_prototypes(support, y)
         self.opt.zero_grad(set_to_none=True)
         total = 0.0
         view = self.pool[self.iteration % len(self.pool)] if self.pool else None
@@ -252,10 +259,12 @@ class FineTuner:
                     f = m.suffix(zb) if self.has_prefix else m(zb)
                 with torch.enable_grad():
                     loss = F.cross_entropy(self.head(f, protos), y[c + j:c + j + len(zb)], reduction="sum") / n
-                    loss.backward()
+                    loss.backward(retain_graph=self.proto_grad)
                 self.measured = max(self.measured, counter.bytes)
                 total += float(loss.detach())
             del z
+        if self.proto_grad:
+            self._backward_through_prototypes(support.grad)
         if self.before_step is not None:
             self.before_step()
         self.opt.step()
@@ -264,6 +273,29 @@ class FineTuner:
         self.losses.append(total)
         progress.step("training", self.iteration, self.config.iterations)
         return total
+
+    def _backward_through_prototypes(self, grad: torch.Tensor | None) -> None:
+        """The prototypes' share of the gradient, in a second micro-batched pass over the support set:
+        the query losses left dL/d(support feature) in `grad` (through the class means); re-running each
+        support micro-batch with autograd and back-propagating that slice gives exactly the gradient of
+        P>M>F's single graph, while keeping only one micro-batch's activations, as on a device."""
+        if grad is None:
+            return
+        m, b = self.model, self.batch_size
+        for c in self.chunks:
+            if self.cached is not None:
+                h = self.cached[c:c + self.chunk]
+            else:
+                with torch.no_grad():
+                    h = m.prefix(self.x[c:c + self.chunk])
+            run = m.suffix if self.has_prefix else m
+            for j in range(0, len(h), b):
+                counter = SavedBytesCounter(exclude=set(self.exclude))
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+                    f = run(h[j:j + b].clone())
+                with torch.enable_grad():
+                    f.backward(grad[c + j:c + j + len(f)])
+                self.measured = max(self.measured, counter.bytes)
 
     @torch.no_grad()
     def prototypes(self) -> torch.Tensor:

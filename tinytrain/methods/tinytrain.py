@@ -89,7 +89,7 @@ class TinyTrainMethod(TrainedMethod):
     def option(self, key: str):
         unknown = set(self.config.options) - set(OPTION_DEFAULTS) - {"lr_candidates", "lr_search_iterations",
                                                                     "augment_p", "prefix_batch_size",
-                                                                    "augment_pool", "cache_budget"}
+                                                                    "augment_pool", "cache_budget", "proto_grad"}
         if unknown:
             raise ValueError(f"unknown tinytrain option(s) {sorted(unknown)}; known: {sorted(OPTION_DEFAULTS)}")
         return self.config.options.get(key, OPTION_DEFAULTS[key])
