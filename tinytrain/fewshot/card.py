@@ -111,3 +111,61 @@ def distill_summary(run_dir: str | Path) -> dict:
         last_step = r["step"]
     return {"config": config, "curve": curve, "images_seen": curve[-1]["images_seen"] if curve else 0,
             "train_seconds": busy, "images_per_s": (last_step * config["batch_size"] / busy) if busy else None}
+
+
+def render_distill_card(model: str, distill_run: str | Path, commands: list[str],
+                        results: dict[str, dict[str, AccuracySummary]], episodes: int, shipped: str,
+                        metatrain_run: str | Path | None = None, curve_accuracy: dict[int, float] | None = None,
+                        notes: list[str] | None = None) -> str:
+    """Markdown card of a distilled checkpoint: how it was made (commands, images seen, wall time,
+    hardware), the held-out agreement with the teacher along the run, and None accuracy on the pocket
+    targets beside the other shipped checkpoints (each at its own resolution), with the paired table."""
+    d = distill_summary(distill_run)
+    c = d["config"]
+    last = d["curve"][-1] if d["curve"] else {}
+    lines = [f"# {model} — `distilled` checkpoint", "",
+             f"Shipped: **{shipped}**. Load with `--checkpoint distilled`; trained at {c['resolution']} px, which "
+             "`adapt`, `plan` and `eval` use by default.", "", "## How it was made", "", "```sh", *commands, "```", ""]
+    img = ", ".join(f"`{i['source']}` ({i['licence']})" for i in c["images"])
+    wall = f"{d['train_seconds'] / 3600:.2f} h of training" if d["train_seconds"] else "n/a"
+    lines += [f"- **distill**: student `{c['student']}` from `{c['init']}`, teacher `{c['teacher']}` "
+              f"(`{c['teacher_checkpoint']}`); {d['images_seen']:,} images seen ({c['epochs']} x "
+              f"{c['steps_per_epoch']} steps of {c['batch_size']}), {100 * c['pocket_fraction']:.0f} % of each batch "
+              f"pocket-source glyphs; temperature {c['temperature']}, feature weight {c.get('feature_weight', 0)}; "
+              f"{wall} at {d['images_per_s'] or 0:.0f} images/s on average",
+              f"- photographs: {img}"]
+    if metatrain_run:
+        s = run_summary(metatrain_run)
+        mc = s["config"]
+        mwall = f"{s['wall_s'] / 60:.1f} min" if s["wall_s"] else "n/a"
+        lines.append(f"- **metatrain** (the paper's stage 2): `{mc.get('data')}`, resolution {mc.get('resolution')}, "
+                     f"{mc.get('epochs')} x {mc.get('episodes_per_epoch')} episodes, lr {mc.get('lr')}; wall time {mwall}")
+    lines += [f"- hardware: {hardware()}", ""]
+    if d["curve"]:
+        lines += ["## Agreement with the teacher on held-out photographs", "",
+                  f"{last.get('agree_n', 0)} fixed crops of {', '.join('`' + h['source'] + '`' for h in c['heldout'])} "
+                  "(never trained on); top-1: the student's arg-max is the teacher's; top-5 overlap: "
+                  "|student top-5 ∩ teacher top-5| / 5; teacher in top-5: the teacher's arg-max is among the "
+                  "student's five best." + (" Pocket targets: None accuracy of that epoch's snapshot (mean of the "
+                                            "three domains, the episodes of the curve column)." if curve_accuracy else ""),
+                  "", "| images seen | top-1 agreement | top-5 overlap | teacher in top-5 |"
+                  + (" pocket targets |" if curve_accuracy else ""),
+                  "|---|---|---|---|" + ("---|" if curve_accuracy else "")]
+        for r in d["curve"]:
+            row = (f"| {r['images_seen']:,} | {100 * r['agree_top1']:.1f} % | {100 * r['agree_top5_overlap']:.1f} % | "
+                   f"{100 * r['teacher_in_top5']:.1f} % |")
+            if curve_accuracy:
+                acc = curve_accuracy.get(r["images_seen"])
+                row += f" {'-' if acc is None else f'{100 * acc:.1f} %'} |"
+            lines.append(row)
+        lines.append("")
+    lines += ["## None accuracy on the pocket target domains", "",
+              f"ProtoNet nearest-centroid, no fine-tuning; {episodes} test episodes per domain, identical for every "
+              "column; each checkpoint at its own training resolution (NAME@PIXELS); mean ± 95 % CI (%).", "",
+              format_table(results), ""]
+    if len(next(iter(results.values()))) > 1:
+        lines += ["Paired difference on the same episodes (the last column minus each other one), mean ± 95 % CI "
+                  "in points:", "", paired_table(results), ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
