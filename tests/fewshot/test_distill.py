@@ -181,15 +181,36 @@ def test_glyphs_mixed_into_every_batch(setup):
     from .helpers import write_png_folder
     tmp, _ = setup
     glyphs = str(write_png_folder(tmp / "glyphs", classes=10, per_class=4))
-    cfg = DistillConfig(student="tiny-test", images=[{"source": "x", "sha256": "a"}], resolution=32, batch_size=8,
-                        pocket_fraction=0.5, pocket_data=glyphs, cutmix=0.0)
     photos = [Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3)).astype(np.uint8))]
-    source = BatchSource(cfg, photos, PocketGlyphs(glyphs, 32, 0))
-    batch = source.batch(3)
-    assert batch.shape == (8, 3, 32, 32) and cfg.pocket_per_batch == 4
-    glyph_rows = PocketGlyphs(glyphs, 32, 0)(3, 4)                      # what step 3 draws from the glyphs
-    source.patches.reseed(episode_seed(cfg.seed, 3))
-    photo_rows = source.patches(4)
     key = lambda t: round(float(t.sum()), 3)
-    assert sorted(map(key, batch)) == sorted(map(key, torch.cat([photo_rows, glyph_rows])))   # 4 + 4, shuffled
-    assert torch.equal(batch, BatchSource(cfg, photos, PocketGlyphs(glyphs, 32, 0)).batch(3))  # seeded per step
+    for loss in ("kl", "ce"):
+        cfg = DistillConfig(student="tiny-test", images=[{"source": "x", "sha256": "a"}], resolution=32,
+                            batch_size=8, pocket_fraction=0.5, pocket_data=glyphs, pocket_loss=loss, cutmix=0.0)
+        source = BatchSource(cfg, photos, PocketGlyphs(glyphs, 32, 0))
+        x, gx, gy = source.batch(3)
+        glyph_rows, glyph_labels = PocketGlyphs(glyphs, 32, 0)(3, 4)      # what step 3 draws from the glyphs
+        source.patches.reseed(episode_seed(cfg.seed, 3))
+        photo_rows = source.patches(4)
+        if loss == "kl":        # glyphs go to the teacher with the photos, shuffled in
+            assert x.shape == (8, 3, 32, 32) and len(gx) == len(gy) == 0
+            assert sorted(map(key, x)) == sorted(map(key, torch.cat([photo_rows, glyph_rows])))
+        else:                   # glyphs keep their labels for the glyph classifier
+            assert x.shape == (4, 3, 32, 32) and torch.equal(gx, glyph_rows) and torch.equal(gy, glyph_labels)
+            assert sorted(map(key, x)) == sorted(map(key, photo_rows))
+        again = BatchSource(cfg, photos, PocketGlyphs(glyphs, 32, 0)).batch(3)
+        assert all(torch.equal(a, b) for a, b in zip((x, gx, gy), again))     # seeded per step
+
+
+def test_glyph_classifier_keeps_training_and_resumes(setup):
+    from .helpers import write_png_folder
+    tmp, args = setup
+    glyphs = str(write_png_folder(tmp / "glyphs", classes=10, per_class=4))
+    extra = ["--pocket-fraction", "0.5", "--pocket-data", glyphs, "--pocket-loss", "ce"]
+    out = tmp / "g"
+    assert main(args + extra + ["--out", str(out), "--max-steps", "3"]) == 0
+    assert main(args + extra + ["--out", str(out)]) == 0
+    assert main(args + extra + ["--out", str(tmp / "whole")]) == 0
+    a, b = load_file(str(out / "last.safetensors")), load_file(str(tmp / "whole" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert all("train_glyph_acc" in r for r in log if "loss" in r)

@@ -184,7 +184,7 @@ def _distill_config(args):
     train_files = resolve_images(images, "--images")
     held_files = resolve_images(heldout, "--heldout") if heldout else []
     fields = ("init", "teacher", "teacher_checkpoint", "resolution", "batch_size", "epochs", "steps_per_epoch", "lr",
-              "weight_decay", "warmup_epochs", "temperature", "feature_weight", "cutmix", "pocket_fraction", "pocket_data", "init_crop",
+              "weight_decay", "warmup_epochs", "temperature", "feature_weight", "cutmix", "pocket_fraction", "pocket_loss", "pocket_data", "init_crop",
               "min_area", "rotation", "shear", "heldout_crops", "seed", "device", "nproc")
     values = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     values |= {"student": args.student, "images": describe(train_files), "heldout": describe(held_files)}
@@ -306,6 +306,8 @@ def register(sub) -> None:
     p.add_argument("--cutmix", type=float, help="probability that a batch is CutMixed (default 1)")
     p.add_argument("--pocket-fraction", type=float, help="share of each batch taken from the pocket source's "
                    "training glyphs (default 0)")
+    p.add_argument("--pocket-loss", choices=("ce", "kl"), help="what the glyphs learn: their own classes with a "
+                   "glyph classifier (ce, default) or the teacher's outputs (kl: measured to erase glyph features)")
     p.add_argument("--pocket-data", help="where those glyphs come from: a source domain or class folders (default pocket-symbols)")
     p.add_argument("--init-crop", type=float, help="first crop, as a fraction of the photo's shorter side")
     p.add_argument("--min-area", type=float, help="smallest patch area as a fraction of that crop (default 0.002)")

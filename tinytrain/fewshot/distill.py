@@ -49,6 +49,7 @@ class DistillConfig(RunConfig):
     feature_weight: float = 0.0           # weight of the feature term: 1 - cos(P s, t) of pooled features
     cutmix: float = 1.0                   # probability that a batch is CutMixed
     pocket_fraction: float = 0.0          # share of each batch drawn from the pocket source's training glyphs
+    pocket_loss: str = "ce"               # ce: glyphs learn their own labels (a glyph classifier); kl: the teacher's
     pocket_data: str = "pocket-symbols"     # the pocket benchmark's source domain (data.pocket.POCKET_SOURCE)
     data_version: str = ""
     init_crop: float = 0.5
@@ -74,10 +75,13 @@ class DistillConfig(RunConfig):
             raise ValueError(f"--feature-weight must be >= 0, got {self.feature_weight}")
         if not 0 <= self.cutmix <= 1 or not 0 <= self.pocket_fraction < 1:
             raise ValueError("--cutmix must be in [0, 1] and --pocket-fraction in [0, 1)")
+        if self.pocket_loss not in ("ce", "kl"):
+            raise ValueError(f"--pocket-loss must be ce or kl, got {self.pocket_loss!r}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
-        if self.batch_size % self.nproc:
-            raise ValueError(f"--batch-size ({self.batch_size}) must be a multiple of --nproc ({self.nproc})")
+        if self.batch_size % self.nproc or self.pocket_per_batch % self.nproc:
+            raise ValueError(f"--batch-size ({self.batch_size}) and its glyph share ({self.pocket_per_batch}) must be "
+                             f"multiples of --nproc ({self.nproc})")
         if not self.images:
             raise ValueError("--images gave no photograph")
         train = {i["sha256"] for i in self.images}
@@ -184,9 +188,10 @@ def plot_curve(records: list[dict], path: Path, title: str) -> None:
 # --- the loop ---------------------------------------------------------------------------------------
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) between the softened distributions, averaged over the batch."""
-    return F.kl_div(F.log_softmax(student_logits / temperature, -1), F.softmax(teacher_logits / temperature, -1),
-                    reduction="batchmean")
+    """KL(teacher || student) between the softened distributions, averaged over the batch and scaled by T^2
+    (Hinton et al.), so that its gradients keep their size beside another loss term at any temperature."""
+    return temperature ** 2 * F.kl_div(F.log_softmax(student_logits / temperature, -1),
+                                       F.softmax(teacher_logits / temperature, -1), reduction="batchmean")
 
 
 def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, projector: torch.nn.Module):
@@ -197,7 +202,10 @@ def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
 
 class BatchSource:
     """Batch `step` of a run: photo patches (and pocket glyphs), CutMixed; a pure function of (seed, step),
-    so a resumed or distributed run sees exactly the batches an uninterrupted single process sees."""
+    so a resumed or distributed run sees exactly the batches an uninterrupted single process sees.
+
+    `batch(step)` returns the part the teacher labels (photos, and glyphs with pocket_loss "kl") and, with
+    pocket_loss "ce", the glyphs with their class labels (never CutMixed: their labels are not mixed)."""
 
     def __init__(self, config: DistillConfig, photos, pocket=None):
         from ..data.transforms import PhotoPatches
@@ -206,19 +214,24 @@ class BatchSource:
                                     min_area=config.min_area, rotation=config.rotation, shear=config.shear)
         self.pocket = pocket
 
-    def batch(self, step: int) -> torch.Tensor:
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(teacher-labelled images, glyph images, glyph labels); the last two are empty without "ce" glyphs."""
         from ..data.transforms import cutmix
         c = self.config
         self.patches.reseed(episode_seed(c.seed, step))
         n_pocket = c.pocket_per_batch if self.pocket is not None else 0
         x = self.patches(c.batch_size - n_pocket)
+        gx = torch.zeros(0, *x.shape[1:])
+        gy = torch.zeros(0, dtype=torch.long)
         if n_pocket:
-            x = torch.cat([x, self.pocket(step, n_pocket)])
+            gx, gy = self.pocket(step, n_pocket)
+            if c.pocket_loss == "kl":
+                x, gx, gy = torch.cat([x, gx]), gx[:0], gy[:0]
         g = torch.Generator().manual_seed(episode_seed(c.seed + 1, step))
         x = x[torch.randperm(len(x), generator=g)]
         if float(torch.rand((), generator=g)) < c.cutmix:
             x = cutmix(x, g)
-        return x
+        return x, gx, gy
 
 
 class PocketGlyphs:
@@ -232,12 +245,18 @@ class PocketGlyphs:
         self.view = ClassificationView(train, self.tf)
         self.seed = seed
 
-    def __call__(self, step: int, n: int) -> torch.Tensor:
+    @property
+    def num_classes(self) -> int:
+        return self.view.num_classes
+
+    def __call__(self, step: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, class labels) of `n` glyphs."""
         g = torch.Generator().manual_seed(episode_seed(self.seed + 2, step))
         idx = torch.randint(len(self.view), (n,), generator=g).tolist()
         self.tf.reseed(episode_seed(self.seed + 3, step))
         with seeded_rng(episode_seed(self.seed + 4, step)):
-            return torch.stack([self.view[i][0] for i in idx])
+            items = [self.view[i] for i in idx]
+        return torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
 
 
 def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: DistillConfig, out: str | Path,
@@ -262,7 +281,10 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
     if rank != 0:
         state = run.prepare(config, write=False)
     projector = torch.nn.Linear(student.feature_dim, teacher.feature_dim).to(device)
-    params = list(student.parameters()) + (list(projector.parameters()) if config.feature_weight > 0 else [])
+    glyph_classes = batches.pocket.num_classes if batches.pocket is not None and config.pocket_loss == "ce" else 0
+    glyph_head = torch.nn.Linear(student.feature_dim, max(glyph_classes, 1)).to(device)
+    params = (list(student.parameters()) + (list(projector.parameters()) if config.feature_weight > 0 else [])
+              + (list(glyph_head.parameters()) if glyph_classes else []))
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -272,10 +294,12 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
         student.load_state_dict(state["student"])
         if "projector" in state:
             projector.load_state_dict(state["projector"])
+        if "glyph_head" in state:
+            glyph_head.load_state_dict(state["glyph_head"])
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
     elif world > 1:
-        for t in list(student.state_dict().values()) + list(projector.state_dict().values()):
+        for t in [*student.state_dict().values(), *projector.state_dict().values(), *glyph_head.state_dict().values()]:
             dist.broadcast(t, 0)
     spe, total = config.steps_per_epoch, config.total_steps
     crops = t_logits = None
@@ -291,7 +315,8 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
     def save_state():
         if rank == 0:
             run.save_state({"student": student.state_dict(), "projector": projector.state_dict(),
-                            "optimizer": opt.state_dict(), "step": step, "history": history})
+                            "glyph_head": glyph_head.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "history": history})
         _barrier(world)
 
     def end_epoch():
@@ -316,26 +341,34 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
         from tqdm import tqdm
         bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="img",
                    unit_scale=True, desc=f"distill {config.student}")
-    win, t0 = torch.zeros(3), time.time()
-    share = config.batch_size // world
+    win, t0 = torch.zeros(4), time.time()
     while step < total and (stop_at_step is None or step < stop_at_step):
         lr = warmup_cosine_lr(step / spe, base_lr=config.lr, epochs=config.epochs,
                               warmup_epochs=config.warmup_epochs, warmup_lr=config.lr * 0.01, min_lr=0.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = batches.batch(step)[rank * share:(rank + 1) * share].to(device, memory_format=torch.channels_last)
+        xk, gx, gy = batches.batch(step)
+        sk, sg = len(xk) // world, len(gx) // world           # each rank's slice of each part
+        xk = xk[rank * sk:(rank + 1) * sk]
+        gx, gy = gx[rank * sg:(rank + 1) * sg], gy[rank * sg:(rank + 1) * sg].to(device)
+        x = torch.cat([xk, gx]).to(device, memory_format=torch.channels_last)
         with torch.no_grad():
-            t_feat = teacher(x)
+            t_feat = teacher(x[:sk])
             t = teacher.classifier(t_feat)
         student.train()
-        s_feat = student(x)
-        s = student.classifier(s_feat)
+        s_feat = student(x)                                    # one forward: BN sees photos and glyphs together
+        s = student.classifier(s_feat[:sk])
         loss = kd_loss(s, t, config.temperature)
         if config.feature_weight > 0:
-            loss = loss + config.feature_weight * feature_loss(s_feat, t_feat, projector)
+            loss = loss + config.feature_weight * feature_loss(s_feat[:sk], t_feat, projector)
+        glyph_acc = 0.0
+        if sg:
+            g_logits = glyph_head(s_feat[sk:])
+            loss = loss + F.cross_entropy(g_logits, gy, label_smoothing=0.1)
+            glyph_acc = float((g_logits.argmax(-1) == gy).float().mean())
         opt.zero_grad(set_to_none=False)
         (loss / world).backward()
-        stats = torch.tensor([loss.item(), float((s.argmax(-1) == t.argmax(-1)).float().mean()), 1.0])
+        stats = torch.tensor([loss.item(), float((s.argmax(-1) == t.argmax(-1)).float().mean()), 1.0, glyph_acc])
         if world > 1:
             stats = _all_reduce_grads(params, stats)     # sums over ranks; stats[2] counts ranks
         opt.step()
@@ -349,9 +382,11 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
         if rank == 0 and (step % config.log_every_steps == 0 or step % spe == 0):
             dt = time.time() - t0
             steps = float(win[2]) / world
-            run.log({"step": step, "epoch": step / spe, "lr": lr, "loss": float(win[0] / win[2]),
-                     "train_agree_top1": float(win[1] / win[2]),
-                     "images_per_s": config.batch_size * steps / max(dt, 1e-9)})
+            rec = {"step": step, "epoch": step / spe, "lr": lr, "loss": float(win[0] / win[2]),
+                   "train_agree_top1": float(win[1] / win[2]), "images_per_s": config.batch_size * steps / max(dt, 1e-9)}
+            if glyph_classes:
+                rec["train_glyph_acc"] = float(win[3] / win[2])
+            run.log(rec)
             win.zero_()
             t0 = time.time()
         keep_on_schedule(step, spe, config.save_every_steps, end_epoch, save_state)
