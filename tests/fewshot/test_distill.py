@@ -70,7 +70,7 @@ def test_cutmix_pastes_a_box_from_another_image():
 
 def test_kd_loss_and_agreement():
     t = torch.randn(10, 1000)
-    assert kd_loss(t, t, 8.0).abs() < 1e-6 and kd_loss(torch.randn(10, 1000), t, 8.0) > 0
+    assert kd_loss(t, t, 8.0).abs() < 1e-4 and kd_loss(torch.randn(10, 1000), t, 8.0) > 0.1
     torch.manual_seed(0)
     net = build_backbone("tiny-test", num_classes=1000).eval()
     crops = torch.randn(12, 3, 32, 32)
@@ -214,3 +214,16 @@ def test_glyph_classifier_keeps_training_and_resumes(setup):
     assert all(torch.equal(a[k], b[k]) for k in a)
     log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert all("train_glyph_acc" in r for r in log if "loss" in r)
+
+
+def test_distill_in_two_processes(setup, capsys):
+    """--nproc 2: each rank distils its half of every batch; gradients are all-reduced, rank 0 writes."""
+    tmp, args = setup
+    out = tmp / "two"
+    assert main(args + ["--out", str(out), "--nproc", "2"]) == 0
+    assert "64 images seen" in capsys.readouterr().out
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 9))
+    assert [r["images_seen"] for r in log if "agree_top1" in r] == [0, 32, 64]
+    student, meta = load_checkpoint(out / "last.safetensors")
+    assert meta["images_seen"] == 64 and json.loads((out / "config.json").read_text())["nproc"] == 2

@@ -102,34 +102,49 @@ def _metatrain_worker(config_dict: dict, out: str, restart: bool, max_steps: int
                   progress=progress)
 
 
-def cmd_metatrain(args) -> int:
+def _run_stage(config, out: Path, args, worker, run, from_log):
+    """Run a training stage here, in `--nproc` spawned processes, or as one rank of torchrun. Ranks other
+    than 0 leave inside (their work is done); `from_log(records)` rebuilds the result after spawned runs.
+    Returns (result, under_torchrun): a torchrun rank 0 must leave through `exit_rank` after reporting."""
     from ..fewshot.distributed import exit_rank, init_from_env, launch
-    from ..fewshot.metatrain import MetaTrainConfig, TrainResult, run_metatrain
     from ..fewshot.rundir import RunDir
-    config, out = _config_from_args(MetaTrainConfig, args, "metatrain")
-    config.check()
     progress = not args.no_progress
     if config.nproc > 1:
-        if config.batch_episodes % config.nproc:
-            raise UserError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of --nproc "
-                            f"({config.nproc}); e.g. --batch-episodes {config.nproc}")
-        launch(_metatrain_worker, config.nproc, (config.to_dict(), str(out), args.restart, args.max_steps, progress))
-        state_step = max((r.get("step", 0) for r in RunDir(out).read_log()), default=0)
-        hist = [r for r in RunDir(out).read_log() if "val_acc" in r]
-        best = max((r["val_acc"] for r in hist), default=None)
-        total = config.epochs * config.steps_per_epoch
-        return _report(TrainResult(out, state_step, total, best, hist), out)
-    if init_from_env():   # under torchrun: join its process group; episodes are sharded over its ranks
+        launch(worker, config.nproc, (config.to_dict(), str(out), args.restart, args.max_steps, progress))
+        return from_log(RunDir(out).read_log()), False
+    if init_from_env():   # under torchrun: join its process group; the work is sharded over its ranks
         import torch.distributed as dist
         rank = dist.get_rank()
         try:
-            result = run_metatrain(config, out, restart=args.restart, stop_at_step=args.max_steps,
-                                   progress=progress and rank == 0)
+            result = run(config, out, restart=args.restart, stop_at_step=args.max_steps,
+                         progress=progress and rank == 0)
         finally:
             dist.destroy_process_group()
-        exit_rank(_report(result, out) if rank == 0 else 0)
-    result = run_metatrain(config, out, restart=args.restart, stop_at_step=args.max_steps, progress=progress)
-    return _report(result, out)
+        if rank != 0:
+            exit_rank(0)
+        return result, True
+    return run(config, out, restart=args.restart, stop_at_step=args.max_steps, progress=progress), False
+
+
+def cmd_metatrain(args) -> int:
+    from ..fewshot.distributed import exit_rank
+    from ..fewshot.metatrain import MetaTrainConfig, TrainResult, run_metatrain
+    config, out = _config_from_args(MetaTrainConfig, args, "metatrain")
+    config.check()
+    if config.nproc > 1 and config.batch_episodes % config.nproc:
+        raise UserError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of --nproc "
+                        f"({config.nproc}); e.g. --batch-episodes {config.nproc}")
+
+    def from_log(log):
+        hist = [r for r in log if "val_acc" in r]
+        return TrainResult(out, max((r.get("step", 0) for r in log), default=0), config.epochs * config.steps_per_epoch,
+                           max((r["val_acc"] for r in hist), default=None), hist)
+
+    result, torchrun = _run_stage(config, out, args, _metatrain_worker, run_metatrain, from_log)
+    code = _report(result, out)
+    if torchrun:
+        exit_rank(code)
+    return code
 
 
 def cmd_checkpoint_eval(args) -> int:
@@ -217,34 +232,21 @@ def _distill_report(result, out: Path) -> int:
 
 
 def cmd_distill(args) -> int:
-    from ..fewshot.distill import DistillConfig, TrainResult, export_features, run_distill
-    from ..fewshot.distributed import exit_rank, init_from_env, launch
-    from ..fewshot.rundir import RunDir
+    from ..fewshot.distill import TrainResult, export_features, run_distill
+    from ..fewshot.distributed import exit_rank
     config, out = _distill_config(args)
     if args.export and Path(args.export).exists() and not args.restart:
         raise UserError(f"--export {args.export} exists; choose another file or delete it")
-    progress = not args.no_progress
-    if config.nproc > 1:
-        launch(_distill_worker, config.nproc, (config.to_dict(), str(out), args.restart, args.max_steps, progress))
-        log = RunDir(out).read_log()
-        step = max((r.get("step", 0) for r in log), default=0)
-        result = TrainResult(out, step, config.total_steps, None, [r for r in log if "agree_top1" in r])
-    elif init_from_env():
-        import torch.distributed as dist
-        rank = dist.get_rank()
-        try:
-            result = run_distill(config, out, restart=args.restart, stop_at_step=args.max_steps,
-                                 progress=progress and rank == 0)
-        finally:
-            dist.destroy_process_group()
-        if rank != 0:
-            exit_rank(0)
-    else:
-        result = run_distill(config, out, restart=args.restart, stop_at_step=args.max_steps, progress=progress)
+
+    def from_log(log):
+        return TrainResult(out, max((r.get("step", 0) for r in log), default=0), config.total_steps, None,
+                           [r for r in log if "agree_top1" in r])
+
+    result, torchrun = _run_stage(config, out, args, _distill_worker, run_distill, from_log)
     code = _distill_report(result, out)
     if args.export and result.completed:
         print(f"features (no ImageNet classifier) written to {export_features(out, args.export)}")
-    if init_from_env():
+    if torchrun:
         exit_rank(code)
     return code
 
