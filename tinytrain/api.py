@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from .models.backbone import Backbone
 
 
-def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "pocket") -> "Backbone":
-    """A backbone of the zoo with weights: `checkpoint` is a shipped name ('pocket', 'pocket-long'),
+def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "default") -> "Backbone":
+    """A backbone of the zoo with weights: `checkpoint` is 'default' (the model's best shipped one), a
+    shipped name ('pocket', 'pocket-long', 'distilled'),
     'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint file. The checkpoint's metadata (training
     resolution, meta-trained classifier) rides along as `backbone.checkpoint_meta`, and `adapt` uses it."""
     from .models.weights import load_backbone as load

@@ -129,6 +129,10 @@ def test_static_ablation_needs_validation_classes(folder, tmp_path):
     (["--lr", "auto", "--lr-grid=-1e-3,1e-3"], "--lr-grid holds a negative rate"),
     (["--lr", "1e-3", "--methods", "none,lastlayer", "--ablate-static"], "include tinytrain in --methods"),
     (["--lr", "target-val", "--tasks", "30"], "too small to hold out"),
+    (["--lr", "1e-3", "--variant", "tinytrain[stop_rule=skip]"], "is not in --methods"),
+    (["--lr", "1e-3", "--variant", "lastlayer"], "write METHOD[key=value,...]"),
+    (["--lr", "1e-3", "--methods", "tinytrain", "--variant", "tinytrain[stop=skip]"], "unknown tinytrain option"),
+    (["--lr", "1e-3", "--methods", "tinytrain", "--variant", "tinytrain[skip]"], "is not key=value"),
 ])
 def test_eval_protocol_errors_name_the_flag(tmp_path, capsys, extra, message):
     from tinytrain.cli import main
@@ -141,3 +145,25 @@ def test_eval_protocol_errors_name_the_flag(tmp_path, capsys, extra, message):
     assert main(args + extra) == 2                      # argparse: the last value of a flag wins
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_option_variants_train_with_their_options_and_get_a_paired_table(small_pocket, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
+    spec = "tinytrain[ratio_policy=fisher-mass,fisher_mass=0.3,stop_rule=skip,channel_ratios=1;0.25]"
+    cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits"],
+                     variants=build_variants(["tinytrain"], options=[spec]), tasks=2, resolution=32,
+                     iterations=1, lr=1e-3, memory_budget=60_000, compute_budget=1.0,
+                     episodes=EpisodeShape("fixed", 3, 2, 2))
+    out = tmp_path / "run"
+    records = run_eval(cfg, out, progress=False, log=lambda s: None)
+    var = [r for r in records if r["method"] == spec]
+    assert len(var) == 2
+    assert var[0]["options"] == {"ratio_policy": "fisher-mass", "fisher_mass": 0.3, "stop_rule": "skip",
+                                 "channel_ratios": [1, 0.25]}
+    # every layer of the variant's plans trains all or a quarter of its channels (its own ratio ladder),
+    # and the skip rule places more than one layer at this budget
+    for r in var:
+        assert len(r["plan"]) > 1
+        assert {k / total for _, k, total in r["plan"]} <= {1.0, 0.25}
+    text, _ = write_run_report(out, cfg, records)
+    assert "Option variants" in text and "tinytrain minus method" in text

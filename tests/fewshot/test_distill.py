@@ -227,3 +227,30 @@ def test_distill_in_two_processes(setup, capsys):
     assert [r["images_seen"] for r in log if "agree_top1" in r] == [0, 32, 64]
     student, meta = load_checkpoint(out / "last.safetensors")
     assert meta["images_seen"] == 64 and json.loads((out / "config.json").read_text())["nproc"] == 2
+
+
+def test_card_and_shipped_checkpoint_of_a_distillation(setup, capsys):
+    """checkpoint-eval --distill-run writes the distilled card (commands, agreement curve with each
+    snapshot's accuracy, paired table) and --ship writes the last checkpoint with its provenance."""
+    from tests.bench.conftest import make_folder_dataset
+    tmp, args = setup
+    out = tmp / "run"
+    assert main(args + ["--out", str(out), "--export", str(out / "features.safetensors")]) == 0
+    data = make_folder_dataset(tmp / "data", classes=5, per_class=6)
+    card, ship = tmp / "card.md", tmp / "zoo" / "tiny-test-distilled.safetensors"
+    assert main(["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random",
+                 f"{out / 'features.safetensors'}@32", "--domains", str(data), "--episodes", "3",
+                 "--resolution", "32", "--distill-run", str(out), "--curve-episodes", "2", "--card", str(card),
+                 "--card-name", "distilled", "--shipped", "the distilled features", "--ship", str(ship),
+                 "--no-progress"]) == 0
+    text = card.read_text()
+    assert "tinytrain distill --student tiny-test" in text and "tinytrain checkpoint-eval" in text
+    assert "| images seen | top-1 agreement" in text and "| 64 |" in text.replace(",", "")
+    rows = [l for l in text.splitlines() if l.startswith("| 32 |") or l.startswith("| 0 |")]
+    assert len(rows) == 2 and all(l.rstrip().endswith("% |") for l in rows)    # snapshot accuracy filled in
+    assert "Paired difference" in text and "Shipped: **the distilled features**" in text
+    shipped, meta = load_backbone("tiny-test", str(ship))
+    assert shipped.classifier is None and meta["shipped_as"] == "distilled" and meta["images_seen"] == 64
+    assert meta["resolution"] == 32 and any(c.startswith("tinytrain distill") for c in meta["recipe"])
+    a, b = load_file(str(out / "features.safetensors")), load_file(str(ship))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

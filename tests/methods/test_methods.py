@@ -188,3 +188,23 @@ def test_gradients_through_the_prototypes_equal_one_autograd_graph(task, method)
         assert torch.allclose(got[k], expect, atol=1e-5, rtol=1e-4), k
         assert torch.allclose(results[(True, len(x))][k], got[k], atol=1e-6)        # micro-batch independent
     assert any(not torch.allclose(results[(False, 1)][k], got[k], atol=1e-6) for k in trained)   # it matters
+
+
+def test_channel_ablation_changes_the_plan_at_the_default_budgets():
+    """Fig. 6b's ablation measures something only if Fisher, L2 and random channels give different plans
+    with every option and budget at its default (mcunet-5fps, shipped checkpoint, 128 px, 1 MiB, 15 %)."""
+    from tinytrain.models.weights import load_backbone
+    bb, _ = load_backbone("mcunet-5fps", "pocket")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(10, 3, 128, 128, generator=g)
+    x[5:, 0] *= 0.2                                    # two classes apart in colour
+    y = torch.arange(2).repeat_interleave(5)
+    plans = {}
+    for choice in ("fisher", "l2", "random"):
+        cfg = AdaptConfig(iterations=1, resolution=128, augment=False, options={"channel_choice": choice})
+        rep = make_method("tinytrain", bb, cfg).plan(x, y)
+        plans[choice] = {(w["index"], c) for w in rep.extra["engine_plan"]["weights"] for c in w["channels"]}
+        assert rep.predicted_memory_bytes <= 1024 * 1024
+    jaccard = lambda a, b: len(a & b) / len(a | b)
+    # mostly different channels, not one layer's half (the plan of the former defaults: Jaccard 0.88)
+    assert jaccard(plans["fisher"], plans["l2"]) < 0.5 and jaccard(plans["fisher"], plans["random"]) < 0.5

@@ -26,6 +26,7 @@ GROUP_TITLES = {
     "channels": "Channel-selection ablation (TinyTrain)",
     "budget": "Accuracy against memory budget",
     "static": "Task adaptivity: TinyTrain with one plan chosen on validation tasks, used for every task",
+    "options": "Option variants (--variant): methods with options other than their defaults",
 }
 
 
@@ -62,6 +63,44 @@ def static_variants(base: str = "tinytrain") -> list[Variant]:
     return [Variant(f"{base}[static]", base, {"fixed_plan": STATIC_PLAN}, group="static")]
 
 
+def _option_value(text: str):
+    """'0.5' -> 0.5, 'true' -> True, '[1,0.5]' -> [1, 0.5], anything else stays a string."""
+    import json
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def option_variant(spec: str, methods: list[str]) -> Variant:
+    """`METHOD[key=value,...]` -> a result column with those options, labelled by the spec itself
+    (e.g. `tinytrain[ratio_policy=fisher-mass,stop_rule=skip]`). Values are JSON where they parse
+    (numbers, true/false, lists), else strings; a list value may not hold commas, use ';' ("1;0.5")."""
+    spec = spec.strip()
+    if "[" not in spec or not spec.endswith("]"):
+        raise ValueError(f"--variant {spec!r}: write METHOD[key=value,...], e.g. tinytrain[stop_rule=skip]")
+    method, body = spec[:-1].split("[", 1)
+    if method not in methods:
+        raise ValueError(f"--variant {spec!r}: method {method!r} is not in --methods ({', '.join(methods)})")
+    options = {}
+    for item in filter(None, (x.strip() for x in body.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--variant {spec!r}: {item!r} is not key=value")
+        value = value.strip()
+        options[key.strip()] = ([_option_value(v) for v in value.split(";")] if ";" in value
+                                else _option_value(value))
+    if not options:
+        raise ValueError(f"--variant {spec!r} sets no option")
+    if method == "tinytrain":
+        from ..methods.tinytrain import OPTION_DEFAULTS
+        unknown = sorted(set(options) - set(OPTION_DEFAULTS) - {"proto_grad", "augment_p"})
+        if unknown:
+            raise ValueError(f"--variant {spec!r}: unknown tinytrain option(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(OPTION_DEFAULTS))}, proto_grad, augment_p")
+    return Variant(spec, method, options, group="options")
+
+
 def budget_variants(budgets: list[int], methods: tuple[str, ...] = ("tinytrain",)) -> list[Variant]:
     if not budgets:
         return []
@@ -72,9 +111,14 @@ def budget_variants(budgets: list[int], methods: tuple[str, ...] = ("tinytrain",
 
 
 def build_variants(methods: list[str], meta_checkpoint: str | None = None, scores: bool = False,
-                   channels: bool = False, budgets: list[int] | None = None, static: bool = False) -> list[Variant]:
+                   channels: bool = False, budgets: list[int] | None = None, static: bool = False,
+                   options: list[str] | None = None) -> list[Variant]:
     """The full list of result columns for a run: the methods, then each requested ablation."""
     variants = main_variants(methods)
+    extra = [option_variant(s, methods) for s in options or []]
+    if len({v.label for v in extra}) < len(extra):
+        raise ValueError("a --variant is given twice")
+    variants += extra
     if meta_checkpoint:
         variants += meta_variants(methods, meta_checkpoint)
     if (scores or channels or budgets or static) and "tinytrain" not in methods:

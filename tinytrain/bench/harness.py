@@ -46,7 +46,7 @@ class Variant:
     options: dict = field(default_factory=dict)
     checkpoint: str | None = None        # None: the run's checkpoint
     memory_budget: int | None = None     # None: the run's budget
-    group: str = "main"                  # main | meta | score | channels | budget
+    group: str = "main"                  # main | meta | score | channels | static | budget | options
 
 
 @dataclass

@@ -58,13 +58,18 @@ def write_run_report(out_dir: str | Path, config: EvalConfig, records: list[dict
     for group, labels in groups.items():
         if group == "main":
             continue
-        ref = [m for m in ("tinytrain",) if m in main and group in ("score", "channels", "static")]
+        ref = [m for m in ("tinytrain",) if m in main and group in ("score", "channels", "static", "options")]
         if group == "meta":
             ref = main
         names = ref + labels
         recs = [r for r in records if r["method"] in set(names)]
         title = GROUP_TITLES.get(group, group)
         tables.append(accuracy_report(recs, names, domains, name=f"ablation_{group}", title=title))
+        if ref and group != "meta":
+            tables.append(paired_report(recs, names, domains, name=f"ablation_{group}_paired"))
+        if group in ("options", "static"):
+            tables.append(cost_report(recs, names, name=f"ablation_{group}_costs",
+                                      title=f"Backward memory and compute ({title.split(':')[0]})"))
         ga = accuracy_table(recs, names, domains)
         if group == "budget":
             budget_of = {v.label: v.memory_budget for v in config.variants if v.group == "budget"}

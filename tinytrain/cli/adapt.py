@@ -9,9 +9,8 @@ from . import UserError
 
 def add_model_arguments(p, default_model: str = "mcunet-5fps") -> None:
     p.add_argument("--model", default=default_model, help=f"backbone from the zoo (default {default_model})")
-    p.add_argument("--checkpoint", default="pocket",
-                   help="'pocket' or 'pocket-long' (shipped), 'random', 'imagenet' (mobilenetv2-1.0) "
-                   "or a checkpoint path")
+    p.add_argument("--checkpoint", default="default",
+                   help="'default' (the model's best shipped checkpoint: `tinytrain models`), 'pocket', 'pocket-long' or 'distilled' (shipped), 'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint path")
     p.add_argument("--resolution", type=int, default=None,
                    help="input resolution in pixels (default: the checkpoint's training resolution, else 128)")
     p.add_argument("--background", default=None, metavar="COLOUR",

@@ -38,8 +38,7 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
     g = p.add_argument_group("what to evaluate")
     g.add_argument("--model", default=defaults["model"], help="zoo model id (default: %(default)s)")
     g.add_argument("--checkpoint", default=defaults["checkpoint"],
-                   help="'pocket' or 'pocket-long' (shipped), 'imagenet', 'random' or a checkpoint path "
-                   "(default: %(default)s)")
+                   help="'default' (the model's best shipped checkpoint: `tinytrain models`), 'pocket', 'pocket-long' or 'distilled' (shipped), 'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint path (default: %(default)s)")
     g.add_argument("--domains", default=defaults["domains"],
                    help="comma-separated pocket domains, SOURCE:PATH Meta-Dataset sources or class-per-folder paths "
                         "(default: %(default)s)")
@@ -87,6 +86,10 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--ablate-static", action="store_true",
                    help="TinyTrain with one plan for every task, chosen once on validation episodes of held-out "
                         "classes (isolates task adaptivity)")
+    g.add_argument("--variant", action="append", default=[], metavar="METHOD[key=value,...]",
+                   help="an extra column: METHOD with these options, e.g. "
+                        "'tinytrain[ratio_policy=fisher-mass,stop_rule=skip]' (repeatable; docs/engine.md lists "
+                        "the options)")
     g.add_argument("--budget-sweep", default=None, metavar="SIZES",
                    help="TinyTrain at these memory budgets, e.g. 128KB,256KB,512KB,1MB")
     g = p.add_argument_group("running")
@@ -122,7 +125,8 @@ def config_from_args(args: argparse.Namespace):
         raise UserError(f"--lr-grid holds a negative rate ({args.lr_grid}); use rates >= 0 (0 = no update)")
     try:
         variants = build_variants(methods, args.ablate_meta, args.ablate_score, args.ablate_channels, budgets,
-                                  static=getattr(args, "ablate_static", False))
+                                  static=getattr(args, "ablate_static", False),
+                                  options=getattr(args, "variant", None))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if getattr(args, "sparseupdate_policy", None):
@@ -133,6 +137,9 @@ def config_from_args(args: argparse.Namespace):
         policy = {"n_bias": policy["n_bias"], "ratios": {str(k): v for k, v in policy["ratios"].items()}}
         variants = [replace(v, options={**v.options, "policy": policy}) if v.method == "sparseupdate" else v
                     for v in variants]
+    if args.checkpoint == "default":     # stored by its concrete name: a resumed run never changes weights
+        from ..models.weights import default_checkpoint
+        args.checkpoint = default_checkpoint(args.model)
     resolution = args.resolution or checkpoint_resolution(args.model, args.checkpoint,
                                                           getattr(args, "resolution_fallback", 128))
     if resolution < 8:
@@ -223,7 +230,7 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-EVAL_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "pocket",
+EVAL_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "default",
                  "domains": "pocket-scripts,pocket-digits,pocket-textures", "methods": "all", "tasks": 200,
                  "iterations": 40, "lr": "auto", "mode": "metadataset",
                  "workers": max(1, min(4, os.cpu_count() or 1)), "out": "tinytrain-eval"}

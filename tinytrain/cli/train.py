@@ -35,7 +35,7 @@ def _prepare_data(spec: str) -> str:
 
 
 def _add_common(p, stage: str) -> None:
-    p.add_argument("--model", default="mcunet-5fps", help="zoo model name (see `tinytrain zoo`)")
+    p.add_argument("--model", default="mcunet-5fps", help="zoo model name (see `tinytrain models`)")
     p.add_argument("--data", default=None, help="source dataset: pocket domain name, '<source>:<path>' or a "
                    "class-per-folder tree (default: the pocket benchmark's source domain)")
     p.add_argument("--out", default=None, help=f"run folder (default: runs/{stage}-<model>)")
@@ -147,6 +147,41 @@ def cmd_metatrain(args) -> int:
     return code
 
 
+def _snapshot_accuracy(args, domains: list[str]) -> dict[int, float]:
+    """None accuracy (mean over `domains`) of every snapshot of --distill-run, keyed by images seen: the
+    card's curve of accuracy against compute, on --curve-episodes episodes per domain."""
+    from ..fewshot.evaluate import evaluate_checkpoints
+    from ..models.weights import load_checkpoint
+    snaps = sorted((Path(args.distill_run) / "snapshots").glob("step-*.safetensors"))
+    if not snaps:
+        return {}
+    results = evaluate_checkpoints(args.model, [str(p) for p in snaps], domains, episodes=args.curve_episodes,
+                                   resolution="native", seed=args.seed, progress=not args.no_progress)
+    out = {}
+    for p in snaps:
+        seen = int(load_checkpoint(p)[1].get("images_seen", 0))
+        out[seen] = sum(results[d][str(p)].mean for d in domains) / len(domains)
+    return out
+
+
+def _ship(args, commands: list[str]) -> Path:
+    """Write the last of --checkpoints to --ship (a zoo file), without any 1000-way classifier, with its
+    provenance in the metadata: the name it ships as, its resolution, the recipe and the images seen."""
+    from ..fewshot.card import distill_summary
+    from ..fewshot.evaluate import split_resolution
+    from ..fewshot.metatrain import strip_classifier
+    from ..models.weights import load_backbone, save_checkpoint
+    name, res = split_resolution(args.checkpoints[-1])
+    backbone, meta = load_backbone(args.model, name)
+    extra = {"shipped_as": args.card_name, "recipe": commands, "resolution": res or meta.get("resolution")}
+    if args.distill_run:
+        d = distill_summary(args.distill_run)
+        extra |= {"images_seen": d["images_seen"], "distill_config": d["config"],
+                  "distill_train_seconds": round(d["train_seconds"], 1)}
+    meta = {k: v for k, v in meta.items() if k != "checkpoint"} | extra
+    return save_checkpoint(args.ship, strip_classifier(backbone), meta)
+
+
 def cmd_checkpoint_eval(args) -> int:
     from ..fewshot.evaluate import evaluate_checkpoints, format_table, paired_table
     from ..data.pocket import POCKET_TARGETS
@@ -167,19 +202,33 @@ def cmd_checkpoint_eval(args) -> int:
     if len(args.checkpoints) > 1:
         print(f"\nPaired difference on the same episodes, {args.checkpoints[-1]} minus the others (points):")
         print(paired_table(results))
-    if args.card:
-        from ..fewshot.card import config_command, render_card
+    if args.card or args.ship:
+        from ..fewshot.card import config_command, distill_command, render_card, render_distill_card
         runs = {"pretrain": args.pretrain_run, "metatrain": args.metatrain_run}
         runs = {k: v for k, v in runs.items() if v}
         commands = [config_command(k, json.loads((Path(v) / "config.json").read_text()), v) for k, v in runs.items()]
-        commands.append(command_line(["checkpoint-eval", "--model", args.model, "--checkpoints", *args.checkpoints,
-                                      "--domains", *domains, "--episodes", str(args.episodes),
-                                      "--resolution", str(args.resolution), "--seed", str(args.seed)]))
-        card = render_card(args.model, runs, commands, results, args.episodes, args.resolution,
-                           name=args.card_name)
+        if args.distill_run:
+            dconf = json.loads((Path(args.distill_run) / "config.json").read_text())
+            commands.insert(0, distill_command(dconf, args.distill_run, Path(args.distill_run) / "features.safetensors"))
+        argv = ["checkpoint-eval", "--model", args.model, "--checkpoints", *args.checkpoints, "--domains", *domains,
+                "--episodes", str(args.episodes), "--resolution", str(args.resolution), "--seed", str(args.seed)]
+        if args.curve_episodes:
+            argv += ["--curve-episodes", str(args.curve_episodes)]
+        commands.append(command_line(argv))
+    if args.card:
+        if args.distill_run:
+            curve = _snapshot_accuracy(args, domains) if args.curve_episodes else None
+            card = render_distill_card(args.model, args.distill_run, commands, results, args.episodes,
+                                       args.shipped or args.checkpoints[-1], metatrain_run=args.metatrain_run,
+                                       curve_accuracy=curve)
+        else:
+            card = render_card(args.model, runs, commands, results, args.episodes, args.resolution,
+                               name=args.card_name)
         Path(args.card).parent.mkdir(parents=True, exist_ok=True)
         Path(args.card).write_text(card)
         print(f"card written to {args.card}")
+    if args.ship:
+        print(f"shipped {args.checkpoints[-1]} as {_ship(args, commands)}")
     if args.json:
         payload = {"model": args.model, "checkpoints": args.checkpoints, "episodes": args.episodes,
                    "resolution": args.resolution, "seed": args.seed, "data_version": version,
@@ -344,5 +393,12 @@ def register(sub) -> None:
                    help="the shipped name the card describes (--checkpoint NAME), for its title")
     p.add_argument("--pretrain-run", help="for --card: the pretraining run folder (its config and log)")
     p.add_argument("--metatrain-run", help="for --card: the meta-training run folder (its config and log)")
+    p.add_argument("--distill-run", help="for --card: the distillation run folder (a distilled checkpoint's card: "
+                   "agreement curve, images seen)")
+    p.add_argument("--curve-episodes", type=int, default=0,
+                   help="with --distill-run: also the None accuracy of each snapshot on this many episodes per domain")
+    p.add_argument("--shipped", help="for a distilled card: which checkpoint ships and why (one sentence)")
+    p.add_argument("--ship", metavar="PATH", help="write the last of --checkpoints here (e.g. tinytrain/zoo/"
+                   "MODEL-NAME.safetensors) without a 1000-way classifier, its recipe and images seen in the metadata")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_checkpoint_eval)

@@ -7,11 +7,18 @@ from ..models.specs import ZOO, conv_layers, get_spec
 
 
 def cmd_models(args) -> int:
+    from ..models.weights import ZOO_DIR, default_checkpoint
+
     for name, spec in ZOO.items():
         layers = conv_layers(spec)
         print(f"{name:16s} {len(layers):3d} conv layers  {sum(l.params for l in layers)/1e6:6.3f} M conv weights  "
               f"{sum(l.macs for l in layers)/1e6:7.2f} M MACs @{spec.resolution}px  feature {spec.feature_dim}-d  "
               f"{spec.description}")
+        shipped = sorted(p.name[len(name) + 1:-len(".safetensors")] for p in ZOO_DIR.glob(f"{name}-*.safetensors"))
+        if name == "mobilenetv2-1.0":
+            shipped.append("imagenet")
+        if shipped:
+            print(f"{'':16s} checkpoints: {', '.join(shipped)} (default: {default_checkpoint(name)})")
     return 0
 
 

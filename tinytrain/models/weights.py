@@ -291,15 +291,29 @@ MIT_ZOO_URLS = {   # for users with internet; never fetched by tests
 
 # --- one entry point for "model + checkpoint name" ------------------------------------------------
 
+# What `--checkpoint default` (the default of adapt, plan, eval and demo) loads for each model: the shipped
+# checkpoint with the best None accuracy on the pocket targets' average (paired, same episodes, each at its
+# own training resolution; the zoo cards hold the tables). Models not listed: 'pocket'.
+DEFAULT_CHECKPOINTS: dict[str, str] = {"mobilenetv2-1.0": "imagenet"}
+
+
+def default_checkpoint(model: str) -> str:
+    """The concrete checkpoint name behind 'default' for `model`."""
+    return DEFAULT_CHECKPOINTS.get(model, "pocket")
+
+
 def shipped_checkpoint_path(model: str, name: str = "pocket") -> Path:
     return ZOO_DIR / f"{model}-{name}.safetensors"
 
 
-def load_backbone(model: str, checkpoint: str | None = "pocket") -> tuple[Backbone, dict]:
-    """Resolve `--model M --checkpoint C`: C is a shipped name ('pocket': meta-trained after a 2-epoch
-    pretraining, the cards' criterion; 'pocket-long': after a 15-epoch pretraining, higher accuracy),
-    'imagenet' (mobilenetv2-1.0), 'random', or a path to a tinytrain .safetensors / MIT-zoo .pth file."""
+def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backbone, dict]:
+    """Resolve `--model M --checkpoint C`: C is 'default' (`default_checkpoint`), a shipped name ('pocket':
+    meta-trained after a 2-epoch pretraining; 'pocket-long': after a 15-epoch pretraining; 'distilled':
+    distilled from the ImageNet teacher), 'imagenet' (mobilenetv2-1.0), 'random', or a path to a
+    tinytrain .safetensors / MIT-zoo .pth file."""
     get_spec(model)   # validates the name
+    if checkpoint == "default":
+        checkpoint = default_checkpoint(model)
     if checkpoint in (None, "random"):
         return build_backbone(model).eval(), {"checkpoint": "random"}
     if checkpoint == "imagenet":
