@@ -165,13 +165,14 @@ def _snapshot_accuracy(args, domains: list[str]) -> dict[int, float]:
 
 
 def _ship(args, commands: list[str]) -> Path:
-    """Write the last of --checkpoints to --ship (a zoo file), without any 1000-way classifier, with its
+    """Write --ship-checkpoint (default: the last of --checkpoints) to --ship (a zoo file), without any
+    1000-way classifier, with its
     provenance in the metadata: the name it ships as, its resolution, the recipe and the images seen."""
     from ..fewshot.card import distill_summary
     from ..fewshot.evaluate import split_resolution
     from ..fewshot.metatrain import strip_classifier
     from ..models.weights import load_backbone, save_checkpoint
-    name, res = split_resolution(args.checkpoints[-1])
+    name, res = split_resolution(args.ship_checkpoint or args.checkpoints[-1])
     backbone, meta = load_backbone(args.model, name)
     extra = {"shipped_as": args.card_name, "recipe": commands, "resolution": res or meta.get("resolution")}
     if args.distill_run:
@@ -187,6 +188,10 @@ def cmd_checkpoint_eval(args) -> int:
     from ..data.pocket import POCKET_TARGETS
     from ..fewshot.card import command_line
     domains = args.domains or list(POCKET_TARGETS)
+    if args.ship_checkpoint and args.ship_checkpoint not in args.checkpoints:
+        raise UserError(f"--ship-checkpoint {args.ship_checkpoint} is not one of --checkpoints")
+    if (args.ship_checkpoint or args.curve_episodes or args.shipped) and not (args.ship or args.card):
+        raise UserError("--ship-checkpoint, --curve-episodes and --shipped go with --ship or --card")
     if args.resolution != "native":
         if not args.resolution.isdigit():
             raise UserError(f"--resolution must be a number of pixels or 'native', got {args.resolution!r}")
@@ -228,7 +233,7 @@ def cmd_checkpoint_eval(args) -> int:
         Path(args.card).write_text(card)
         print(f"card written to {args.card}")
     if args.ship:
-        print(f"shipped {args.checkpoints[-1]} as {_ship(args, commands)}")
+        print(f"shipped {args.ship_checkpoint or args.checkpoints[-1]} as {_ship(args, commands)}")
     if args.json:
         payload = {"model": args.model, "checkpoints": args.checkpoints, "episodes": args.episodes,
                    "resolution": args.resolution, "seed": args.seed, "data_version": version,
@@ -398,7 +403,8 @@ def register(sub) -> None:
     p.add_argument("--curve-episodes", type=int, default=0,
                    help="with --distill-run: also the None accuracy of each snapshot on this many episodes per domain")
     p.add_argument("--shipped", help="for a distilled card: which checkpoint ships and why (one sentence)")
-    p.add_argument("--ship", metavar="PATH", help="write the last of --checkpoints here (e.g. tinytrain/zoo/"
+    p.add_argument("--ship", metavar="PATH", help="write --ship-checkpoint here (e.g. tinytrain/zoo/"
                    "MODEL-NAME.safetensors) without a 1000-way classifier, its recipe and images seen in the metadata")
+    p.add_argument("--ship-checkpoint", help="which of --checkpoints --ship writes (default: the last)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_checkpoint_eval)

@@ -8,11 +8,11 @@ Options (AdaptConfig.options; defaults in brackets, see docs/engine.md):
   score           full | fisher | fisher/memory | fisher/compute                      [full]
   channel_choice  fisher | l2 | random                                               [fisher]
   layer_choice    score | l2 (weight L2 norm of the layer, Table 3's "L2 Norm")        [score]
-  stop_rule       first | skip                                                       [first]
+  stop_rule       first | skip                                                        [skip]
   candidates      last6 (conv layers of the last 6 blocks + feature-mix) | all        [last6]
   channel_ratios  ratios tried per layer, largest that fits first                     [1, .5, .25, .125]
   ratio_policy    largest (largest ratio that fits) | fisher-mass (at most the smallest
-                  ratio whose channels hold `fisher_mass` of the layer's Fisher info)  [largest]
+                  ratio whose channels hold `fisher_mass` of the layer's Fisher info)  [fisher-mass]
   fisher_mass     the share of a layer's Fisher information its K channels must hold   [0.5]
   axis            out | in  (in: Fisher channel choice not available)                 [out]
   bias            also train the BN shifts of the selected layers                     [false]
@@ -40,8 +40,8 @@ from .trained import Built, TrainedMethod, private_copy
 
 DEFAULT_MEMORY_BUDGET = 1024 * 1024     # "around 1 MB" (paper 4.5), 1 MiB like the paper's MB
 DEFAULT_COMPUTE_BUDGET = 0.15           # of FullTrain's backward MACs
-OPTION_DEFAULTS = {"score": "full", "channel_choice": "fisher", "layer_choice": "score", "stop_rule": "first",
-                   "candidates": "last6", "channel_ratios": [1.0, 0.5, 0.25, 0.125], "ratio_policy": "largest",
+OPTION_DEFAULTS = {"score": "full", "channel_choice": "fisher", "layer_choice": "score", "stop_rule": "skip",
+                   "candidates": "last6", "channel_ratios": [1.0, 0.5, 0.25, 0.125], "ratio_policy": "fisher-mass",
                    "fisher_mass": 0.5, "axis": "out", "bias": False, "crossed_biases": False, "fixed_plan": None,
                    "fisher_batch_size": "auto", "device": None}
 
