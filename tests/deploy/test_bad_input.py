@@ -432,8 +432,11 @@ def test_resolution_follows_the_checkpoint(support, tmp_path, capsys):
                          "--method", "none"])
     assert "at 128 px (the default; the checkpoint records none)" in out
     out, _ = ok(capsys, ["plan", "--model", "mcunet-5fps", "--device", "pi-zero-2", "--method", "fulltrain",
-                         "--json"])
+                         "--checkpoint", "pocket", "--json"])
     assert json.loads(out)["resolution"] == 64          # the shipped pocket checkpoints are trained at 64 px
+    out, _ = ok(capsys, ["plan", "--model", "mcunet-5fps", "--device", "pi-zero-2", "--method", "fulltrain",
+                         "--json"])
+    assert json.loads(out)["resolution"] == 128         # the default (distilled) is trained at 128 px
 
 
 def test_adapt_reports_the_budgets_it_applied(support, capsys):

@@ -125,3 +125,30 @@ def test_shipped_pocket_checkpoints_load_by_name(model, name):
     with torch.no_grad():
         feats = backbone.eval()(torch.rand(2, 3, 64, 64))
     assert feats.shape[0] == 2 and torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
+def test_distilled_checkpoints_load_by_name_with_their_provenance(model, capsys):
+    """`--checkpoint distilled` for the three tiny backbones: 128 px, under 3 MB, images seen and the recipe
+    in the metadata, no 1000-way classifier, and `adapt`/`plan` pick its resolution by name."""
+    import json
+    from tinytrain.cli import main
+    from tinytrain.models.weights import load_backbone, shipped_checkpoint_path
+    path = shipped_checkpoint_path(model, "distilled")
+    assert path.stat().st_size < 3 * 1024 * 1024
+    backbone, meta = load_backbone(model, "distilled")
+    assert backbone.classifier is None and meta["shipped_as"] == "distilled" and meta["resolution"] == 128
+    assert meta["images_seen"] > 0 and meta["recipe"][0].startswith("tinytrain distill --student " + model)
+    with torch.no_grad():
+        feats = backbone.eval()(torch.rand(2, 3, 128, 128))
+    assert torch.isfinite(feats).all()
+    assert main(["plan", "--model", model, "--checkpoint", "distilled", "--method", "fulltrain", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["resolution"] == 128
+
+
+def test_default_checkpoint_is_the_measured_best():
+    from tinytrain.models.weights import default_checkpoint, load_backbone
+    assert default_checkpoint("mcunet-5fps") == "distilled"           # +3.9 ± 0.7 over pocket-long (card)
+    assert default_checkpoint("mobilenetv2-1.0") == "imagenet"
+    _, meta = load_backbone("mcunet-5fps", "default")
+    assert meta["shipped_as"] == "distilled"

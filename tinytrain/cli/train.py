@@ -183,6 +183,25 @@ def _ship(args, commands: list[str]) -> Path:
     return save_checkpoint(args.ship, strip_classifier(backbone), meta)
 
 
+def _earlier_results(args, domains: list[str]):
+    """The per-episode results in --json when it holds this exact evaluation (same model, checkpoints,
+    domains, episodes, resolution and seed), so a card can be re-rendered or a checkpoint shipped without
+    evaluating again; None otherwise. Checkpoint files are named, not hashed: change a file, delete the JSON."""
+    from ..fewshot.evaluate import summarize
+    if not args.json or not Path(args.json).is_file():
+        return None
+    try:
+        old = json.loads(Path(args.json).read_text())
+    except ValueError:
+        return None
+    same = (old.get("model") == args.model and old.get("checkpoints") == args.checkpoints
+            and old.get("episodes") == args.episodes and old.get("resolution") == args.resolution
+            and old.get("seed") == args.seed and list(old.get("results", {})) == domains + ["all"])
+    if not same:
+        return None
+    return {d: {c: summarize(s["accs"]) for c, s in row.items()} for d, row in old["results"].items()}
+
+
 def cmd_checkpoint_eval(args) -> int:
     from ..fewshot.evaluate import evaluate_checkpoints, format_table, paired_table
     from ..data.pocket import POCKET_TARGETS
@@ -199,13 +218,21 @@ def cmd_checkpoint_eval(args) -> int:
     version = ""
     for d in domains:
         version = _prepare_data(d) or version
-    results = evaluate_checkpoints(args.model, args.checkpoints, domains, episodes=args.episodes,
-                                   resolution=args.resolution, seed=args.seed, progress=not args.no_progress)
+    results = _earlier_results(args, domains)
+    if results is None:
+        results = evaluate_checkpoints(args.model, args.checkpoints, domains, episodes=args.episodes,
+                                       resolution=args.resolution, seed=args.seed, progress=not args.no_progress)
+    else:
+        print(f"results of an identical evaluation reused from {args.json} (delete it to evaluate again)")
+    if args.ship_checkpoint:      # the paired table compares the last column with the others: the shipped one
+        results = {d: {c: row[c] for c in [*(c for c in row if c != args.ship_checkpoint), args.ship_checkpoint]}
+                   for d, row in results.items()}
     table = format_table(results)
     print(f"None accuracy (%), mean ± 95% CI, {args.model}, resolution {args.resolution}, seed {args.seed}")
     print(table)
     if len(args.checkpoints) > 1:
-        print(f"\nPaired difference on the same episodes, {args.checkpoints[-1]} minus the others (points):")
+        print(f"\nPaired difference on the same episodes, {args.ship_checkpoint or args.checkpoints[-1]} minus the "
+              "others (points):")
         print(paired_table(results))
     if args.card or args.ship:
         from ..fewshot.card import config_command, distill_command, render_card, render_distill_card

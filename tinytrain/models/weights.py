@@ -294,7 +294,8 @@ MIT_ZOO_URLS = {   # for users with internet; never fetched by tests
 # What `--checkpoint default` (the default of adapt, plan, eval and demo) loads for each model: the shipped
 # checkpoint with the best None accuracy on the pocket targets' average (paired, same episodes, each at its
 # own training resolution; the zoo cards hold the tables). Models not listed: 'pocket'.
-DEFAULT_CHECKPOINTS: dict[str, str] = {"mobilenetv2-1.0": "imagenet"}
+DEFAULT_CHECKPOINTS: dict[str, str] = {"mobilenetv2-1.0": "imagenet", "mcunet-5fps": "distilled",
+                                         "mbv2-w0.35": "distilled", "proxyless-w0.3": "distilled"}
 
 
 def default_checkpoint(model: str) -> str:
