@@ -21,7 +21,7 @@ from .evaluate import add_run_arguments, config_from_args, print_summary
 # episodes: 1e-4 for every training method.
 DEMO_LR = {"lastlayer": 1e-4, "fulltrain": 1e-4, "tinytl": 1e-4, "sparseupdate": 1e-4, "tinytrain": 1e-4,
            "default": 1e-4}
-DEMO_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "pocket",   # 64 px: the tour stays within minutes
+DEMO_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "default",
                  "domains": "pocket-scripts,pocket-digits,pocket-textures", "methods": "all", "tasks": 6,
                  "iterations": 20, "lr": DEMO_LR, "mode": "fixed", "ways": 5, "shots": 5,
                  "queries": 10, "workers": max(1, min(2, os.cpu_count() or 1)), "out": "tinytrain-demo"}
