@@ -151,7 +151,7 @@ def _snapshot_accuracy(args, domains: list[str]) -> dict[int, float]:
     """None accuracy (mean over `domains`) of every snapshot of --distill-run, keyed by images seen: the
     card's curve of accuracy against compute, on --curve-episodes episodes per domain."""
     from ..fewshot.evaluate import evaluate_checkpoints
-    from ..models.weights import load_checkpoint
+    from ..models.weights import read_checkpoint_header
     snaps = sorted((Path(args.distill_run) / "snapshots").glob("step-*.safetensors"))
     if not snaps:
         return {}
@@ -159,20 +159,20 @@ def _snapshot_accuracy(args, domains: list[str]) -> dict[int, float]:
                                    resolution="native", seed=args.seed, progress=not args.no_progress)
     out = {}
     for p in snaps:
-        seen = int(load_checkpoint(p)[1].get("images_seen", 0))
+        seen = int(read_checkpoint_header(p)["meta"].get("images_seen", 0))
         out[seen] = sum(results[d][str(p)].mean for d in domains) / len(domains)
     return out
 
 
-def _ship(args, commands: list[str]) -> Path:
-    """Write --ship-checkpoint (default: the last of --checkpoints) to --ship (a zoo file), without any
-    1000-way classifier, with its
-    provenance in the metadata: the name it ships as, its resolution, the recipe and the images seen."""
+def _ship(args, shipped: str, commands: list[str]) -> Path:
+    """Write the checkpoint `shipped` (one of --checkpoints) to --ship (a zoo file), without any 1000-way
+    classifier, with its provenance in the metadata: the name it ships as, its resolution, the recipe and
+    the images seen."""
     from ..fewshot.card import distill_summary
     from ..fewshot.evaluate import split_resolution
     from ..fewshot.metatrain import strip_classifier
     from ..models.weights import load_backbone, save_checkpoint
-    name, res = split_resolution(args.ship_checkpoint or args.checkpoints[-1])
+    name, res = split_resolution(shipped)
     backbone, meta = load_backbone(args.model, name)
     extra = {"shipped_as": args.card_name, "recipe": commands, "resolution": res or meta.get("resolution")}
     if args.distill_run:
@@ -224,15 +224,14 @@ def cmd_checkpoint_eval(args) -> int:
                                        resolution=args.resolution, seed=args.seed, progress=not args.no_progress)
     else:
         print(f"results of an identical evaluation reused from {args.json} (delete it to evaluate again)")
-    if args.ship_checkpoint:      # the paired table compares the last column with the others: the shipped one
-        results = {d: {c: row[c] for c in [*(c for c in row if c != args.ship_checkpoint), args.ship_checkpoint]}
-                   for d, row in results.items()}
+    shipped = args.ship_checkpoint or args.checkpoints[-1]
+    # the paired table compares the last column with the others: put the shipped checkpoint there
+    results = {d: {c: row[c] for c in [*(c for c in row if c != shipped), shipped]} for d, row in results.items()}
     table = format_table(results)
     print(f"None accuracy (%), mean ± 95% CI, {args.model}, resolution {args.resolution}, seed {args.seed}")
     print(table)
     if len(args.checkpoints) > 1:
-        print(f"\nPaired difference on the same episodes, {args.ship_checkpoint or args.checkpoints[-1]} minus the "
-              "others (points):")
+        print(f"\nPaired difference on the same episodes, {shipped} minus the others (points):")
         print(paired_table(results))
     if args.card or args.ship:
         from ..fewshot.card import config_command, distill_command, render_card, render_distill_card
@@ -251,7 +250,7 @@ def cmd_checkpoint_eval(args) -> int:
         if args.distill_run:
             curve = _snapshot_accuracy(args, domains) if args.curve_episodes else None
             card = render_distill_card(args.model, args.distill_run, commands, results, args.episodes,
-                                       args.shipped or args.checkpoints[-1], metatrain_run=args.metatrain_run,
+                                       args.shipped or shipped, metatrain_run=args.metatrain_run,
                                        curve_accuracy=curve)
         else:
             card = render_card(args.model, runs, commands, results, args.episodes, args.resolution,
@@ -260,7 +259,7 @@ def cmd_checkpoint_eval(args) -> int:
         Path(args.card).write_text(card)
         print(f"card written to {args.card}")
     if args.ship:
-        print(f"shipped {args.ship_checkpoint or args.checkpoints[-1]} as {_ship(args, commands)}")
+        print(f"shipped {shipped} as {_ship(args, shipped, commands)}")
     if args.json:
         payload = {"model": args.model, "checkpoints": args.checkpoints, "episodes": args.episodes,
                    "resolution": args.resolution, "seed": args.seed, "data_version": version,
