@@ -254,3 +254,7 @@ def test_card_and_shipped_checkpoint_of_a_distillation(setup, capsys):
     assert meta["resolution"] == 32 and any(c.startswith("tinytrain distill") for c in meta["recipe"])
     a, b = load_file(str(out / "features.safetensors")), load_file(str(ship))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert main(["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random", "--domains", str(data),
+                 "--episodes", "1", "--ship", str(ship), "--no-progress"]) == 2      # never replaces a shipped file
+    assert "--ship" in capsys.readouterr().err and load_file(str(ship)).keys() == a.keys()

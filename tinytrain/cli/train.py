@@ -207,6 +207,8 @@ def cmd_checkpoint_eval(args) -> int:
     from ..data.pocket import POCKET_TARGETS
     from ..fewshot.card import command_line
     domains = args.domains or list(POCKET_TARGETS)
+    if args.ship and Path(args.ship).exists():
+        raise UserError(f"--ship {args.ship} exists; delete it or choose another path (nothing was evaluated)")
     if args.ship_checkpoint and args.ship_checkpoint not in args.checkpoints:
         raise UserError(f"--ship-checkpoint {args.ship_checkpoint} is not one of --checkpoints")
     if (args.ship_checkpoint or args.curve_episodes or args.shipped) and not (args.ship or args.card):
