@@ -27,6 +27,17 @@ def test_checkpoint_roundtrip_and_model_check(tmp_path):
         W.load_checkpoint(path, expect_model="mcunet-5fps")
 
 
+def test_checkpoint_file_gets_a_normal_files_mode(tmp_path):
+    """safetensors writes owner-only files; a checkpoint to share or ship must follow the umask like any file."""
+    import os
+    old = os.umask(0o022)
+    try:
+        path = W.save_checkpoint(tmp_path / "c.safetensors", build_backbone("tiny-test"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_checkpoint_file_is_not_a_pickle(tmp_path):
     path = W.save_checkpoint(tmp_path / "c.safetensors", build_backbone("tiny-test"))
     raw = path.read_bytes()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def save_checkpoint(path: str | Path, backbone: Backbone, meta: dict | None = No
     tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata={"tinytrain": json.dumps(header)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)      # safetensors writes owner-only files; give it a normal file's mode
     tmp.replace(path)      # atomic: a crash never leaves a half-written checkpoint under `path`
     return path
 
