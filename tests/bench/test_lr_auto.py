@@ -41,13 +41,15 @@ def test_demo_runs_end_to_end_on_small_settings(small_pocket, tmp_path, monkeypa
     monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
     out = tmp_path / "demo"
     rc = main(["demo", "--model", "tiny-test", "--checkpoint", "random", "--methods", "none,lastlayer",
-               "--tasks", "2", "--resolution", "32", "--iterations", "2", "--ways", "3", "--shots", "2",
+               "--tasks", "2", "--resolution", "32", "--iterations", "2", "--mode", "fixed", "--ways", "3", "--shots", "2",
                "--queries", "2", "--workers", "1", "--out", str(out), "--no-progress"])
     text = capsys.readouterr().out
     assert rc == 0
     assert "[1/3] pocket benchmark" in text and "3-way 2-shot" in text
-    for domain in ("pocket-scripts", "pocket-digits", "pocket-textures"):
-        assert domain in text.split("### Accuracy")[1]
+    table = text.split("### Accuracy")[1]
+    assert "pocket-textures" in table and "pocket-scripts" in table and "pocket-digits" not in table
+    assert "held-out episodes of each target" in text       # the demo's lr protocol is target-val
+    assert json.loads((out / "lr.json").read_text())["pocket-textures"]["chosen"].keys() == {"lastlayer"}
     assert (out / "report.md").exists() and len(list(out.glob("*.png"))) >= 2
     assert "demo finished in" in text
 
