@@ -135,6 +135,7 @@ def test_static_ablation_needs_validation_classes(folder, tmp_path):
     (["--lr", "1e-3", "--variant", "lastlayer"], "write METHOD[key=value,...]"),
     (["--lr", "1e-3", "--methods", "tinytrain", "--variant", "tinytrain[stop=skip]"], "unknown tinytrain option"),
     (["--lr", "1e-3", "--methods", "tinytrain", "--variant", "tinytrain[skip]"], "is not key=value"),
+    (["--lr", "1e-3", "--mode", "metadataset"], "add --mode fixed"),     # --ways/--shots never silently ignored
 ])
 def test_eval_protocol_errors_name_the_flag(tmp_path, capsys, extra, message):
     from tinytrain.cli import main

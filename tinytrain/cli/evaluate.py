@@ -112,6 +112,10 @@ def config_from_args(args: argparse.Namespace):
         raise UserError(f"unknown method(s) {', '.join(unknown)}; --methods takes 'all' or some of {', '.join(known)}")
     if args.mode == "fixed" and None in (args.ways, args.shots, args.queries):
         raise UserError("--mode fixed needs --ways, --shots and --queries")
+    if args.mode == "metadataset" and (args.ways, args.shots, args.queries) != (None, None, None):
+        # never ignore them silently: Meta-Dataset episodes draw their own way and shot
+        raise UserError("--ways, --shots and --queries shape fixed episodes: add --mode fixed, or drop them for "
+                        "Meta-Dataset-style episodes (--max-ways and --max-support cap those)")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1 (got {args.workers})")
     if args.iterations < 0:
