@@ -7,6 +7,14 @@ import tempfile
 from pathlib import Path
 
 
+def give_normal_mode(path: str | Path, directory: bool = False) -> None:
+    """The permissions a plain open()/mkdir() would give under the current umask. mkstemp, mkdtemp and
+    safetensors create owner-only files and folders; anything we write for users must not stay private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
 def write_json_atomic(path: str | Path, payload) -> None:
     """Write to a temporary file beside `path`, then rename: `path` is either complete or untouched."""
     path = Path(path)
@@ -14,9 +22,7 @@ def write_json_atomic(path: str | Path, payload) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(payload, indent=1) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes it private; give it a normal file's mode
+        give_normal_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

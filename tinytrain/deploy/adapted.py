@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ..data.datasets import WHITE
 from ..fewshot.protonet import CosineClassifier
+from ..jsonfile import give_normal_mode
 from ..methods.base import Predictor
 from ..models.weights import UnreadableCheckpoint, load_checkpoint, read_safetensors, save_checkpoint
 from .outputs import check_output_dir, missing_parents, remove_made_dirs
@@ -146,11 +147,9 @@ def save_adapted(out_dir: str | Path, adapted: AdaptedModel, overwrite: bool = F
 
 def _apply_umask(folder: Path) -> None:
     """mkdtemp makes a private (0700) folder; give the result the permissions a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
+    give_normal_mode(folder, directory=True)
     for f in folder.iterdir():
-        os.chmod(f, 0o666 & ~umask)
+        give_normal_mode(f)
 
 
 def load_adapted(folder: str | Path) -> AdaptedModel:

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from ..jsonfile import give_normal_mode
+
 
 def _nearest_existing(path: Path) -> Path:
     p = path
@@ -87,9 +89,7 @@ def atomic_file(path: str | Path, flag: str = "--out") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)       # mkstemp makes it private; give it a normal file's mode
+        give_normal_mode(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp, made)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..costs.model import RuntimeArena, runtime_arena
+from ..jsonfile import give_normal_mode
 from ..costs.plan import UpdatePlan
 from ..deploy.adapted import AdaptedModel, load_adapted
 from ..sparse.engine import EnginePlan
@@ -215,9 +216,7 @@ def write_tree(cm: CModel, out: str | Path) -> Path:
         (tmp / "README.md").write_text(README.format(model=cm.adapted.model, r=cm.adapted.resolution,
                                                      classes=", ".join(cm.adapted.classes),
                                                      arena=cm.memory.arena_bytes))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        give_normal_mode(tmp, directory=True)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from ..jsonfile import give_normal_mode
 from .backbone import Backbone, build_backbone
 from .specs import ArchSpec, get_spec
 
@@ -33,9 +33,7 @@ def save_checkpoint(path: str | Path, backbone: Backbone, meta: dict | None = No
     tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata={"tinytrain": json.dumps(header)})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)      # safetensors writes owner-only files; give it a normal file's mode
+    give_normal_mode(tmp)
     tmp.replace(path)      # atomic: a crash never leaves a half-written checkpoint under `path`
     return path
 
