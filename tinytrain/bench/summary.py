@@ -13,11 +13,16 @@ from .report import (Table, accuracy_report, cost_report, layer_report, lr_table
 from .stats import accuracy_table, cost_table, layer_selection, plan_variation
 
 
-def _settings_lines(config: EvalConfig) -> list[str]:
+def describe_episodes(config: EvalConfig) -> str:
+    """The episode shape in words, as the report and the demo print it."""
     shape = config.episodes
-    eps = (f"fixed {shape.ways}-way {shape.shots}-shot, {shape.queries} queries per class" if shape.mode == "fixed"
-           else f"Meta-Dataset variable way/shot (ways <= {shape.max_ways}, support <= {shape.max_support})")
-    lr = "auto (grid " + ", ".join(f"{x:g}" for x in config.lr_grid) + f" on {config.lr_episodes} validation " \
+    return (f"fixed {shape.ways}-way {shape.shots}-shot, {shape.queries} queries per class" if shape.mode == "fixed"
+            else f"Meta-Dataset variable way/shot (ways <= {shape.max_ways}, support <= {shape.max_support})")
+
+
+def describe_lr(config: EvalConfig) -> str:
+    """The learning-rate protocol in words (which data chose the rates), as the report and the demo print it."""
+    return "auto (grid " + ", ".join(f"{x:g}" for x in config.lr_grid) + f" on {config.lr_episodes} validation " \
          "episodes per domain from held-out source classes; see the lr table)" if config.lr == "auto" else (
         "target-val (grid " + ", ".join(f"{x:g}" for x in config.lr_grid) + f" on {config.lr_episodes} held-out "
         "episodes of each target domain, P>M>F's protocol; see the lr table)" if config.lr == "target-val" else
@@ -25,6 +30,10 @@ def _settings_lines(config: EvalConfig) -> list[str]:
         if config.lr == "support" else (
         ", ".join(f"{k} {v:g}" for k, v in config.lr.items()) + " (fixed per method)" if isinstance(config.lr, dict)
         else f"{config.lr:g} (fixed, all methods)"))
+
+
+def _settings_lines(config: EvalConfig) -> list[str]:
+    eps, lr = describe_episodes(config), describe_lr(config)
     return [f"- model: `{config.model}`, checkpoint: `{config.checkpoint}`, resolution {config.resolution}",
             f"- episodes: {config.tasks} per domain, {eps}, seed {config.seed}, split `{config.split}`",
             f"- iterations: {config.iterations}; learning rate: {lr}",

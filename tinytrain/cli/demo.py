@@ -29,28 +29,17 @@ DEMO_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "default",
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.harness import run_eval
-    from ..bench.summary import write_run_report
+    from ..bench.summary import describe_episodes, describe_lr, write_run_report
     from ..data.pocket import ensure_pocket, pocket_root
     from ..models.weights import load_backbone
 
     t0 = time.perf_counter()
     config = config_from_args(args)
-    shape = config.episodes
     print("tinytrain demo: every method on identical few-shot episodes of the pocket benchmark")
-    lr = (", ".join(f"{k} {v:g}" for k, v in config.lr.items() if k != "default") if isinstance(config.lr, dict)
-          else str(config.lr))
     print(f"  model {config.model} (checkpoint '{config.checkpoint}'), {config.resolution}x{config.resolution} "
           f"inputs, {config.iterations} fine-tuning iterations (Adam)")
-    how = {"target-val": " (per domain and method, on held-out episodes of each target)",
-           "auto": " (per domain and method, on held-out source classes)",
-           "support": " (per task, on a split of its support set)"}.get(config.lr, "")
-    print(f"  learning rates: {lr}{how}; never chosen on test episodes")
-    if shape.mode == "fixed":
-        print(f"  {config.tasks} tasks per domain, each {shape.ways}-way {shape.shots}-shot with {shape.queries} "
-              f"queries per class; domains: {', '.join(config.domains)}")
-    else:
-        print(f"  {config.tasks} Meta-Dataset-style tasks per domain (variable way and shot, at most "
-              f"{shape.max_ways} ways and {shape.max_support} support images); domains: {', '.join(config.domains)}")
+    print(f"  learning rates: {describe_lr(config)}; never chosen on test episodes")
+    print(f"  {config.tasks} tasks per domain, {describe_episodes(config)}; domains: {', '.join(config.domains)}")
     print(f"  methods: {', '.join(v.label for v in config.variants)}; {args.workers} worker process(es)")
     print(f"  results and plots go to {Path(args.out).resolve()} (rerunning resumes)")
 
