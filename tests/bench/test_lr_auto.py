@@ -136,6 +136,7 @@ def test_static_ablation_needs_validation_classes(folder, tmp_path):
     (["--lr", "1e-3", "--methods", "tinytrain", "--variant", "tinytrain[stop=skip]"], "unknown tinytrain option"),
     (["--lr", "1e-3", "--methods", "tinytrain", "--variant", "tinytrain[skip]"], "is not key=value"),
     (["--lr", "1e-3", "--mode", "metadataset"], "add --mode fixed"),     # --ways/--shots never silently ignored
+    (["--lr", "1e-3", "--variant-lr", "own"], "--variant-lr own"),
 ])
 def test_eval_protocol_errors_name_the_flag(tmp_path, capsys, extra, message):
     from tinytrain.cli import main
@@ -170,3 +171,31 @@ def test_option_variants_train_with_their_options_and_get_a_paired_table(small_p
         assert {k / total for _, k, total in r["plan"]} <= {1.0, 0.25}
     text, _ = write_run_report(out, cfg, records)
     assert "Option variants" in text and "tinytrain minus method" in text
+
+
+def test_variant_lr_own_searches_each_variant_with_its_options(small_pocket, tmp_path, monkeypatch):
+    """--variant-lr own: a --variant column gets its own rate, searched on the same held-out episodes with its
+    own options; without it the column trains at its method's rate."""
+    monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
+    spec = "tinytrain[proto_grad=true]"
+    base = dict(model="tiny-test", checkpoint="random", domains=["pocket-digits"], tasks=2, resolution=32,
+                iterations=2, lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, memory_budget=60_000,
+                compute_budget=1.0, episodes=EpisodeShape("fixed", 3, 2, 2))
+    own = EvalConfig(variants=build_variants(["tinytrain"], options=[spec]), variant_lr="own", **base)
+    records = run_eval(own, tmp_path / "own", progress=False, log=lambda s: None)
+    lr = json.loads((tmp_path / "own" / "lr.json").read_text())["pocket-digits"]
+    assert set(lr["chosen"]) == {"tinytrain", spec}
+    assert lr["scores"][spec]["0"] == lr["scores"]["tinytrain"]["0"]        # no update: the options cannot matter
+    assert lr["scores"][spec]["0.01"] != lr["scores"]["tinytrain"]["0.01"]  # searched with its own options
+    assert {r["lr"] for r in records if r["method"] == spec} == {lr["chosen"][spec]}
+    shared = EvalConfig(variants=build_variants(["tinytrain"], options=[spec]), **base)
+    run_eval(shared, tmp_path / "shared", progress=False, log=lambda s: None)
+    assert set(json.loads((tmp_path / "shared" / "lr.json").read_text())["pocket-digits"]["chosen"]) == {"tinytrain"}
+
+
+def test_a_setting_added_later_keeps_older_run_folders_resumable():
+    from tinytrain.bench.harness import config_differences
+    new = EvalConfig(domains=["pocket-digits"], variants=build_variants(["none"])).to_dict()
+    old = {k: v for k, v in new.items() if k != "variant_lr"}          # written before --variant-lr existed
+    assert config_differences(old, new) == []
+    assert config_differences(old, new | {"variant_lr": "own"}) == ['variant_lr: stored null vs now "own"']

@@ -258,3 +258,46 @@ def test_card_and_shipped_checkpoint_of_a_distillation(setup, capsys):
     assert main(["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random", "--domains", str(data),
                  "--episodes", "1", "--ship", str(ship), "--no-progress"]) == 2      # never replaces a shipped file
     assert "--ship" in capsys.readouterr().err and load_file(str(ship)).keys() == a.keys()
+
+
+def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys):
+    """--lite-residual: TinyTL's branches learn to match the teacher through the frozen student's own ImageNet
+    head (TinyTL pretrains them on ImageNet); the export carries them and `tinytl` starts from them."""
+    from tinytrain.methods import AdaptConfig, make_method
+    tmp, args = setup
+    base = tmp / "base"
+    assert main(args + ["--out", str(base), "--export", str(tmp / "plain.safetensors")]) == 0
+    lite_args = list(args)
+    lite_args[lite_args.index("--epochs") + 1] = "3"
+    lite_args[lite_args.index("--steps-per-epoch") + 1] = "15"
+    out, features = tmp / "lite", tmp / "lite-features.safetensors"
+    assert main(lite_args + ["--out", str(out), "--init", str(base / "last.safetensors"), "--lite-residual",
+                             "--lr", "0.01", "--cutmix", "0", "--temperature", "2", "--export", str(features)]) == 0
+    start, trained = load_file(str(base / "last.safetensors")), load_file(str(out / "last.safetensors"))
+    lite = [k for k in trained if k.startswith("lite.")]
+    assert lite and start.keys() == {k for k in trained if not k.startswith("lite.")}
+    assert all(torch.equal(trained[k], start[k]) for k in start)            # backbone, its BN statistics, head
+    assert any(trained[k].abs().sum() > 0 for k in lite if k.endswith("bn2.weight"))   # branches moved off 0
+    assert any(not torch.equal(trained[k], torch.zeros_like(trained[k])) for k in lite if k.endswith("running_mean"))
+    curve = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if "agree_top1" in l]
+    assert curve[-1]["agree_top5_overlap"] > curve[0]["agree_top5_overlap"]    # the branches add agreement
+    exported, plain = load_file(str(features)), load_file(str(tmp / "plain.safetensors"))
+    assert {k for k in exported if not k.startswith("lite.")} == plain.keys()
+    assert all(torch.equal(exported[k], plain[k]) for k in plain) and all(torch.equal(exported[k], trained[k]) for k in lite)
+    backbone, _ = load_backbone("tiny-test", str(features))
+    assert backbone.classifier is None and backbone.lite_resolution == 32
+    x, y = torch.randn(6, 3, 32, 32), torch.arange(3).repeat(2)
+    m = make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, lr=0.0))
+    m.fit(x, y)
+    assert m.report.extra["lite_pretrained"] is True
+    fresh = make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, lr=0.0, options={"lite": "fresh"}))
+    fresh.fit(x, y)
+    assert fresh.report.extra["lite_pretrained"] is False
+    with pytest.raises(ValueError, match="lite='old'"):
+        make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, options={"lite": "old"})).fit(x, y)
+    # bad input, refused before a folder is made: no trained student, or one without its ImageNet head
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp / "bad1"), "--lite-residual"]) == 2
+    assert "--init" in capsys.readouterr().err and not (tmp / "bad1").exists()
+    assert main(args + ["--out", str(tmp / "bad2"), "--lite-residual", "--init", str(tmp / "plain.safetensors")]) == 2
+    assert "no ImageNet classifier" in capsys.readouterr().err and not (tmp / "bad2").exists()

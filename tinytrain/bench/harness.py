@@ -20,7 +20,7 @@ import multiprocessing as mp
 import re
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -85,6 +85,7 @@ class EvalConfig:
     lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
     lr_episodes: int = 3
     lr_domain: str | None = None         # validation data for domains without a validation split
+    variant_lr: str = "method"           # auto/target-val: --variant columns use their method's rate, or "own"
     split: str = "test"
     episodes: EpisodeShape = field(default_factory=EpisodeShape)
 
@@ -123,16 +124,23 @@ class EvalConfig:
             if bad:
                 raise ValueError(f"--lr names unknown method(s) {', '.join(bad)}; use METHOD=LR with methods "
                                  f"from {', '.join(available_methods())}, or default=LR")
+        if self.variant_lr not in ("method", "own"):
+            raise ValueError(f"--variant-lr must be method or own (got {self.variant_lr!r})")
+        if self.variant_lr == "own" and self.lr not in ("auto", "target-val"):
+            raise ValueError("--variant-lr own chooses each --variant's rate on validation episodes; it needs --lr auto "
+                             "or --lr target-val")
         if self.lr in ("auto", "target-val") and (not self.lr_grid or self.lr_episodes < 1):
             raise ValueError(f"--lr {self.lr} needs a non-empty --lr-grid and --lr-episodes >= 1")
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-    """Human-readable differences between two stored configs (for refusing a mismatched resume)."""
+    """Human-readable differences between two stored configs (for refusing a mismatched resume). A setting
+    added after a run was stored matches when the new config holds its default: older runs stay resumable."""
     out = []
+    defaults = EvalConfig().to_dict()
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
-        if a == b:
+        if a == b or (k not in old and k in defaults and b == defaults[k]):
             continue
         if k == "variants" and [v["label"] for v in a or []] != [v["label"] for v in b or []]:
             a, b, k = [v["label"] for v in a or []], [v["label"] for v in b or []], "methods"
@@ -475,7 +483,12 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     on resume."""
     path = out / "lr.json"
     choices = json.loads(path.read_text()) if path.exists() else {}
-    methods = sorted({v.method for v in config.variants} - TRAINING_FREE)
+    searched = {}                       # lr key -> the variant whose rate it names (a method, or an own-lr column)
+    for v in config.variants:
+        if v.method not in TRAINING_FREE:
+            key = lr_key(config, v)
+            searched.setdefault(key, Variant(key, v.method) if key == v.method else v)
+    methods = sorted(searched)
     todo = [(d, m) for d in config.domains for m in methods if m not in choices.get(d, {}).get("chosen", {})]
     if not todo:
         return choices
@@ -492,7 +505,7 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     for d in config.domains:
         first_of.setdefault(info[d]["domain"], d)
     run_todo = [(d, m) for d, m in todo if first_of[info[d]["domain"]] == d]
-    jobs = [(d, i, asdict(Variant(f"{m}|lr={lr:g}", m)), lr, kind)
+    jobs = [(d, i, asdict(replace(searched[m], label=f"{m}|lr={lr:g}")), lr, kind)
             for d, m in run_todo for lr in config.lr_grid for i in range(config.lr_episodes)]
     scores: dict[tuple[str, str, float], list[float]] = {}
     failures: list[dict] = []
@@ -501,7 +514,7 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
         if "error" in rec:
             failures.append(rec)
             return
-        m, lr = rec["method"].split("|lr=")
+        m, lr = rec["method"].rsplit("|lr=", 1)
         scores.setdefault((rec["domain"], m, float(lr)), []).append(rec["accuracy"])
 
     _run_jobs(config, out, jobs, workers, collect, "lr search (validation)", progress)
@@ -552,6 +565,12 @@ def ensure_static_plan(config: EvalConfig, out: Path, log: Callable[[str], None]
         f"{[w['index'] for w in plan['weights']]} -> {path}")
 
 
+def lr_key(config: EvalConfig, variant: Variant) -> str:
+    """Whose validated rate a column trains with: its method's, or (`--variant-lr own`, a `--variant` column)
+    its own, searched on the same validation episodes with its options."""
+    return variant.label if config.variant_lr == "own" and variant.group == "options" else variant.method
+
+
 def lr_for(config: EvalConfig, choices: dict, domain: str, method: str) -> float | None:
     """The lr a method trains with: chosen on validation (auto), per method (a dict), or one fixed value;
     None with "support": each task chooses its own from the grid on a split of its support set."""
@@ -578,7 +597,7 @@ def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress
     ensure_static_plan(config, out, log)
     store = ResultStore(out / "results.jsonl")
     done = store.keys()
-    jobs = [(d, t, asdict(v), lr_for(config, choices, d, v.method), "test")
+    jobs = [(d, t, asdict(v), lr_for(config, choices, d, lr_key(config, v)), "test")
             for t in range(config.tasks) for d in config.domains for v in config.variants
             if (d, t, v.label) not in done]    # task-major: a partial run covers every domain and method evenly
     if done:

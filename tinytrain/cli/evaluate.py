@@ -90,6 +90,10 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="an extra column: METHOD with these options, e.g. "
                         "'tinytrain[ratio_policy=fisher-mass,stop_rule=skip]' (repeatable; docs/engine.md lists "
                         "the options)")
+    g.add_argument("--variant-lr", choices=("method", "own"), default="method",
+                   help="with --lr auto/target-val: each --variant trains at its method's validated rate (method, "
+                        "default) or at its own, searched on the same validation episodes (own; a fair comparison "
+                        "of options, at the cost of one more search per variant)")
     g.add_argument("--budget-sweep", default=None, metavar="SIZES",
                    help="TinyTrain at these memory budgets, e.g. 128KB,256KB,512KB,1MB")
     g = p.add_argument_group("running")
@@ -154,7 +158,8 @@ def config_from_args(args: argparse.Namespace):
                       memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None,
                       compute_budget=parse_compute_budget(args.compute_budget) if args.compute_budget else None,
                       resolution=resolution, iterations=args.iterations, lr=args.lr, lr_grid=grid,
-                      lr_episodes=args.lr_episodes, lr_domain=args.lr_domain, episodes=shape)
+                      lr_episodes=args.lr_episodes, lr_domain=args.lr_domain, episodes=shape,
+                      variant_lr=getattr(args, "variant_lr", "method"))
 
 
 def print_summary(text: str, files: list[Path], out: Path) -> None:

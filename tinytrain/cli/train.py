@@ -282,7 +282,7 @@ def _distill_config(args):
     held_files = resolve_images(heldout, "--heldout") if heldout else []
     fields = ("init", "teacher", "teacher_checkpoint", "resolution", "batch_size", "epochs", "steps_per_epoch", "lr",
               "weight_decay", "warmup_epochs", "temperature", "feature_weight", "cutmix", "pocket_fraction", "pocket_loss", "pocket_data", "init_crop",
-              "min_area", "rotation", "shear", "heldout_crops", "seed", "device", "nproc")
+              "min_area", "rotation", "shear", "heldout_crops", "seed", "device", "nproc", "lite_residual")
     values = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     values |= {"student": args.student, "images": describe(train_files), "heldout": describe(held_files)}
     if args.save_every is not None:
@@ -405,6 +405,10 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     p.add_argument("--save-every", type=int)
     p.add_argument("--log-every", type=int)
+    p.add_argument("--lite-residual", action="store_true", default=None,
+                   help="train only TinyTL lite-residual branches added to the --init student, which stays frozen "
+                   "(--init: a distill run's last.safetensors, with its ImageNet classifier); --export then writes "
+                   "the backbone with its branches, which `tinytl` starts from")
     p.add_argument("--export", help="when finished, write the student without its ImageNet classifier here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_distill)

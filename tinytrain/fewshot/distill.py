@@ -62,8 +62,12 @@ class DistillConfig(RunConfig):
     log_every_steps: int = 20
     device: str = "auto"
     nproc: int = 1
+    lite_residual: bool = False           # train only TinyTL lite-residual branches on the frozen --init student
 
     def check(self) -> None:
+        if self.lite_residual and self.init == "random":
+            raise ValueError("--lite-residual trains branches beside a trained backbone, which stays frozen; pass "
+                             "--init the distill run's last.safetensors (the student with its ImageNet classifier)")
         if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 2:
             raise ValueError("--epochs and --steps-per-epoch must be at least 1 and --batch-size at least 2")
         if self.resolution < 32 or self.resolution % 8:
@@ -113,12 +117,22 @@ def load_teacher(model: str, checkpoint: str) -> Backbone:
     return teacher.eval()
 
 
-def initial_student(model: str, init: str) -> Backbone:
+def initial_student(model: str, init: str, lite_residual_at: int | None = None) -> Backbone:
     """The student with a fresh 1000-way classifier; `init` (random, a shipped name or a path) gives its
-    features. A checkpoint of another model is refused by `load_backbone`."""
+    features. A checkpoint of another model is refused by `load_backbone`.
+
+    With `lite_residual_at` (a resolution) the student is `init` as it is, ImageNet classifier included, with
+    TinyTL's lite-residual branches for that size added (each starts as a no-op): TinyTL pretrains its branches
+    on ImageNet with the backbone frozen; here they learn to match the teacher through the student's own head."""
     from ..models.backbone import Backbone as _Backbone
     from ..models.weights import load_backbone
     base, _ = load_backbone(model, init)
+    if lite_residual_at:
+        from ..methods.tinytl import TinyTLBackbone
+        if base.classifier is None or base.classifier.out_features != IMAGENET_CLASSES:
+            raise ValueError(f"--lite-residual: --init {init} has no ImageNet classifier to match the teacher "
+                             "through; pass the distill run's last.safetensors, not the exported features")
+        return TinyTLBackbone.from_backbone(base, lite_residual_at)
     student = _Backbone(base.spec, IMAGENET_CLASSES)
     own = student.state_dict()
     own.update({k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")})
@@ -280,10 +294,18 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
     _barrier(world)
     if rank != 0:
         state = run.prepare(config, write=False)
+    if config.lite_residual:
+        if not hasattr(student, "lite"):
+            raise ValueError("lite_residual needs a student with lite-residual branches (initial_student(..., "
+                             "lite_residual_at=resolution))")
+        for p in student.parameters():
+            p.requires_grad_(False)
+        for p in student.lite.parameters():
+            p.requires_grad_(True)
     projector = torch.nn.Linear(student.feature_dim, teacher.feature_dim).to(device)
     glyph_classes = batches.pocket.num_classes if batches.pocket is not None and config.pocket_loss == "ce" else 0
     glyph_head = torch.nn.Linear(student.feature_dim, max(glyph_classes, 1)).to(device)
-    params = (list(student.parameters()) + (list(projector.parameters()) if config.feature_weight > 0 else [])
+    params = ([p for p in student.parameters() if p.requires_grad] + (list(projector.parameters()) if config.feature_weight > 0 else [])
               + (list(glyph_head.parameters()) if glyph_classes else []))
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
@@ -355,7 +377,7 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
         with torch.no_grad():
             t_feat = teacher(x[:sk])
             t = teacher.classifier(t_feat)
-        student.train()
+        _training_mode(student, config.lite_residual)
         s_feat = student(x)                                    # one forward: BN sees photos and glyphs together
         s = student.classifier(s_feat[:sk])
         loss = kd_loss(s, t, config.temperature)
@@ -398,12 +420,28 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
     return TrainResult(Path(out), step, total, last.get("agree_top1"), history)
 
 
+def _training_mode(student: Backbone, lite_only: bool) -> None:
+    """Train mode for what trains: the whole student, or (lite-residual pretraining) only the branches, whose
+    BN statistics are estimated here and then stay frozen online; the backbone keeps its statistics."""
+    if lite_only:
+        student.eval()
+        student.lite.train()
+    else:
+        student.train()
+
+
 def export_features(run_dir: str | Path, out: str | Path, name: str = "distilled") -> Path:
-    """The run's final student without its ImageNet classifier: the backbone the online stage uses."""
+    """The run's final student without its ImageNet classifier: the backbone the online stage uses (with
+    its lite-residual branches under `lite.*` when the run trained them)."""
     from ..models.weights import load_checkpoint
     from .metatrain import strip_classifier
     student, meta = load_checkpoint(Path(run_dir) / "last.safetensors")
-    return save_checkpoint(out, strip_classifier(student), meta | {"shipped_as": name})
+    bare = strip_classifier(student)
+    if getattr(student, "lite_state", None):
+        from ..methods.tinytl import TinyTLBackbone
+        bare = TinyTLBackbone.from_backbone(bare, student.lite_resolution)
+        bare.lite.load_state_dict(student.lite_state)
+    return save_checkpoint(out, bare, meta | {"shipped_as": name})
 
 
 def run_distill(config: DistillConfig, out: str | Path, *, restart: bool = False, stop_at_step: int | None = None,
@@ -416,7 +454,7 @@ def run_distill(config: DistillConfig, out: str | Path, *, restart: bool = False
     held = load_photos(resolve_images([i["source"] for i in config.heldout], "--heldout")) if config.heldout else None
     teacher = load_teacher(config.teacher, config.teacher_checkpoint)
     torch.manual_seed(config.seed)
-    student = initial_student(config.student, config.init)
+    student = initial_student(config.student, config.init, config.resolution if config.lite_residual else None)
     pocket = PocketGlyphs(config.pocket_data, config.resolution, config.seed) if config.pocket_fraction > 0 else None
     batches = BatchSource(config, photos, pocket)
     return distill(student, teacher, batches, config, out, heldout=held, restart=restart,

@@ -9,7 +9,10 @@ of the backbone. Plain autograd, batch 100 by default. BN statistics stay frozen
 Offline pretraining: TinyTL pretrains the branches on ImageNet before transfer. `tinytrain metatrain
 --lite-residual` trains them on the source (episodic ProtoNet loss, backbone frozen) and the checkpoint
 carries them (`lite.*` keys, loaded as `backbone.lite_state`); this method starts from them when their
-resolution is the task's, and from a fresh no-op branch otherwise (`report.extra["lite_pretrained"]`).
+resolution is the task's, and from a fresh no-op branch otherwise (`report.extra["lite_pretrained"]`); option
+"lite": "fresh" ignores the pretrained branches (the ablation that measures what pretraining them buys).
+`tinytrain distill --lite-residual` pretrains them the way the `distilled` backbones learnt natural images:
+matching the ImageNet teacher on photo patches, backbone frozen (docs/offline.md).
 BatchNorm stays in the branch (frozen statistics, like every BN here) rather than TinyTL's GroupNorm: with
 frozen statistics a BN is a per-channel affine map, which works at batch 1 on a device where GroupNorm
 would need per-image statistics in the backward pass.
@@ -104,7 +107,11 @@ class TinyTLMethod(TrainedMethod):
         res = int(x.shape[-1])
         torch.manual_seed(int(self.config.seed))    # branch initialisation is part of the seeded run
         tl = TinyTLBackbone.from_backbone(private_copy(self.source_backbone), res)
-        lite = getattr(self.source_backbone, "lite_state", None)
+        lite_option = self.config.options.get("lite", "pretrained")
+        if lite_option not in ("pretrained", "fresh"):
+            raise ValueError(f"tinytl option lite={lite_option!r}: use pretrained (the checkpoint's branches where "
+                             "it has them) or fresh (no-op branches)")
+        lite = getattr(self.source_backbone, "lite_state", None) if lite_option == "pretrained" else None
         pretrained = bool(lite) and getattr(self.source_backbone, "lite_resolution", None) == res
         if pretrained:
             tl.lite.load_state_dict(lite)
