@@ -301,3 +301,22 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
     assert "--init" in capsys.readouterr().err and not (tmp / "bad1").exists()
     assert main(args + ["--out", str(tmp / "bad2"), "--lite-residual", "--init", str(tmp / "plain.safetensors")]) == 2
     assert "no ImageNet classifier" in capsys.readouterr().err and not (tmp / "bad2").exists()
+
+
+def test_shipping_a_checkpoint_keeps_its_pretrained_branches(setup):
+    """`checkpoint-eval --ship` and `export_features` write the lite-residual branches a checkpoint carries;
+    meta-training from it starts from the plain backbone (the branches are TinyTL's, not the ProtoNet's)."""
+    from tinytrain.fewshot.metatrain import initial_model, strip_classifier
+    from tinytrain.methods.tinytl import TinyTLBackbone
+    tmp, _ = setup
+    torch.manual_seed(0)
+    tl = TinyTLBackbone(build_backbone("tiny-test").spec, 32, num_classes=1000)
+    for br in tl.lite:
+        torch.nn.init.normal_(br.bn2.weight)
+    save_checkpoint(tmp / "with-lite.safetensors", tl, {"resolution": 32})
+    loaded, _ = load_checkpoint(tmp / "with-lite.safetensors")
+    bare = strip_classifier(loaded)
+    assert bare.classifier is None and isinstance(bare, TinyTLBackbone)
+    assert all(torch.equal(bare.state_dict()[k], v) for k, v in tl.state_dict().items() if not k.startswith("classifier."))
+    plain, _, _ = initial_model("tiny-test", str(tmp / "with-lite.safetensors"))
+    assert not isinstance(plain, TinyTLBackbone) and not any(k.startswith("lite.") for k in plain.state_dict())

@@ -436,12 +436,7 @@ def export_features(run_dir: str | Path, out: str | Path, name: str = "distilled
     from ..models.weights import load_checkpoint
     from .metatrain import strip_classifier
     student, meta = load_checkpoint(Path(run_dir) / "last.safetensors")
-    bare = strip_classifier(student)
-    if getattr(student, "lite_state", None):
-        from ..methods.tinytl import TinyTLBackbone
-        bare = TinyTLBackbone.from_backbone(bare, student.lite_resolution)
-        bare.lite.load_state_dict(student.lite_state)
-    return save_checkpoint(out, bare, meta | {"shipped_as": name})
+    return save_checkpoint(out, strip_classifier(student), meta | {"shipped_as": name})
 
 
 def run_distill(config: DistillConfig, out: str | Path, *, restart: bool = False, stop_at_step: int | None = None,

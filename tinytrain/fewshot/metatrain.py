@@ -300,12 +300,19 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
 
 # --- from a config to a finished run (what the CLI calls) ------------------------------------------
 
-def strip_classifier(backbone: Backbone) -> Backbone:
-    """The same network without the supervised classifier (meta-training only uses features)."""
-    if backbone.classifier is None:
+def strip_classifier(backbone: Backbone, keep_lite: bool = True) -> Backbone:
+    """The same network without the supervised classifier (meta-training only uses features). Pretrained
+    TinyTL branches loaded beside it (`lite_state`, from a checkpoint's `lite.*` keys) are kept with
+    `keep_lite`, as a TinyTLBackbone whose state_dict writes them back (what a shipped file must hold)."""
+    lite = getattr(backbone, "lite_state", None) if keep_lite else None
+    if backbone.classifier is None and not lite:
         return backbone
     bare = Backbone(backbone.spec)
     bare.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")})
+    if lite:
+        from ..methods.tinytl import TinyTLBackbone
+        bare = TinyTLBackbone.from_backbone(bare, backbone.lite_resolution)
+        bare.lite.load_state_dict(lite)
     return bare
 
 
@@ -315,7 +322,7 @@ def initial_model(model: str, init: str, lite_residual_at: int | None = None) ->
     from ..models.weights import load_backbone
     backbone, meta = load_backbone(model, init)
     head = CosineClassifier(**meta.get("head", {}))
-    backbone = strip_classifier(backbone)
+    backbone = strip_classifier(backbone, keep_lite=False)     # meta-training trains the plain backbone
     if lite_residual_at:
         from ..methods.tinytl import TinyTLBackbone
         backbone = TinyTLBackbone.from_backbone(backbone, lite_residual_at)
