@@ -295,6 +295,18 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
     assert fresh.report.extra["lite_pretrained"] is False
     with pytest.raises(ValueError, match="lite='old'"):
         make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, options={"lite": "old"})).fit(x, y)
+    # shipped into a zoo file holding the same backbone; another backbone is refused
+    from tinytrain.fewshot.distill import add_lite_branches
+    zoo = tmp / "zoo.safetensors"
+    zoo.write_bytes((tmp / "plain.safetensors").read_bytes())
+    add_lite_branches(zoo, out, "the recipe")
+    shipped, smeta = load_backbone("tiny-test", str(zoo))
+    assert smeta["lite_residual"]["images_seen"] == 360 and smeta["lite_residual"]["recipe"] == "the recipe"
+    assert all(torch.equal(shipped.lite_state[k[5:]], trained[k]) for k in lite)
+    torch.manual_seed(1)
+    save_checkpoint(tmp / "other.safetensors", build_backbone("tiny-test"))
+    with pytest.raises(ValueError, match="not the backbone"):
+        add_lite_branches(tmp / "other.safetensors", out)
     # bad input, refused before a folder is made: no trained student, or one without its ImageNet head
     capsys.readouterr()
     assert main(args + ["--out", str(tmp / "bad1"), "--lite-residual"]) == 2
