@@ -121,3 +121,18 @@ def test_adapt_sparseupdate_with_a_policy_file(folders, tmp_path, capsys):
     assert main(["adapt", *TINY, "--support", str(support), "--method", "tinytrain",
                  "--sparseupdate-policy", str(policy)]) == 2
     assert "--method sparseupdate" in capsys.readouterr().err
+
+
+def test_adapt_option_changes_tinytrains_selection(folders, tmp_path, capsys):
+    """--option passes a method option: `ratio_policy=largest` trains whole layers where the default
+    (`fisher-mass`) trains a Fisher-chosen share of channels; an unknown option is refused by name."""
+    support, _ = folders
+    argv = ["adapt", *TINY, "--support", str(support), "--method", "tinytrain", "--memory-budget", "64KB",
+            "--compute-budget", "60%", "--iterations", "1", "--json"]
+    default = run_json(capsys, argv)["plan"]
+    largest = run_json(capsys, argv + ["--option", "ratio_policy=largest", "--option", "stop_rule=first"])["plan"]
+    assert default != largest
+    assert all(r["channels_updated"] == r["channels_total"] for r in largest if r["layer"] is not None)
+    assert main(argv + ["--option", "stop=first"]) == 2
+    err = capsys.readouterr().err
+    assert "--option: unknown tinytrain option(s) stop" in err and err.count("\n") == 1

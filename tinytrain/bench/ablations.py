@@ -72,32 +72,39 @@ def _option_value(text: str):
         return text
 
 
+def parse_options(items: list[str], method: str, where: str) -> dict:
+    """['key=value', ...] -> {key: value} for `method`; values are JSON where they parse (numbers, true/false,
+    lists), else strings; a list is written with ';' ("1;0.5"). Unknown TinyTrain options are refused,
+    naming `where` (the flag or spec they came from)."""
+    options = {}
+    for item in filter(None, (x.strip() for x in items)):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{where}: {item!r} is not key=value")
+        value = value.strip()
+        options[key.strip()] = ([_option_value(v) for v in value.split(";")] if ";" in value
+                                else _option_value(value))
+    if method == "tinytrain":
+        from ..methods.tinytrain import OPTION_DEFAULTS
+        unknown = sorted(set(options) - set(OPTION_DEFAULTS) - {"proto_grad", "augment_p"})
+        if unknown:
+            raise ValueError(f"{where}: unknown tinytrain option(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(OPTION_DEFAULTS))}, proto_grad, augment_p")
+    return options
+
+
 def option_variant(spec: str, methods: list[str]) -> Variant:
     """`METHOD[key=value,...]` -> a result column with those options, labelled by the spec itself
-    (e.g. `tinytrain[ratio_policy=fisher-mass,stop_rule=skip]`). Values are JSON where they parse
-    (numbers, true/false, lists), else strings; a list value may not hold commas, use ';' ("1;0.5")."""
+    (e.g. `tinytrain[ratio_policy=fisher-mass,stop_rule=skip]`); values as `parse_options` reads them."""
     spec = spec.strip()
     if "[" not in spec or not spec.endswith("]"):
         raise ValueError(f"--variant {spec!r}: write METHOD[key=value,...], e.g. tinytrain[stop_rule=skip]")
     method, body = spec[:-1].split("[", 1)
     if method not in methods:
         raise ValueError(f"--variant {spec!r}: method {method!r} is not in --methods ({', '.join(methods)})")
-    options = {}
-    for item in filter(None, (x.strip() for x in body.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--variant {spec!r}: {item!r} is not key=value")
-        value = value.strip()
-        options[key.strip()] = ([_option_value(v) for v in value.split(";")] if ";" in value
-                                else _option_value(value))
+    options = parse_options(body.split(","), method, f"--variant {spec!r}")
     if not options:
         raise ValueError(f"--variant {spec!r} sets no option")
-    if method == "tinytrain":
-        from ..methods.tinytrain import OPTION_DEFAULTS
-        unknown = sorted(set(options) - set(OPTION_DEFAULTS) - {"proto_grad", "augment_p"})
-        if unknown:
-            raise ValueError(f"--variant {spec!r}: unknown tinytrain option(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(OPTION_DEFAULTS))}, proto_grad, augment_p")
     return Variant(spec, method, options, group="options")
 
 

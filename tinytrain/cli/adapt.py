@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--query", metavar="DIR", help="optional labelled query images to report accuracy on")
     p.add_argument("--method", default="tinytrain", help="none|lastlayer|fulltrain|tinytl|sparseupdate|tinytrain")
     add_budget_arguments(p)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. ratio_policy=largest or stop_rule=first for tinytrain (repeatable; "
+                        "docs/engine.md lists them)")
     p.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations (default 40, as the paper)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
@@ -83,6 +86,7 @@ def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
 def run_adapt(args) -> int:
     import sys
 
+    from ..bench.ablations import parse_options
     from ..deploy.adapted import check_save_target, save_adapted
     from ..deploy.session import adapt_to_support, checkpoint_head, resolve_budgets
     from ..methods.base import AdaptConfig
@@ -98,7 +102,12 @@ def run_adapt(args) -> int:
         check_save_target(args.save, args.overwrite)       # before any work: nothing is trained in vain
     backbone, meta, resolution, source, background, support, query = load_model_for_task(args, args.support,
                                                                                           args.query)
-    options = {"policy": args.sparseupdate_policy} if args.sparseupdate_policy else {}
+    try:
+        options = parse_options(args.option, args.method, "--option")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.sparseupdate_policy:
+        options["policy"] = args.sparseupdate_policy
     config = AdaptConfig(iterations=args.iterations, lr=args.lr, seed=args.seed, resolution=resolution,
                          options=options)
     bars = ProgressBars(enabled=not args.no_progress and sys.stderr.isatty())
