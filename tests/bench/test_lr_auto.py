@@ -199,3 +199,19 @@ def test_a_setting_added_later_keeps_older_run_folders_resumable():
     old = {k: v for k, v in new.items() if k != "variant_lr"}          # written before --variant-lr existed
     assert config_differences(old, new) == []
     assert config_differences(old, new | {"variant_lr": "own"}) == ['variant_lr: stored null vs now "own"']
+
+
+def test_lr_search_trains_the_method_with_its_given_options(small_pocket, tmp_path, monkeypatch):
+    """A method column's options (here a SparseUpdate policy given with --sparseupdate-policy) are the ones its
+    rate is searched with: a bias-only policy and one that also trains a layer score differently."""
+    from dataclasses import replace
+    monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
+    base = dict(model="tiny-test", checkpoint="random", domains=["pocket-digits"], tasks=1, resolution=32,
+                iterations=2, lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, episodes=EpisodeShape("fixed", 3, 2, 2))
+    scores = []
+    for policy in ({"n_bias": 1, "ratios": {}}, {"n_bias": 16, "ratios": {"13": 1.0, "14": 1.0, "15": 1.0}}):
+        variants = [replace(v, options={"policy": policy}) for v in build_variants(["sparseupdate"])]
+        out = tmp_path / f"run{len(scores)}"
+        run_eval(EvalConfig(variants=variants, **base), out, progress=False, log=lambda s: None)
+        scores.append(json.loads((out / "lr.json").read_text())["pocket-digits"]["scores"]["sparseupdate"])
+    assert scores[0]["0"] == scores[1]["0"] and scores[0]["0.01"] != scores[1]["0.01"]

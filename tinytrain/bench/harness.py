@@ -483,11 +483,11 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     on resume."""
     path = out / "lr.json"
     choices = json.loads(path.read_text()) if path.exists() else {}
-    searched = {}                       # lr key -> the variant whose rate it names (a method, or an own-lr column)
-    for v in config.variants:
-        if v.method not in TRAINING_FREE:
-            key = lr_key(config, v)
-            searched.setdefault(key, Variant(key, v.method) if key == v.method else v)
+    searched = {}      # lr key -> the column searched for it: the method's own (main) column, or an own-lr variant,
+    for v in config.variants:                          # with its options (e.g. a given SparseUpdate policy)
+        key = lr_key(config, v)
+        if v.method not in TRAINING_FREE and (key != v.method or v.group == "main"):
+            searched.setdefault(key, replace(v, label=key))
     methods = sorted(searched)
     todo = [(d, m) for d in config.domains for m in methods if m not in choices.get(d, {}).get("chosen", {})]
     if not todo:
