@@ -460,9 +460,9 @@ def add_lite_branches(shipped: str | Path, lite_run: str | Path, command: str = 
     """Write the lite-residual branches of a finished `distill --lite-residual` run into the shipped checkpoint
     `shipped` (a zoo file), whose backbone must be the run's frozen one: the backbone tensors stay as they are
     and the metadata gains the branches' provenance (`lite_residual`). Refused for any other backbone."""
-    from ..methods.tinytl import TinyTLBackbone
     from ..models.weights import load_checkpoint
     from .card import distill_summary
+    from .metatrain import strip_classifier
     backbone, meta = load_checkpoint(shipped)
     trained, _ = load_checkpoint(Path(lite_run) / "last.safetensors")
     if not getattr(trained, "lite_state", None):
@@ -470,10 +470,8 @@ def add_lite_branches(shipped: str | Path, lite_run: str | Path, command: str = 
     theirs = trained.state_dict()
     if any(not torch.equal(v, theirs[k]) for k, v in backbone.state_dict().items()):
         raise ValueError(f"{shipped} is not the backbone the branches of {lite_run} were trained beside")
-    tl = TinyTLBackbone.from_backbone(backbone, trained.lite_resolution)
-    tl.lite.load_state_dict(trained.lite_state)
     run = distill_summary(lite_run)
     meta = dict(meta) | {"lite_residual": {"recipe": command, "images_seen": run["images_seen"],
                                            "train_seconds": round(run["train_seconds"], 1),
                                            "resolution": trained.lite_resolution}}
-    return save_checkpoint(shipped, tl, meta)
+    return save_checkpoint(shipped, strip_classifier(trained), meta)     # = the shipped backbone + the branches
