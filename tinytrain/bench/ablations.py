@@ -16,6 +16,7 @@ The option names follow the paper's ablations (paper_spec.md 9.6-9.8) and are pa
 from __future__ import annotations
 
 from ..costs.units import format_bytes
+from ..methods.options import parse_options
 from .harness import Variant
 
 SCORE_VARIANTS = ("fisher", "fisher/memory", "fisher/compute")   # reference: "full" (the main tinytrain row)
@@ -61,36 +62,6 @@ def static_variants(base: str = "tinytrain") -> list[Variant]:
     """TinyTrain with one plan for all tasks (chosen once on validation episodes; harness.STATIC_PLAN)."""
     from .harness import STATIC_PLAN
     return [Variant(f"{base}[static]", base, {"fixed_plan": STATIC_PLAN}, group="static")]
-
-
-def _option_value(text: str):
-    """'0.5' -> 0.5, 'true' -> True, '[1,0.5]' -> [1, 0.5], anything else stays a string."""
-    import json
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_options(items: list[str], method: str, where: str) -> dict:
-    """['key=value', ...] -> {key: value} for `method`; values are JSON where they parse (numbers, true/false,
-    lists), else strings; a list is written with ';' ("1;0.5"). Unknown TinyTrain options are refused,
-    naming `where` (the flag or spec they came from)."""
-    options = {}
-    for item in filter(None, (x.strip() for x in items)):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{where}: {item!r} is not key=value")
-        value = value.strip()
-        options[key.strip()] = ([_option_value(v) for v in value.split(";")] if ";" in value
-                                else _option_value(value))
-    if method == "tinytrain":
-        from ..methods.tinytrain import OPTION_DEFAULTS
-        unknown = sorted(set(options) - set(OPTION_DEFAULTS) - {"proto_grad", "augment_p"})
-        if unknown:
-            raise ValueError(f"{where}: unknown tinytrain option(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(OPTION_DEFAULTS))}, proto_grad, augment_p")
-    return options
 
 
 def option_variant(spec: str, methods: list[str]) -> Variant:

@@ -86,10 +86,10 @@ def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
 def run_adapt(args) -> int:
     import sys
 
-    from ..bench.ablations import parse_options
     from ..deploy.adapted import check_save_target, save_adapted
     from ..deploy.session import adapt_to_support, checkpoint_head, resolve_budgets
     from ..methods.base import AdaptConfig
+    from ..methods.options import parse_options
     from ..progress import ProgressBars, report_to
 
     if args.iterations < 0:
