@@ -483,8 +483,10 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     on resume."""
     path = out / "lr.json"
     choices = json.loads(path.read_text()) if path.exists() else {}
-    searched = {}      # lr key -> the column searched for it: the method's own (main) column, or an own-lr variant,
-    for v in config.variants:                          # with its options (e.g. a given SparseUpdate policy)
+    # lr key -> the column its rate is searched with, options included (e.g. a given SparseUpdate policy):
+    # the method's main column, or an own-lr --variant
+    searched = {}
+    for v in config.variants:
         key = lr_key(config, v)
         if v.method not in TRAINING_FREE and (key != v.method or v.group == "main"):
             searched.setdefault(key, replace(v, label=key))
