@@ -11,14 +11,14 @@ def cmd_models(args) -> int:
 
     for name, spec in ZOO.items():
         layers = conv_layers(spec)
-        print(f"{name:16s} {len(layers):3d} conv layers  {sum(l.params for l in layers)/1e6:6.3f} M conv weights  "
+        print(f"{name:20s} {len(layers):3d} conv layers  {sum(l.params for l in layers)/1e6:6.3f} M conv weights  "
               f"{sum(l.macs for l in layers)/1e6:7.2f} M MACs @{spec.resolution}px  feature {spec.feature_dim}-d  "
               f"{spec.description}")
         shipped = sorted(p.name[len(name) + 1:-len(".safetensors")] for p in ZOO_DIR.glob(f"{name}-*.safetensors"))
         if name == "mobilenetv2-1.0":
             shipped.append("imagenet")
         if shipped:
-            print(f"{'':16s} checkpoints: {', '.join(shipped)} (default: {default_checkpoint(name)})")
+            print(f"{'':20s} checkpoints: {', '.join(shipped)} (default: {default_checkpoint(name)})")
     return 0
 
 
@@ -51,7 +51,44 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """A tiny-training int8 `.pkl` -> a float tinytrain checkpoint (for users who want a local copy)."""
+    from pathlib import Path
+
+    from ..models.mit_int8 import read_quantised, to_backbone
+    from ..models.weights import save_checkpoint
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out {out}: name the file *.safetensors (it is a tinytrain checkpoint)")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out {out} exists; pass --overwrite to replace it, or choose another name")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; name a .safetensors file")
+    qm = read_quantised(args.file)
+    if args.model and args.model != qm.spec.name:
+        from ..models.mit_int8 import load_quantised
+        load_quantised(args.model, args.file)            # raises the message that names the right --model
+    backbone = to_backbone(qm, args.bn_scale)
+    meta = {"resolution": 128, "imported_from": Path(args.file).name, "bn_scale": args.bn_scale,
+            "source": "MIT tiny-training int8 ImageNet model (MIT licence), dequantised by `tinytrain import`"}
+    save_checkpoint(out, backbone, meta)
+    print(f"{qm.spec.name}: {len(qm.convs)} convs + 1000-way classifier, input normalisation [-1, 1] "
+          f"(mean/std 0.5), BN scale {args.bn_scale} -> {out}")
+    return 0
+
+
 def register(sub) -> None:
+    p = sub.add_parser("import", help="convert an MIT tiny-training int8 .pkl into a float tinytrain checkpoint")
+    p.add_argument("file", help="the .pkl (mcunet-5fps.pkl, mbv2-w0.35.pkl or proxyless-w0.3.pkl)")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--model", default=None, help="refuse the file unless it holds this model")
+    p.add_argument("--bn-scale", choices=["rms", "folded"], default="rms",
+                   help="rms (default): each conv's per-channel weight RMS moved into its BN scale, so that "
+                        "every layer's weights have comparable size; folded: as stored (BN scale 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(func=cmd_models)
 

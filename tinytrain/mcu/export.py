@@ -147,7 +147,7 @@ def model_source(cm: CModel) -> str:
     protos = adapted.predictor.prototypes.detach().float().numpy()
     out.append(codegen.float_array("init_protos", protos))
     out.append(f"\nconst tt_layer tt_layers[{len(rows)}] = {{\n" + ",\n".join(rows) + "\n};\n\n")
-    norm = adapted.normalisation
+    norm = c_normalisation(adapted)
     g = mem.globals
     net_fields = {"n_layers": len(net.layers), "earliest": net.earliest, "resolution": net.resolution,
                   "n_classes": net.n_classes, "feature_dim": net.feature_dim,
@@ -164,10 +164,20 @@ def model_source(cm: CModel) -> str:
     return "".join(out)
 
 
+def c_normalisation(adapted) -> dict:
+    """What the runtime normalises raw pixels with: the pipeline's statistics composed with the backbone's
+    input map (models/backbone.py), i.e. the normalisation its weights expect (MIT's int8 models: [-1, 1])."""
+    from ..models.backbone import input_normalisation
+
+    if adapted.predictor.backbone.spec.input_norm is None:
+        return adapted.normalisation
+    return input_normalisation(adapted.predictor.backbone.spec)
+
+
 def metadata(cm: CModel) -> dict:
     a = cm.adapted
     return {"format": FORMAT, "version": FORMAT_VERSION, "model": a.model, "resolution": a.resolution,
-            "classes": a.classes, "normalisation": a.normalisation, "method": a.method,
+            "classes": a.classes, "normalisation": c_normalisation(a), "method": a.method,
             "update_plan": a.update_plan, "engine_plan": cm.engine_plan.to_dict(), "optimizer": cm.network.optimizer,
             "lr": cm.lr, "earliest_trained_layer": cm.network.earliest,
             "arena_bytes": cm.memory.arena_bytes, "predicted_arena": cm.predicted.to_dict(),

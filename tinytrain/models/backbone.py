@@ -18,9 +18,17 @@ class ConvBNAct(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.act = nn.ReLU6(inplace=False) if act else None
+        self.input_map: tuple[torch.Tensor, torch.Tensor] | None = None   # stem only, see `input_map`
+
+    def map_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's conversion from the pipeline's normalisation to the weights' own (identity elsewhere)."""
+        if self.input_map is None:
+            return x
+        scale, shift = self.input_map
+        return x * scale.to(x).view(1, -1, 1, 1) + shift.to(x).view(1, -1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
+        x = self.bn(self.conv(self.map_input(x)))
         return self.act(x) if self.act is not None else x
 
 
@@ -52,6 +60,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.spec = spec
         self.stem = ConvBNAct(3, spec.stem_out, spec.stem_kernel, spec.stem_stride)
+        self.stem.input_map = input_map(spec)
         self.blocks = nn.ModuleList(MBConv(b) for b in spec.blocks)
         self.feature_mix = (
             ConvBNAct(spec.blocks[-1].cout, spec.feature_mix, 1) if spec.feature_mix else None
@@ -107,6 +116,28 @@ class Backbone(nn.Module):
         if self.feature_mix is not None:
             mods.append(self.feature_mix)
         return mods
+
+
+def input_map(spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-channel (scale, shift) taking a pipeline-normalised image to the normalisation `spec`'s weights
+    expect: x_own = x * std_pipe / std_own + (mean_pipe - mean_own) / std_own. Applied before the stem's
+    zero padding, so it is exact (folding it into the stem's weights would be wrong at the borders)."""
+    if spec.input_norm is None:
+        return None
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    (mean, std), m0, s0 = spec.input_norm, IMAGENET_MEAN, IMAGENET_STD
+    scale = torch.tensor([s0[c] / std[c] for c in range(3)], dtype=torch.float64)
+    shift = torch.tensor([(m0[c] - mean[c]) / std[c] for c in range(3)], dtype=torch.float64)
+    return scale.float(), shift.float()
+
+
+def input_normalisation(spec: ArchSpec) -> dict:
+    """The (mean, std) a raw [0, 1] image is normalised with to reach `spec`'s stem: its own, or the pipeline's."""
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    mean, std = spec.input_norm or (IMAGENET_MEAN, IMAGENET_STD)
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
 def build_backbone(name_or_spec: str | ArchSpec, num_classes: int | None = None) -> Backbone:

@@ -5,7 +5,7 @@ without building it. Layer numbering follows the paper: conv layers in forward o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,10 @@ class ArchSpec:
     stem_stride: int = 2
     resolution: int = 128            # the paper's cost-figure resolution
     description: str = ""
+    # The input normalisation the weights expect, (mean, std) per RGB channel on [0, 1] pixels; None means
+    # the project's pipeline statistics (ImageNet mean/std), which every image is normalised with. A spec
+    # with its own statistics (MIT's int8 models take [-1, 1]) makes the backbone convert exactly on entry.
+    input_norm: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
 
     @property
     def feature_dim(self) -> int:
@@ -51,6 +55,9 @@ class ArchSpec:
     def from_dict(d: dict) -> "ArchSpec":
         d = dict(d)
         d["blocks"] = tuple(BlockSpec(**b) for b in d["blocks"])
+        if d.get("input_norm") is not None:
+            mean, std = d["input_norm"]
+            d["input_norm"] = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
         return ArchSpec(**d)
 
 
@@ -187,6 +194,14 @@ MOBILENETV2_10 = ArchSpec(
     description="standard MobileNetV2 (width 1.0); real ImageNet weights via torchvision's layout",
 )
 
+# tiny-training's variants of the two (Lin et al., NeurIPS 2022; MIT's `mcu_models` release): the same blocks
+# without the final feature-mix conv, so the pooled features are the last block's output. Their ImageNet
+# weights load only into these entries (never into the models above with a random feature-mix).
+MBV2_W035_NOMIX = replace(MBV2_W035, name="mbv2-w0.35-nomix", feature_mix=None,
+                          description="MobileNetV2 w0.35 without the feature-mix conv (tiny-training's int8 model)")
+PROXYLESS_W03_NOMIX = replace(PROXYLESS_W03, name="proxyless-w0.3-nomix", feature_mix=None,
+                              description="ProxylessNAS w0.3 without the feature-mix conv (tiny-training's int8 model)")
+
 # Test-only micro model: same code paths, tiny cost (for fast unit tests and CI).
 TINY_TEST = ArchSpec(
     name="tiny-test",
@@ -197,7 +212,8 @@ TINY_TEST = ArchSpec(
     description="a tiny 5-block network for tests and CI smoke runs (not a paper model)",
 )
 
-ZOO: dict[str, ArchSpec] = {s.name: s for s in (MCUNET_5FPS, MBV2_W035, PROXYLESS_W03, MOBILENETV2_10, TINY_TEST)}
+ZOO: dict[str, ArchSpec] = {s.name: s for s in (MCUNET_5FPS, MBV2_W035, PROXYLESS_W03, MBV2_W035_NOMIX,
+                                                 PROXYLESS_W03_NOMIX, MOBILENETV2_10, TINY_TEST)}
 PAPER_MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 
 

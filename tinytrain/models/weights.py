@@ -38,8 +38,9 @@ def save_checkpoint(path: str | Path, backbone: Backbone, meta: dict | None = No
     return path
 
 
-VALID_CHECKPOINT = ("a valid one is a .safetensors file written by tinytrain (`tinytrain pretrain`/`metatrain`, "
-                    "or model.safetensors inside an `adapt --save` folder), or an MIT-zoo .pth state dict")
+VALID_CHECKPOINT = ("a valid one is a .safetensors file written by tinytrain (`tinytrain pretrain`/`metatrain`/"
+                    "`import`, or model.safetensors inside an `adapt --save` folder), an MIT-zoo .pth state dict, "
+                    "or an MIT tiny-training int8 .pkl")
 
 
 class UnreadableCheckpoint(ValueError):
@@ -313,7 +314,7 @@ def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backb
     """Resolve `--model M --checkpoint C`: C is 'default' (`default_checkpoint`), a shipped name ('pocket':
     meta-trained after a 2-epoch pretraining; 'pocket-long': after a 15-epoch pretraining; 'distilled':
     distilled from the ImageNet teacher), 'imagenet' (mobilenetv2-1.0), 'random', or a path to a
-    tinytrain .safetensors / MIT-zoo .pth file."""
+    tinytrain .safetensors / MIT-zoo .pth file / MIT tiny-training int8 .pkl file."""
     get_spec(model)   # validates the name
     if checkpoint == "default":
         checkpoint = default_checkpoint(model)
@@ -325,7 +326,7 @@ def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backb
                              f"or import the MIT zoo checkpoint with --checkpoint PATH.pth")
         return load_torchvision_mbv2(), {"checkpoint": "imagenet"}
     path = Path(checkpoint)
-    if not path.exists() and "/" not in checkpoint and not checkpoint.endswith((".safetensors", ".pth")):
+    if not path.exists() and "/" not in checkpoint and not checkpoint.endswith((".safetensors", ".pth", ".pkl")):
         path = shipped_checkpoint_path(model, checkpoint)
         if not path.is_file():
             have = sorted(p.name[len(model) + 1:-len(".safetensors")]
@@ -333,6 +334,11 @@ def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backb
             raise FileNotFoundError(f"no shipped checkpoint {checkpoint!r} for {model} (shipped: "
                                     f"{', '.join(have) or 'none'}); pass a file path, 'random', or train one with "
                                     "`tinytrain metatrain`")
+    if path.suffix == ".pkl":      # MIT tiny-training's int8 ImageNet models, dequantised (models/mit_int8.py)
+        from .mit_int8 import load_quantised
+
+        return load_quantised(model, path), {"checkpoint": str(path), "resolution": 128,
+                                             "source": "mit-tiny-training int8 (dequantised, bn_scale rms)"}
     if path.suffix in (".pth", ".pt", ".bin", ".tar", ".ckpt"):
         return load_mit_checkpoint(model, path), {"checkpoint": str(path)}
     backbone, meta = load_checkpoint(path, expect_model=model)

@@ -416,6 +416,8 @@ class SparseEngine(nn.Module):
     # -- forward ---------------------------------------------------------------------------
     def _layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
         conv = self.mods[i].conv
+        if i == 0:
+            x = self.mods[0].map_input(x)     # weights with their own input normalisation (identity otherwise)
         stride, padding, groups = conv.stride, conv.padding, conv.groups
         shift = self.bias_params[str(i)] if i in self._bias0 else None
         bias = self._shift[i] if shift is None else None
