@@ -58,14 +58,18 @@ def adapt(backbone: "Backbone", support: str | Path | Mapping[str, Sequence[Any]
           query: str | Path | Mapping[str, Sequence[Any]] | None = None, memory_budget: str | int | None = None,
           compute_budget: str | float | None = None, device: str | None = None, iterations: int = 40,
           lr: float = 1e-3, seed: int = 0, resolution: int | None = None,
-          background: str | tuple[int, int, int] = "white") -> "AdaptedModel":
+          background: str | tuple[int, int, int] = "white",
+          options: Mapping[str, Any] | None = None) -> "AdaptedModel":
     """Adapt `backbone` to a few labelled images, as `tinytrain adapt` does.
 
     `support` (and `query`, scored into `model.summary['query_accuracy']`): a class-per-folder path or
     {class: [files or PIL images]}. `method`: none | lastlayer | fulltrain | tinytl | sparseupdate |
     tinytrain. Budgets take '1MB' / '15%' / a MAC count, or a `device` profile. `resolution` defaults
-    to the checkpoint's own. Raises ValueError with a one-line message for any bad input, including a
-    fit that diverged. The returned model has `.predict(images)`, `.save(dir)` and `.summary`."""
+    to the checkpoint's own. `options`: the method's options, as `--option` takes them, e.g.
+    {"ratio_policy": "largest"} for tinytrain or {"augment_pool": 8} (docs/engine.md; unknown keys are refused,
+    naming the valid ones); `model.summary["options"]` lists every option the method ran with. Raises
+    ValueError with a one-line message for any bad input, including a fit that diverged. The returned model
+    has `.predict(images)`, `.save(dir)` and `.summary`."""
     import math
 
     import torch
@@ -74,7 +78,9 @@ def adapt(backbone: "Backbone", support: str | Path | Mapping[str, Sequence[Any]
     from .deploy.session import (adapt_to_support, check_support, checkpoint_head, resolve_budgets,
                                  resolve_resolution)
     from .methods.base import AdaptConfig
+    from .methods.options import parse_options
 
+    opts = parse_options(options, method, "options")    # the same check as `tinytrain adapt --option`
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0 (got {iterations})")
     if not math.isfinite(lr) or lr <= 0:
@@ -86,12 +92,13 @@ def adapt(backbone: "Backbone", support: str | Path | Mapping[str, Sequence[Any]
     support_set = _support_set(support, res, bg)
     check_support(support_set)
     query_set = _support_set(query, res, bg, support_set.classes) if query is not None else None
-    config = AdaptConfig(iterations=iterations, lr=lr, seed=seed, resolution=res)
+    config = AdaptConfig(iterations=iterations, lr=lr, seed=seed, resolution=res, options=opts)
     torch.manual_seed(seed)
     adapted, summary = adapt_to_support(backbone, backbone.spec.name, support_set, query_set, method, config,
                                         budgets, info={"checkpoint": meta.get("checkpoint")},
                                         head=checkpoint_head(meta), background=bg)
-    adapted.summary = summary | {"resolution_from": source.replace("--resolution", "resolution=")}
+    adapted.summary = summary | {"resolution_from": source.replace("--resolution", "resolution="),
+                                 "options": (adapted.report.get("extra") or {}).get("options")}
     return adapted
 
 

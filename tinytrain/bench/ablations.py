@@ -66,7 +66,8 @@ def static_variants(base: str = "tinytrain") -> list[Variant]:
 
 def option_variant(spec: str, methods: list[str]) -> Variant:
     """`METHOD[key=value,...]` -> a result column with those options, labelled by the spec itself
-    (e.g. `tinytrain[ratio_policy=fisher-mass,stop_rule=skip]`); values as `parse_options` reads them."""
+    (e.g. `tinytrain[ratio_policy=fisher-mass,stop_rule=skip]`); keys and values checked and converted by the
+    method's options class (`parse_options`, as `adapt --option`), stored as plain values."""
     spec = spec.strip()
     if "[" not in spec or not spec.endswith("]"):
         raise ValueError(f"--variant {spec!r}: write METHOD[key=value,...], e.g. tinytrain[stop_rule=skip]")

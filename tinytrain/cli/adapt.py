@@ -38,8 +38,9 @@ def register(sub) -> None:
     p.add_argument("--method", default="tinytrain", help="none|lastlayer|fulltrain|tinytl|sparseupdate|tinytrain")
     add_budget_arguments(p)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method option, e.g. ratio_policy=largest or stop_rule=first for tinytrain (repeatable; "
-                        "docs/engine.md lists them)")
+                   help="a method option, e.g. ratio_policy=largest or stop_rule=first for tinytrain, bias=no for "
+                        "tinytl, augment_pool=8 for any trained method (repeatable; an unknown key is refused with "
+                        "the method's valid keys; docs/engine.md lists them)")
     p.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations (default 40, as the paper)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
@@ -97,17 +98,17 @@ def run_adapt(args) -> int:
     check_learning_rate(args.lr)
     if args.sparseupdate_policy and args.method != "sparseupdate":
         raise UserError("--sparseupdate-policy is for --method sparseupdate")
-    budgets = resolve_budgets(args.memory_budget, args.compute_budget, args.device)
-    if args.save:
-        check_save_target(args.save, args.overwrite)       # before any work: nothing is trained in vain
-    backbone, meta, resolution, source, background, support, query = load_model_for_task(args, args.support,
-                                                                                          args.query)
-    try:
+    try:    # the method's options class checks keys and values, before any work
         options = parse_options(args.option, args.method, "--option")
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if args.sparseupdate_policy:
         options["policy"] = args.sparseupdate_policy
+    budgets = resolve_budgets(args.memory_budget, args.compute_budget, args.device)
+    if args.save:
+        check_save_target(args.save, args.overwrite)       # before any work: nothing is trained in vain
+    backbone, meta, resolution, source, background, support, query = load_model_for_task(args, args.support,
+                                                                                          args.query)
     config = AdaptConfig(iterations=args.iterations, lr=args.lr, seed=args.seed, resolution=resolution,
                          options=options)
     bars = ProgressBars(enabled=not args.no_progress and sys.stderr.isatty())
@@ -119,6 +120,7 @@ def run_adapt(args) -> int:
     finally:
         bars.close()
     summary["resolution_from"] = source
+    summary["options"] = applied_options(adapted.report)
     if args.save:
         summary["saved_to"] = str(save_adapted(args.save, adapted, overwrite=args.overwrite))
     if args.json:
@@ -128,8 +130,14 @@ def run_adapt(args) -> int:
     return 0
 
 
+def applied_options(report: dict) -> dict | None:
+    """The options the method ran with (every key, plain values), from its report."""
+    return (report.get("extra") or {}).get("options")
+
+
 def format_summary(s: dict) -> str:
     from ..costs.units import format_bytes, format_macs
+    from ..methods.options import changed_options
 
     lines = [f"{s['method']} on {s['model']} at {s['resolution']} px"
              + (f" ({s['resolution_from']})" if s.get("resolution_from") else "")
@@ -144,6 +152,10 @@ def format_summary(s: dict) -> str:
                          f"{'-' if score is None else f'{score:.4g}':>10}")
     else:
         lines.append("plan: no backbone weights are updated")
+    changed = changed_options(s["method"], s.get("options"))
+    if changed:
+        lines.append("options: " + ", ".join(f"{k}={v}" for k, v in changed.items()) + " (the others at their "
+                     "defaults)")
     mem = s.get("predicted_memory_bytes")
     lines.append(f"predicted backward memory: {format_bytes(mem) if mem else 0}"
                  + (f" (budget {format_bytes(s['memory_budget_bytes'])})" if s.get("memory_budget_bytes") else ""))

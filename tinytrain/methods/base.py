@@ -11,11 +11,13 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, asdict
+from typing import ClassVar
 
 import torch
 
 from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..models.backbone import Backbone
+from .options import MethodOptions
 
 
 @dataclass
@@ -31,7 +33,9 @@ class AdaptConfig:
     augment: bool = True             # P>M>F pseudo-query augmentation
     seed: int = 0
     resolution: int = 128
-    options: dict = field(default_factory=dict)   # method-specific switches (documented per method)
+    # method options: a dict {key: value} or the method's options object (methods/options.py); each method
+    # checks and converts them with its options class when it is made (unknown keys are refused)
+    options: dict | MethodOptions = field(default_factory=dict)
 
 
 @dataclass
@@ -80,13 +84,20 @@ class Method(ABC):
     """Base class: holds a private copy of the backbone so `fit` never alters the caller's model."""
 
     name: str = "base"
+    options_class: ClassVar[type[MethodOptions]] = MethodOptions
 
     def __init__(self, backbone: Backbone, config: AdaptConfig | None = None,
                  head: CosineClassifier | None = None):
         self.source_backbone = backbone
         self.config = config or AdaptConfig()
+        # every option read goes through this typed object (ValueError here for an unknown key or a bad value)
+        self.opts = self.options_class.parse(self.config.options)
         self.head = head if head is not None else CosineClassifier()
-        self.report = AdaptReport(method=self.name)
+        self.report = AdaptReport(method=self.name, extra={"options": self.applied_options()})
+
+    def applied_options(self) -> dict:
+        """The options this method runs with, as a plain dict (reported in `report.extra["options"]`)."""
+        return self.opts.to_dict()
 
     def fresh_backbone(self) -> Backbone:
         return copy.deepcopy(self.source_backbone).eval()

@@ -23,6 +23,7 @@ from .. import progress
 from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..sparse.engine import PrefixCache, SavedBytesCounter
 from .base import AdaptConfig
+from .options import MethodOptions
 
 
 class Trainable(Protocol):
@@ -83,11 +84,20 @@ def make_optimizer(params: Sequence[nn.Parameter], config: AdaptConfig, lr: floa
     raise ValueError(f"optimizer must be 'adam' or 'sgd' (got {config.optimizer!r})")
 
 
-def _augmenter(config: AdaptConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+def shared_options(config: AdaptConfig) -> MethodOptions:
+    """The options every method takes, from `config.options` (an options object, or a dict whose other,
+    method-specific keys are left to the method), checked and converted like any method's."""
+    opts = config.options
+    if isinstance(opts, MethodOptions):
+        return opts
+    common = set(MethodOptions.keys())
+    return MethodOptions.parse({k: v for k, v in dict(opts or {}).items() if k in common})
+
+
+def _augmenter(config: AdaptConfig, p: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     if not config.augment:
         return lambda x, g: x
     from ..data.transforms import finetune_augment
-    p = float(config.options.get("augment_p", 0.9))
     return lambda x, g: finetune_augment(x, g, p=p)
 
 
@@ -180,7 +190,8 @@ class FineTuner:
     def __init__(self, model: Trainable, x: torch.Tensor, y: torch.Tensor, head: CosineClassifier,
                  config: AdaptConfig, lr: float, batch_size: int, exclude_storages: set[int] = frozenset(),
                  before_step: Callable[[], None] | None = None, prefix_batch_size: int = 64,
-                 support_cache: PrefixCache | None = None, cache_budget: int | None = None, augment_pool: int = 0):
+                 support_cache: PrefixCache | None = None, cache_budget: int | None = None, augment_pool: int = 0,
+                 options: MethodOptions | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if prefix_batch_size < 1:
@@ -189,13 +200,14 @@ class FineTuner:
         self.model, self.x, self.y, self.config = model, x, y, config
         self.batch_size, self.chunk, self.before_step = batch_size, prefix_batch_size, before_step
         self.exclude = set(exclude_storages)
-        self.proto_grad = bool(config.options.get("proto_grad", False))
+        opts = options if options is not None else shared_options(config)   # proto_grad, augment_p
+        self.proto_grad = opts.proto_grad
         self.head = frozen_head(head)
         params = model.trainable_parameters()
         if not params:
             raise ValueError("nothing to train: the method's plan selects no parameter")
         self.opt = make_optimizer(params, config, lr)
-        self.augment = _augmenter(config)
+        self.augment = _augmenter(config, opts.augment_p)
         self.gen = torch.Generator().manual_seed(int(config.seed))
         self.n = len(x)
         self.chunks = range(0, self.n, prefix_batch_size)

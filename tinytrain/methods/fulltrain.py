@@ -2,12 +2,23 @@
 with plain PyTorch autograd, batch 100 by default (paper 3.2) — the baseline as usually run."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from ..costs.baselines import fulltrain_plan
 from ..models.backbone import Backbone
+from .options import MethodOptions
 from .trained import Built, TrainedMethod, full_rows, private_copy
+
+
+@dataclass(frozen=True)
+class FullTrainOptions(MethodOptions):
+    """`fulltrain` takes the options every method takes (methods/options.py), nothing more."""
+
+    method: ClassVar[str] = "fulltrain"
 
 
 class DenseModel(nn.Module):
@@ -33,6 +44,7 @@ class DenseModel(nn.Module):
 class FullTrainMethod(TrainedMethod):
     name = "fulltrain"
     default_batch_size = 100
+    options_class = FullTrainOptions
 
     def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
         backbone = private_copy(self.source_backbone)

@@ -1,16 +1,28 @@
 """`lastlayer`: train only the last conv layer of the backbone (all its channels), with the engine."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from ..costs.baselines import lastlayer_plan
 from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
+from .options import MethodOptions
 from .trained import Built, TrainedMethod, full_rows, private_copy
+
+
+@dataclass(frozen=True)
+class LastLayerOptions(MethodOptions):
+    """`lastlayer` takes the options every method takes (methods/options.py), nothing more."""
+
+    method: ClassVar[str] = "lastlayer"
 
 
 class LastLayerMethod(TrainedMethod):
     name = "lastlayer"
     default_batch_size = 1
+    options_class = LastLayerOptions
 
     def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
         backbone = private_copy(self.source_backbone)

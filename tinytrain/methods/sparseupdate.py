@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, ClassVar, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ from ..costs.plan import LayerUpdate, UpdatePlan
 from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
 from ..sparse.selection import select_channels
 from .base import AdaptConfig
+from .options import MethodOptions, option
 from .tinytrain import DEFAULT_MEMORY_BUDGET, candidate_layers
 from .trained import Built, TrainedMethod, private_copy
 
@@ -382,27 +384,46 @@ def find_derived_policy(model: str, pointer=None) -> Path | None:
     return shipped if shipped.is_file() else None
 
 
+@dataclass(frozen=True)
+class SparseUpdateOptions(MethodOptions):
+    """SparseUpdate's options, besides those every method takes (methods/options.py); the module docstring
+    gives the order in which the policy sources are tried."""
+
+    method: ClassVar[str] = "sparseupdate"
+
+    policy: dict | str | None = option(
+        None, "the policy to train: {\"n_bias\": int, \"ratios\": {layer: ratio}} or a path to such a JSON file",
+        expect="a policy JSON object {\"n_bias\": ..., \"ratios\": {...}}, the path of one, or none")
+    policy_kb: int | Literal["fit"] | None = option(
+        None, "which published policy (its budget in KB, e.g. 99), or fit (the largest within the memory budget); "
+              "none = the paper's (the 100 KB one)")
+    derived_policy: str | None = option(
+        None, "a derived policy JSON file, or a folder holding <model>-sparseupdate.json (models without a "
+              "published policy)")
+
+
 class SparseUpdateMethod(TrainedMethod):
     name = "sparseupdate"
     default_batch_size = 1
+    options_class = SparseUpdateOptions
 
     def _policy(self, backbone, res: int) -> tuple[dict, str]:
-        opt = self.config.options
+        opt = self.opts
         name = backbone.spec.name
         mem_budget = self.config.memory_budget or DEFAULT_MEMORY_BUDGET
         if isinstance(mem_budget, str):
             from ..costs.units import parse_bytes
             mem_budget = parse_bytes(mem_budget)
-        if opt.get("policy") is not None:
-            pol, path = read_policy(opt["policy"], name)
+        if opt.policy is not None:
+            pol, path = read_policy(opt.policy, name)
             return pol, "given" + (f" ({path})" if path else "")
         published = SPARSEUPDATE_POLICIES.get(name)
         if published is None:
-            path = find_derived_policy(name, opt.get("derived_policy"))
+            path = find_derived_policy(name, opt.derived_policy)
             if path is not None:
                 return read_policy(path, name)[0], f"derived ({path})"
             return structural_policy(backbone, mem_budget, res, self.config.optimizer), "structural fallback"
-        kb = opt.get("policy_kb", SPARSEUPDATE_DEFAULT_KB[name])
+        kb = SPARSEUPDATE_DEFAULT_KB[name] if opt.policy_kb is None else opt.policy_kb
         if kb == "fit":
             cm = CostModel(backbone.spec, res)
             n = len(backbone.conv_layers())

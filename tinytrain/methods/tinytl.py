@@ -23,6 +23,9 @@ state_dict (safetensors works, all tensors).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +34,20 @@ from ..costs.baselines import tinytl_plan
 from ..costs.model import lite_residual_branches
 from ..models.backbone import Backbone
 from ..models.specs import ArchSpec
+from .options import MethodOptions, option
 from .trained import Built, TrainedMethod, full_rows, private_copy
+
+
+@dataclass(frozen=True)
+class TinyTLOptions(MethodOptions):
+    """TinyTL's options, besides those every method takes (methods/options.py)."""
+
+    method: ClassVar[str] = "tinytl"
+
+    bias: bool = option(True, "also train every BN shift of the backbone (TinyTL's lite_residual+bias)")
+    lite: Literal["pretrained", "fresh"] = option(
+        "pretrained", "pretrained: start from the checkpoint's branches where it has them at the task's "
+                      "resolution; fresh: no-op branches (the ablation)")
 
 
 class LiteResidual(nn.Module):
@@ -102,20 +118,17 @@ class _TinyTLModel(nn.Module):
 class TinyTLMethod(TrainedMethod):
     name = "tinytl"
     default_batch_size = 100
+    options_class = TinyTLOptions
 
     def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
         res = int(x.shape[-1])
         torch.manual_seed(int(self.config.seed))    # branch initialisation is part of the seeded run
         tl = TinyTLBackbone.from_backbone(private_copy(self.source_backbone), res)
-        lite_option = self.config.options.get("lite", "pretrained")
-        if lite_option not in ("pretrained", "fresh"):
-            raise ValueError(f"tinytl option lite={lite_option!r}: use pretrained (the checkpoint's branches where "
-                             "it has them) or fresh (no-op branches)")
-        lite = getattr(self.source_backbone, "lite_state", None) if lite_option == "pretrained" else None
+        lite = getattr(self.source_backbone, "lite_state", None) if self.opts.lite == "pretrained" else None
         pretrained = bool(lite) and getattr(self.source_backbone, "lite_resolution", None) == res
         if pretrained:
             tl.lite.load_state_dict(lite)
-        bias = bool(self.config.options.get("bias", True))
+        bias = self.opts.bias
         up = tinytl_plan(tl.spec, res, self.config.optimizer, self.batch_size, train_biases=bias)
         rows = full_rows(tl, list(up.bias_layers)) if bias else []
         for r in rows:

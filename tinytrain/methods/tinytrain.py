@@ -4,28 +4,14 @@ Fisher pass over the support set -> Fisher potential per candidate layer -> mult
 (Eq. 3) -> greedy layer selection under the memory and compute budgets with top-K channels per
 layer -> sparse fine-tuning of exactly those channels with the memory-real engine.
 
-Options (AdaptConfig.options; defaults in brackets, see docs/engine.md):
-  score           full | fisher | fisher/memory | fisher/compute                      [full]
-  channel_choice  fisher | l2 | random                                               [fisher]
-  layer_choice    score | l2 (weight L2 norm of the layer, Table 3's "L2 Norm")        [score]
-  stop_rule       first | skip                                                        [skip]
-  candidates      last6 (conv layers of the last 6 blocks + feature-mix) | all        [last6]
-  channel_ratios  ratios tried per layer, largest that fits first                     [1, .5, .25, .125]
-  ratio_policy    largest (largest ratio that fits) | fisher-mass (at most the smallest
-                  ratio whose channels hold `fisher_mass` of the layer's Fisher info)  [fisher-mass]
-  fisher_mass     the share of a layer's Fisher information its K channels must hold   [0.5]
-  axis            out | in  (in: Fisher channel choice not available)                 [out]
-  bias            also train the BN shifts of the selected layers                     [false]
-  crossed_biases  also train the BN shifts of every layer above the earliest selected one
-                  (the backward crosses them anyway: no stored activation, few MACs)  [false]
-  fixed_plan      {"weights": [{index, channels, axis}], "biases": [...]}: train this plan in
-                  every task, without a Fisher pass (the static ablation)            [none]
-  fisher_batch_size  micro-batch of the Fisher pass; "auto" = largest within the memory budget [auto]
-  device          a device profile name (tinytrain.costs.devices) giving both budgets  [none]
+Options: `TinyTrainOptions` below (its fields, defaults and docs; also docs/engine.md), besides those every
+method takes (methods/options.py). They are read through `self.opts`.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 
@@ -34,16 +20,65 @@ from ..costs.plan import LayerUpdate, UpdatePlan
 from ..sparse.accounting import predicted_saved_bytes
 from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
 from ..sparse.fisher import fisher_information
-from ..sparse.selection import (RATIO_POLICIES, LayerChoice, fisher_mass_ratio, layer_scores, select_channels,
+from ..sparse.selection import (LayerChoice, fisher_mass_ratio, layer_scores, select_channels,
                                 select_layers)
+from .options import MethodOptions, _Reject, option
 from .trained import Built, TrainedMethod, private_copy
 
 DEFAULT_MEMORY_BUDGET = 1024 * 1024     # "around 1 MB" (paper 4.5), 1 MiB like the paper's MB
 DEFAULT_COMPUTE_BUDGET = 0.15           # of FullTrain's backward MACs
-OPTION_DEFAULTS = {"score": "full", "channel_choice": "fisher", "layer_choice": "score", "stop_rule": "skip",
-                   "candidates": "last6", "channel_ratios": [1.0, 0.5, 0.25, 0.125], "ratio_policy": "fisher-mass",
-                   "fisher_mass": 0.5, "axis": "out", "bias": False, "crossed_biases": False, "fixed_plan": None,
-                   "fisher_batch_size": "auto", "device": None}
+
+
+def _check_plan(plan: dict | None) -> None:
+    """A `fixed_plan` must have the shape `static_plan` writes (weights with index/channels, biases)."""
+    if plan is None:
+        return
+    weights, biases = plan.get("weights", []), plan.get("biases", [])
+    ints = lambda xs: isinstance(xs, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in xs)
+    if not isinstance(weights, list) or not ints(biases) or not all(
+            isinstance(w, dict) and isinstance(w.get("index"), int) and ints(w.get("channels"))
+            and w.get("axis", "out") in ("out", "in") for w in weights):
+        raise _Reject
+
+
+@dataclass(frozen=True)
+class TinyTrainOptions(MethodOptions):
+    """TinyTrain's options, besides those every method takes (methods/options.py)."""
+
+    method: ClassVar[str] = "tinytrain"
+
+    score: Literal["full", "fisher", "fisher/memory", "fisher/compute"] = option(
+        "full", "layer score: Fisher potential / (memory x compute) (Eq. 3), or the Table-3 ablations")
+    channel_choice: Literal["fisher", "l2", "random"] = option(
+        "fisher", "channels by Fisher information (dynamic), weight L2 norm or at random (static; Fig. 6b)")
+    layer_choice: Literal["score", "l2"] = option("score", "layers by score, or by weight L2 norm (Table 3)")
+    stop_rule: Literal["first", "skip"] = option(
+        "skip", "skip: keep walking past a layer that fits at no ratio; first: stop there once one is placed")
+    candidates: Literal["last6", "all"] = option(
+        "last6", "layers the Fisher pass inspects: the last 6 blocks (+ feature-mix) or all")
+    channel_ratios: tuple[float, ...] = option(
+        (1.0, 0.5, 0.25, 0.125), "ratios tried per layer, largest that fits first", low=0.0, low_open=True, high=1.0)
+    ratio_policy: Literal["fisher-mass", "largest"] = option(
+        "fisher-mass", "fisher-mass: at most the smallest ratio whose channels hold fisher_mass of the layer's "
+                       "Fisher information; largest: the largest ratio that fits")
+    fisher_mass: float = option(0.5, "the share of a layer's Fisher information its K channels must hold",
+                                low=0.0, low_open=True, high=1.0)
+    axis: Literal["out", "in"] = option("out", "channel axis (in: channel_choice l2 or random)")
+    bias: bool = option(False, "also train the BN shifts of the selected layers")
+    crossed_biases: bool = option(
+        False, "also train the BN shifts of every layer above the earliest selected one (the backward crosses "
+               "them anyway: no stored activation, few MACs)")
+    fixed_plan: dict | None = option(
+        None, "train this plan in every task, without a Fisher pass (the static ablation)", check=_check_plan,
+        expect='a JSON object {"weights": [{"index": i, "channels": [...], "axis": "out"}], "biases": [...]} '
+               "or none")
+    fisher_batch_size: int | Literal["auto"] = option(
+        "auto", "micro-batch of the Fisher pass; auto = the largest within the memory budget", low=1)
+    device: str | None = option(None, "a device profile name (tinytrain.costs.devices) giving both budgets")
+
+
+# The defaults as a dict (the former name of TinyTrain's options)
+OPTION_DEFAULTS = {k: v for k, v in TinyTrainOptions().to_dict().items() if k not in MethodOptions.keys()}
 
 
 def candidate_layers(backbone, which: str) -> list[int]:
@@ -58,10 +93,10 @@ def candidate_layers(backbone, which: str) -> list[int]:
     raise ValueError(f"candidates must be 'last6' or 'all' (got {which!r})")
 
 
-def resolve_budgets(spec, config, resolution: int) -> tuple[int, int]:
-    """(memory bytes, backward MACs) from the config, a device profile option, or the defaults."""
+def resolve_budgets(spec, config, resolution: int, device: str | None = None) -> tuple[int, int]:
+    """(memory bytes, backward MACs) from the config, a device profile (TinyTrain's `device` option), or the
+    defaults."""
     mem, comp = config.memory_budget, config.compute_budget
-    device = config.options.get("device")
     if device:
         from ..costs.devices import get_device
         prof = get_device(device)
@@ -85,18 +120,22 @@ def resolve_budgets(spec, config, resolution: int) -> tuple[int, int]:
 class TinyTrainMethod(TrainedMethod):
     name = "tinytrain"
     default_batch_size = 1
+    options_class = TinyTrainOptions
 
     def option(self, key: str):
-        unknown = set(self.config.options) - set(OPTION_DEFAULTS) - {"lr_candidates", "lr_search_iterations",
-                                                                    "augment_p", "prefix_batch_size",
-                                                                    "augment_pool", "cache_budget", "proto_grad"}
-        if unknown:
-            raise ValueError(f"unknown tinytrain option(s) {sorted(unknown)}; known: {sorted(OPTION_DEFAULTS)}")
-        return self.config.options.get(key, OPTION_DEFAULTS[key])
+        """One option's value (the same as `self.opts.<key>`)."""
+        return getattr(self.opts, key)
+
+    def applied_options(self) -> dict:
+        """Every option but fixed_plan (its plan is the report's plan; extra["static_plan"] says it was given)."""
+        return {k: v for k, v in self.opts.to_dict().items() if k != "fixed_plan"}
+
+    def budgets(self, spec, res: int) -> tuple[int, int]:
+        return resolve_budgets(spec, self.config, res, self.opts.device)
 
     def _fisher(self, backbone, x: torch.Tensor, y: torch.Tensor, cands: list[int], mem_budget: int, res: int):
         """One Fisher pass, micro-batched so that what it keeps fits the memory budget."""
-        fb = self.option("fisher_batch_size")
+        fb = self.opts.fisher_batch_size
         layers = backbone.conv_layers(res)
         tap_plan = EnginePlan(biases=(min(cands),))
         per_image = predicted_saved_bytes(backbone.spec, tap_plan, 1, res) + 4 * sum(layers[i].output_elems
@@ -104,7 +143,7 @@ class TinyTrainMethod(TrainedMethod):
         if fb == "auto":
             fb = max(1, mem_budget // max(per_image, 1))
         return fisher_information(backbone, x, y, cands, self.head, batch_size=int(fb),
-                                  prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)),
+                                  prefix_batch_size=self.opts.prefix_batch_size,
                                   support_cache=getattr(self, "support_cache", None))
 
     def select(self, backbone, channel_fisher: dict[int, torch.Tensor], res: int) -> tuple[list[LayerChoice], list[int], dict]:
@@ -112,26 +151,21 @@ class TinyTrainMethod(TrainedMethod):
         the average over validation tasks for the static ablation)."""
         spec = backbone.spec
         layers = backbone.conv_layers(res)
-        mem_budget, comp_budget = resolve_budgets(spec, self.config, res)
-        axis, choice, policy = self.option("axis"), self.option("channel_choice"), self.option("ratio_policy")
-        if axis not in ("out", "in"):
-            raise ValueError(f"axis must be 'out' or 'in' (got {axis!r})")
+        mem_budget, comp_budget = self.budgets(spec, res)
+        o = self.opts
+        axis, choice, policy = o.axis, o.channel_choice, o.ratio_policy
         if axis == "in" and choice == "fisher":
             raise ValueError("Fisher channel choice ranks output channels; use axis 'out' or channel_choice "
                              "'l2'/'random'")
-        if policy not in RATIO_POLICIES:
-            raise ValueError(f"ratio_policy must be one of {', '.join(RATIO_POLICIES)} (got {policy!r})")
         cands = sorted(channel_fisher)
         potential = {i: float(channel_fisher[i].sum()) for i in cands}
-        scores = layer_scores(layers, potential, self.option("score"))
+        scores = layer_scores(layers, potential, o.score)
         mods = backbone.conv_modules()
-        if self.option("layer_choice") == "score":
+        if o.layer_choice == "score":
             order = sorted(cands, key=lambda i: (-scores[i], i))
-        elif self.option("layer_choice") == "l2":
+        else:   # "l2"
             norms = {i: float(mods[i].conv.weight.detach().norm()) for i in cands}
             order = sorted(cands, key=lambda i: (-norms[i], i))
-        else:
-            raise ValueError(f"layer_choice must be 'score' or 'l2' (got {self.option('layer_choice')!r})")
         gen = torch.Generator().manual_seed(int(self.config.seed))
         totals = {i: (layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin) for i in cands}
         cache: dict[tuple[int, float], tuple[int, ...]] = {}
@@ -142,10 +176,10 @@ class TinyTrainMethod(TrainedMethod):
                 cache[(i, r)] = select_channels(k, choice, channel_fisher[i], mods[i].conv.weight, axis, gen)
             return cache[(i, r)]
 
-        ratios = self.option("channel_ratios")
+        ratios = list(o.channel_ratios)
         cap = None
         if policy == "fisher-mass":
-            mass = float(self.option("fisher_mass"))
+            mass = o.fisher_mass
             cap = lambda i: fisher_mass_ratio(channel_fisher[i], ratios, mass)
         cm = CostModel(spec, res)
         n_layers = len(layers)
@@ -153,9 +187,9 @@ class TinyTrainMethod(TrainedMethod):
         def biases_of(sel: list[LayerChoice]) -> list[int]:
             if not sel:
                 return []
-            if self.option("crossed_biases"):
+            if o.crossed_biases:
                 return list(range(min(c.index for c in sel), n_layers))
-            return sorted(c.index for c in sel) if self.option("bias") else []
+            return sorted(c.index for c in sel) if o.bias else []
 
         def cost(sel: list[LayerChoice]) -> tuple[int, int]:
             ups = [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis, list(c.channels)) for c in sel]
@@ -163,16 +197,16 @@ class TinyTrainMethod(TrainedMethod):
             return cm.sparse_memory_bytes(ups, self.config.optimizer, biases), cm.sparse_backward_macs(ups, biases)
 
         chosen = select_layers(order, scores, channels_for, totals, cost, mem_budget, comp_budget, ratios,
-                               self.option("stop_rule"), axis, ratio_cap=cap)
+                               o.stop_rule, axis, ratio_cap=cap)
         extra = {"memory_budget": mem_budget, "compute_budget_macs": comp_budget, "candidates": cands,
                  "fisher_potential": {str(i): p for i, p in potential.items()},
                  "scores": {str(i): v for i, v in scores.items()}}
         return chosen, biases_of(chosen), extra
 
     def _fixed(self, backbone, res: int) -> tuple[list[LayerChoice], list[int], dict]:
-        plan = self.option("fixed_plan")
+        plan = self.opts.fixed_plan
         layers = backbone.conv_layers(res)
-        mem_budget, comp_budget = resolve_budgets(backbone.spec, self.config, res)
+        mem_budget, comp_budget = self.budgets(backbone.spec, res)
         chosen = []
         for w in plan.get("weights", []):
             i, axis = int(w["index"]), w.get("axis", "out")
@@ -191,12 +225,12 @@ class TinyTrainMethod(TrainedMethod):
         spec = backbone.spec
         res = int(x.shape[-1])
         layers = backbone.conv_layers(res)
-        if self.option("fixed_plan"):
+        if self.opts.fixed_plan:
             chosen, biases, extra = self._fixed(backbone, res)
             extra["fisher_seconds"] = 0.0
         else:
-            mem_budget, _ = resolve_budgets(spec, self.config, res)
-            cands = candidate_layers(backbone, self.option("candidates"))
+            mem_budget, _ = self.budgets(spec, res)
+            cands = candidate_layers(backbone, self.opts.candidates)
             fisher = self._fisher(backbone, x, y, cands, mem_budget, res)
             chosen, biases, extra = self.select(backbone, fisher.channel, res)
             extra |= {"fisher_batch_size": fisher.batch_size, "fisher_seconds": fisher.seconds}
@@ -207,8 +241,7 @@ class TinyTrainMethod(TrainedMethod):
         engine = SparseEngine(backbone, eplan)
         rows = [{"layer": c.index, "name": layers[c.index].name, "channels_updated": len(c.channels),
                  "channels_total": c.channels_total, "score": c.score} for c in chosen]
-        extra["options"] = {k: self.option(k) for k in OPTION_DEFAULTS if k != "fixed_plan"}
-        extra["static_plan"] = bool(self.option("fixed_plan"))
+        extra["static_plan"] = bool(self.opts.fixed_plan)
         return Built(engine, backbone, up, rows, eplan, time.perf_counter() - t0, extra)
 
 
@@ -225,8 +258,8 @@ def static_plan(backbone, head, tasks, config) -> dict:
         x, y = task.support_x.float(), task.support_y.long()
         res = int(x.shape[-1])
         bb = private_copy(backbone)
-        cands = candidate_layers(bb, method.option("candidates"))
-        mem_budget, _ = resolve_budgets(bb.spec, config, res)
+        cands = candidate_layers(bb, method.opts.candidates)
+        mem_budget, _ = method.budgets(bb.spec, res)
         fisher = method._fisher(bb, x, y, cands, mem_budget, res).channel
         norm = sum(float(v.sum()) for v in fisher.values()) or 1.0
         for i, v in fisher.items():

@@ -4,10 +4,11 @@ A subclass only says what it trains (`_build`); this class runs the P>M>F loop, 
 rate when asked, writes the weights back into a plain backbone and fills the report, including the
 time of each phase of the adaptation (`report.extra["phases"]`, what `bench e2e` tabulates).
 
-Options read here (AdaptConfig.options, every trained method):
+Options read here (`self.opts`, the method's options object; fields of `MethodOptions`, methods/options.py):
   augment_pool   P > 0: draw P augmented views of the support set once and cache their prefix outputs
                  instead of augmenting afresh every iteration (changes the training; see FineTuner)  [0]
   cache_budget   bytes (or "64MB") the support cache and the pool may hold; "none" = unbounded    [64MB]
+  prefix_batch_size, lr_candidates, lr_search_iterations (and augment_p, proto_grad in the FineTuner)
 """
 from __future__ import annotations
 
@@ -21,17 +22,12 @@ from torch import nn
 
 from ..costs.model import backward_macs, backward_memory
 from ..costs.plan import UpdatePlan
-from ..costs.units import parse_bytes
 from ..models.backbone import Backbone
 from ..sparse.accounting import predicted_saved_bytes, stage_input_elems
 from ..sparse.engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
 from .base import AdaptReport, Method, Predictor
 from .common import FineTuner, check_support, plan_caches, split_support, storages_of
-
-LR_CANDIDATES = (1e-4, 1e-3, 1e-2)
-# What the support cache and the augmentation pool may hold when no budget is given: a host default
-# (ours), far above what a 25-image task needs at 128 px (MCUNet: 300 KiB per copy of the support set).
-DEFAULT_CACHE_BUDGET = 64 * 1024 * 1024
+from .options import DEFAULT_CACHE_BUDGET, LR_CANDIDATES  # noqa: F401  (their home is methods/options.py)
 
 
 @dataclass
@@ -66,21 +62,11 @@ class TrainedMethod(Method):
     @property
     def cache_budget(self) -> int | None:
         """Bytes the support cache and the augmentation pool may hold (None: unbounded)."""
-        value = self.config.options.get("cache_budget", DEFAULT_CACHE_BUDGET)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "unbounded")):
-            return None
-        return parse_bytes(value)
+        return self.opts.cache_budget
 
     @property
     def augment_pool(self) -> int:
-        value = self.config.options.get("augment_pool", 0)
-        try:
-            views = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"augment_pool must be a number of views (got {value!r})") from None
-        if views < 0 or views != value:
-            raise ValueError(f"augment_pool must be a whole number of views >= 0 (got {value!r})")
-        return views
+        return self.opts.augment_pool
 
     def _reset_cache(self) -> None:
         self._cache: PrefixCache | None = None
@@ -99,7 +85,7 @@ class TrainedMethod(Method):
         if budget is not None and need > budget:
             return None
         t0 = time.perf_counter()
-        chunk = int(self.config.options.get("prefix_batch_size", 64))
+        chunk = self.opts.prefix_batch_size
         memo = getattr(self, "_cache", None)
         if memo is not None and self._cache_x is x and memo.block <= engine.first_block:
             cache = engine.prefix_from(memo, chunk)
@@ -122,6 +108,7 @@ class TrainedMethod(Method):
         extra["memory_breakdown"] = mem.to_dict()
         extra["batch_size"] = self.batch_size
         extra["trainable_parameters"] = int(sum(p.numel() for p in built.model.trainable_parameters()))
+        extra["options"] = self.applied_options()
         if built.engine_plan is not None:
             extra["engine_plan"] = built.engine_plan.to_dict()
             extra["predicted_saved_bytes"] = predicted_saved_bytes(spec, built.engine_plan,
@@ -142,8 +129,9 @@ class TrainedMethod(Method):
     # -- training -----------------------------------------------------------------------------
     def _choose_lr(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict]:
         train, val = split_support(y, self.config.seed)
-        cands = [float(c) for c in self.config.options.get("lr_candidates", LR_CANDIDATES)]
-        iters = int(self.config.options.get("lr_search_iterations", self.config.iterations))
+        cands = list(self.opts.lr_candidates)
+        iters = self.opts.lr_search_iterations
+        iters = self.config.iterations if iters is None else iters
         scores = {}
         for lr in cands:
             cfg = dataclasses.replace(self.config, lr=lr, iterations=iters)
@@ -170,9 +158,9 @@ class TrainedMethod(Method):
         t0 = time.perf_counter()
         tuner = FineTuner(built.model, x, y, self.head, self.config, lr, self.batch_size,
                           exclude_storages=storages_of(built.model), before_step=built.before_step,
-                          prefix_batch_size=int(self.config.options.get("prefix_batch_size", 64)),
+                          prefix_batch_size=self.opts.prefix_batch_size,
                           support_cache=cache, cache_budget=self.cache_budget,
-                          augment_pool=self.augment_pool if lr > 0 else 0)
+                          augment_pool=self.augment_pool if lr > 0 else 0, options=self.opts)
         del cache
         for _ in range(self.config.iterations if lr > 0 else 0):   # lr 0: the plan is made, nothing trained
             tuner.step()
