@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Mapping
 
-from ..models.specs import ArchSpec, ConvLayer, conv_layers, get_spec
+from ..models.specs import ArchSpec, ConvLayer, conv_layers, get_spec, lite_residual_branches
 from .plan import LayerUpdate, UpdatePlan
 
 BYTES = 4                                             # fp32 everywhere
@@ -109,73 +109,6 @@ def saved_activation_bytes_last_k_blocks(spec: ArchSpec, k: int, resolution: int
 
 def _has_act(layer: ConvLayer) -> bool:
     return layer.kind != "pw2"   # the projection conv of an MBConv block is linear
-
-
-# ---------------------------------------------------------------------------------------------------------
-# TinyTL's lite-residual branches
-
-@dataclass(frozen=True)
-class LiteResidualBranch:
-    """One TinyTL side branch on block `block`: AvgPool(2) -> conv k (groups 2) -> BN -> ReLU -> 1x1 -> BN -> up."""
-
-    block: int
-    cin: int
-    mid: int
-    cout: int
-    kernel: int
-    stride: int
-    groups: int
-    h_in: int      # block input size (before pooling)
-    h_pool: int    # after AvgPool(2)
-    h_mid: int     # after the grouped conv
-    h_out: int     # block output size (after upsampling)
-
-    @property
-    def conv1_params(self) -> int:
-        return self.mid * (self.cin // self.groups) * self.kernel ** 2
-
-    @property
-    def conv2_params(self) -> int:
-        return self.cout * self.mid
-
-    @property
-    def params(self) -> int:
-        """Conv weights plus the two BNs' scale and shift."""
-        return self.conv1_params + self.conv2_params + 2 * self.mid + 2 * self.cout
-
-    @property
-    def conv1_macs(self) -> int:
-        return self.conv1_params * self.h_mid ** 2
-
-    @property
-    def conv2_macs(self) -> int:
-        return self.conv2_params * self.h_mid ** 2
-
-    @property
-    def macs(self) -> int:
-        return self.conv1_macs + self.conv2_macs
-
-
-def _make_divisible(v: float, divisor: int = 8) -> int:
-    n = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return n + divisor if n < 0.9 * v else n
-
-
-def lite_residual_branches(spec: ArchSpec, resolution: int | None = None) -> list[LiteResidualBranch]:
-    """The branch TinyTL adds to every block (architectures.md): kernel 5, or 3/1 on maps smaller than 5."""
-    layers = conv_layers(spec, resolution)
-    branches = []
-    for b, blk in enumerate(spec.blocks):
-        first = next(l for l in layers if l.block == b)
-        last = [l for l in layers if l.block == b][-1]
-        h_in = first.h_in
-        h_pool = max(1, h_in // 2)
-        kernel = 5 if h_pool >= 5 else (3 if h_pool >= 3 else 1)
-        mid = _make_divisible(blk.cin)
-        h_mid = (h_pool + 2 * (kernel // 2) - kernel) // blk.stride + 1
-        branches.append(LiteResidualBranch(b, blk.cin, mid, blk.cout, kernel, blk.stride, 2,
-                                           h_in, h_pool, h_mid, last.h_out))
-    return branches
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -331,9 +264,10 @@ class CostModel:
 
     def sparse_memory_bytes(self, updates: Iterable[LayerUpdate], optimizer: str = "adam",
                             bias_layers: Iterable[int] = ()) -> int:
-        """Table-2 memory of a sparse plan at batch 1: activations + trained weights x (1 + optimizer state)."""
-        updates = list(updates)
-        weights = self.sparse_weights(updates)
+        """Table-2 memory of a sparse plan at batch 1: activations + (trained weights + trained BN shifts) x
+        (1 + optimizer state)."""
+        updates, bias_layers = list(updates), sorted(set(bias_layers))
+        weights = self.sparse_weights(updates) + sum(self.layers[i].cout for i in bias_layers)
         return int(round(self.sparse_activation_bytes(updates, bias_layers)
                          + BYTES * weights * (1 + OPTIMIZER_STATE[optimizer])))
 
