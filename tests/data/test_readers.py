@@ -183,3 +183,33 @@ def test_mscoco_crops(tmp_path):
     assert ds.load(0, 0).size == (12, 12)      # clipped at the image border
     assert open_dataset(f"mscoco:{tmp_path}", "test").classes == ["bicycle"]
     assert open_dataset(f"mscoco:{tmp_path}", "val").classes == ["person"]
+
+
+def test_folder_reads_what_pillow_reads_and_reports_the_rest(tmp_path, caplog):
+    """Any suffix Pillow reads by content (.jfif, .jpe, none); hidden files, sub-folders of a class folder
+    and non-images are skipped, each named with the reason in one note."""
+    import logging
+
+    from PIL import Image
+
+    from tinytrain.data.datasets import list_image_files
+
+    write_image(tmp_path / "a" / "x.png")
+    for name in ("y.jfif", "z.jpe", "camera_upload"):
+        Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "a" / name, format="JPEG")
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / "a" / ".hidden.png").write_bytes((tmp_path / "a" / "x.png").read_bytes())
+    write_image(tmp_path / "a" / "nested" / "n.png")
+    (tmp_path / "a" / "._x.png").write_bytes(b"\x00\x05\x16\x07")
+    write_image(tmp_path / "b" / "g.png", mode="L")
+    with caplog.at_level(logging.WARNING, logger="tinytrain"):
+        ds = folder_dataset(tmp_path)
+    assert ds.classes == ["a", "b"] and ds.class_sizes() == [4, 1] and ds.ignored_metadata == 1
+    assert {p.name: why for p, why in ds.not_read} == {
+        ".hidden.png": "a hidden file", "nested": "a folder inside a class folder (images must sit directly in it)",
+        "notes.txt": "not an image Pillow can read"}
+    [note] = [r.getMessage() for r in caplog.records]
+    assert note.startswith("tinytrain: note: skipped 3 file(s)") and "notes.txt (not an image Pillow can read)" in note
+    assert all(ds.load(0, j).size == (12, 10) for j in range(4))
+    listing = list_image_files(tmp_path / "a")                      # recursive: the nested image is read
+    assert sorted(p.name for p in listing.images) == ["camera_upload", "n.png", "x.png", "y.jfif", "z.jpe"]

@@ -6,19 +6,33 @@ or memory-mapped: the pocket benchmark and QuickDraw), so that loading stays fas
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# Files with these suffixes are taken to be images: one that cannot be decoded is an error that names it.
+# Any other file is read too when Pillow recognises it by its content (`probe_image`); one it does not
+# recognise is skipped, and the skip is reported with the reason (`report_skipped`).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".dib",
+                    ".gif", ".tif", ".tiff", ".webp", ".apng", ".tga", ".ico", ".qoi")
+HEIF_SUFFIXES = (".heic", ".heif")
+NOT_AN_IMAGE = "not an image Pillow can read"
 WHITE = (255, 255, 255)
 # Pillow's own guard against decompression bombs (about 89 Mpixels); TINYTRAIN_MAX_IMAGE_PIXELS overrides it.
 MAX_PIXELS_ENV = "TINYTRAIN_MAX_IMAGE_PIXELS"
+# The longer side may be at most this many times the shorter one: the centre crop of a 30000 x 1 strip is a
+# one-pixel sliver, and resizing its shorter side to the resolution first would take gigabytes.
+MAX_ASPECT_RATIO = 100
+EXIF_ORIENTATION = 0x0112
+
+log = logging.getLogger("tinytrain")
 
 Box = tuple[float, float, float, float]
 Item = "str | tuple[str, Box]"
@@ -85,7 +99,11 @@ class SubsetDataset(ImageDataset):
 
 # --- reading one image file ---------------------------------------------------------------------
 
-class ImageTooLarge(ValueError):
+class BadImage(ValueError):
+    """An image file refused for what it holds; the message names the file and what to change."""
+
+
+class ImageTooLarge(BadImage):
     """An image over the pixel limit (a possible decompression bomb); the message says how to allow it."""
 
 
@@ -109,7 +127,7 @@ def max_image_pixels() -> int | None:
         return None
     try:
         value = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels; set e.g. "
                          f"{MAX_PIXELS_ENV}=200000000, or 'none' for no limit") from None
     if value < 0:
@@ -117,11 +135,22 @@ def max_image_pixels() -> int | None:
     return value
 
 
-def open_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Image.Image:
-    """Decode one image file to an 8-bit "RGB" or "L" image (see `to_8bit`).
+def check_image_shape(width: int, height: int, what: str) -> None:
+    """Refuse an empty image, or one more than MAX_ASPECT_RATIO times longer than wide (before decoding)."""
+    if width < 1 or height < 1:
+        raise BadImage(f"{what} is {width} x {height} pixels, an empty image; remove it")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadImage(f"{what} is {width} x {height} pixels, more than {MAX_ASPECT_RATIO} times longer than it is "
+                       f"wide (the centre crop would keep a {min(width, height)}-pixel sliver of it); crop it nearer "
+                       "to square")
 
-    The pixel limit is checked on the header, before anything is decoded, and the error names the file
-    and its size; Pillow's own limit is lifted only for that header read.
+
+def open_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Decode one image file to an upright 8-bit "RGB" or "L" image (see `to_8bit`): the one place
+    image files are opened.
+
+    The pixel limit and the aspect ratio are checked on the header, before anything is decoded, and
+    the error names the file and its size; Pillow's own limit is lifted only for that header read.
     """
     limit = max_image_pixels()
     saved = Image.MAX_IMAGE_PIXELS
@@ -136,36 +165,183 @@ def open_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Im
             raise ImageTooLarge(f"image {path} is {w} x {h} = {w * h:,} pixels, over the limit of {limit:,} that "
                                 f"guards against decompression bombs; shrink it, or if you trust the file set "
                                 f"{MAX_PIXELS_ENV}={w * h} (or 'none')")
+        check_image_shape(w, h, f"image {path}")
         img.load()
-        return to_8bit(img, background)
+        return to_8bit(img, background, what=f"image {path}")
 
 
-def to_8bit(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
-    """Any Pillow mode -> "L" or "RGB" with 8 bits per channel, scaled rather than clipped.
+def upright(img: Image.Image) -> Image.Image:
+    """The image as viewers show it: its EXIF (or XMP) orientation applied, the tag removed so that it is
+    never applied twice. Phone cameras store photos sideways and set this tag."""
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:        # a damaged EXIF block: Pillow raises many kinds; viewers show such files as stored
+        return img
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+        return img
+    return ImageOps.exif_transpose(img)
 
-    16-bit greyscale (I;16*) and 32-bit integer ("I") images are taken as 0..65535 and divided by 257;
-    float images ("F") as 0..1. Pillow already reduces 16-bit RGB(A) PNG/TIFF to 8 bits. Transparent
-    pixels (RGBA, LA, PA, palette or greyscale with a transparency key) are composited onto `background`
-    (white by default, as image viewers show them), so a transparent background never turns black.
+
+def _pixel_range_error(what: str, kind: str, lo: float, hi: float, accepted: str) -> BadImage:
+    return BadImage(f"{what} holds {kind} pixel values from {lo:g} to {hi:g}; tinytrain reads {kind} images as "
+                    f"{accepted}; rescale it to one of those or save it as an 8-bit PNG")
+
+
+def _greyscale_to_8bit(img: Image.Image, what: str) -> Image.Image:
+    """Modes I;16*, I and F -> "L", by the documented ranges (docs/deploy.md, "Reading images").
+
+    I;16*: the type's range 0..65535 (divided by 257). I (32-bit integer): by the largest value, 0..255
+    taken as is, up to 65535 as 16-bit; anything else, or a negative value, is refused. F (32-bit float):
+    largest value <= 1: 0..1; <= 255: 0..255; NaN, infinite, negative or larger values are refused."""
+    mode = img.mode
+    a = np.asarray(img, dtype=np.float64)
+    if mode == "F":
+        if not np.isfinite(a).all():
+            raise BadImage(f"{what} holds NaN or infinite float pixel values; replace them (e.g. with 0) or save it "
+                           "as an 8-bit PNG")
+        lo, hi = float(a.min()), float(a.max())
+        scale = 255.0 if hi <= 1.0 + 1e-6 else 1.0
+        if lo * scale < -0.5 or hi * scale > 255.5:
+            raise _pixel_range_error(what, "32-bit float", lo, hi, "0-1 (largest value <= 1) or 0-255")
+        a = a * scale
+    elif mode.startswith("I;16"):
+        if a.size and a.min() < 0:
+            raise _pixel_range_error(what, "signed 16-bit", float(a.min()), float(a.max()), "0-65535")
+        a = a / 257.0
+    else:       # "I": 32-bit signed integers
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0 or hi > 65535:
+            raise _pixel_range_error(what, "32-bit integer", lo, hi,
+                                     "0-255 (largest value <= 255) or 0-65535")
+        if hi > 255:
+            a = a / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def to_8bit(img: Image.Image, background: tuple[int, int, int] = WHITE, what: str = "a PIL image") -> Image.Image:
+    """Any Pillow mode -> an upright "L" or "RGB" image with 8 bits per channel, scaled rather than clipped.
+
+    The EXIF orientation is applied first (`upright`). 16-bit greyscale (I;16*), 32-bit integer ("I") and
+    float ("F") images are scaled by the ranges `_greyscale_to_8bit` documents, and values outside them
+    are refused (BadImage naming `what`). Pillow already reduces 16-bit RGB(A) PNG/TIFF to 8 bits.
+    Transparent pixels (RGBA, LA, PA, palette or greyscale with a transparency key) are composited onto
+    `background` (white by default, as image viewers show them), so a transparent background never
+    turns black.
     """
+    img = upright(img)
     mode = img.mode
     if mode in ("RGB", "L"):
         if "transparency" not in img.info:
             return img.copy()
     if mode.startswith("I") or mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        a = a * 255.0 if mode == "F" else a / 257.0
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return img.convert("L" if mode == "1" else "RGB")
+        return _greyscale_to_8bit(img, what)
+    try:
+        if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+            return Image.alpha_composite(base, rgba).convert("RGB")
+        return img.convert("L" if mode == "1" else "RGB")
+    except ValueError as exc:
+        raise BadImage(f"{what} has pixel mode {mode}, which Pillow cannot convert to RGB ({exc}); save it as an "
+                       "8-bit RGB PNG or JPEG") from None
 
 
-def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE, what: str = "a PIL image") -> Image.Image:
     """`to_8bit`, then greyscale expanded to RGB."""
-    return to_8bit(img, background).convert("RGB")
+    return to_8bit(img, background, what).convert("RGB")
+
+
+# --- which files of a folder are images -----------------------------------------------------------
+
+@dataclass
+class FolderListing:
+    """The image files of a folder, and what was left out: `skipped` (path, reason) for every file or
+    folder that is not read, besides macOS `._` metadata files, which are only counted (`metadata`)."""
+
+    images: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    metadata: int = 0
+
+    def __iadd__(self, other: "FolderListing") -> "FolderListing":
+        self.images += other.images
+        self.skipped += other.skipped
+        self.metadata += other.metadata
+        return self
+
+
+def probe_image(path: Path) -> str | None:
+    """None when Pillow recognises the file by its content (its header only is read), else why not."""
+    try:
+        if path.stat().st_size == 0:
+            return "an empty file"
+    except OSError as exc:
+        return f"cannot be read ({(exc.strerror or str(exc)).lower()})"
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None       # a huge image is an image: reading it says how to allow it
+    try:
+        with Image.open(path) as img:
+            if isinstance(img, ImageFile.StubImageFile):
+                return f"a {img.format} file, which Pillow cannot decode without a plugin"
+    except UnidentifiedImageError:
+        if path.suffix.lower() in HEIF_SUFFIXES:
+            return f"{NOT_AN_IMAGE} (HEIC/HEIF photos need the pillow-heif plugin, or convert them to JPEG)"
+        return NOT_AN_IMAGE
+    except Exception as exc:     # plugins raise many kinds for files that only look like theirs
+        return f"{NOT_AN_IMAGE} ({type(exc).__name__})"
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    return None
+
+
+def list_image_files(folder: str | Path, recursive: bool = True) -> FolderListing:
+    """The image files under `folder`, sorted: every file with an image suffix (IMAGE_EXTENSIONS; one
+    that does not decode is an error when it is read) and every other file Pillow recognises by its
+    content. Hidden files and folders (names starting with '.') are skipped; macOS `._` files counted.
+    Not `recursive`: sub-folders are skipped (and listed)."""
+    root = Path(folder)
+    out = FolderListing()
+
+    def walk(d: Path) -> None:
+        for p in sorted(d.iterdir()):
+            if is_metadata_file(p) and not p.is_dir():
+                out.metadata += 1
+            elif p.name.startswith("."):
+                out.skipped.append((p, "a hidden folder" if p.is_dir() else "a hidden file"))
+            elif p.is_dir():
+                if recursive:
+                    walk(p)
+                else:
+                    out.skipped.append((p, "a folder inside a class folder (images must sit directly in it)"))
+            elif not p.is_file():
+                out.skipped.append((p, "not a regular file"))
+            elif p.suffix.lower() in IMAGE_EXTENSIONS:
+                out.images.append(p)
+            else:
+                why = probe_image(p)
+                if why is None:
+                    out.images.append(p)
+                else:
+                    out.skipped.append((p, why))
+
+    walk(root)
+    out.images.sort()
+    return out
+
+
+def skipped_message(skipped: list[tuple[Path, str]], shown: int = 5) -> str | None:
+    """One line naming the files that were skipped and why (the first `shown`), or None."""
+    if not skipped:
+        return None
+    names = [f"{p}{'/' if p.is_dir() else ''} ({why})" for p, why in skipped[:shown]]
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} file(s) that are not read as images: {', '.join(names)}{more}"
+
+
+def report_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """Say what was skipped, on the `tinytrain` logger (stderr unless logging is configured otherwise)."""
+    msg = skipped_message(skipped)
+    if msg:
+        log.warning("tinytrain: note: %s", msg)
 
 
 def _open_image(item) -> Image.Image:
@@ -267,36 +443,33 @@ def _check_nonempty(ds: ImageDataset) -> None:
 
 
 def folder_dataset(root: str | Path, name: str | None = None, verify: bool = False) -> FileDataset:
-    """Read ROOT/<class>/<image> (any common format, grayscale included). Classes are sorted by name.
+    """Read ROOT/<class>/<image> (every file Pillow reads, see `list_image_files`). Classes are sorted by name.
 
-    Empty files are skipped and counted at listing time; `verify=True` also decodes every image.
-    macOS `._NAME` metadata files are ignored and counted in `ignored_metadata`.
+    Empty image files are skipped and counted at listing time; `verify=True` also decodes every image.
+    macOS `._NAME` metadata files are ignored and counted in `ignored_metadata`; other files that are not
+    images are listed in `not_read` and reported (`report_skipped`).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder; give a class-per-folder dataset (ROOT/<class>/<image>) "
                          "or a named dataset (see `tinytrain data list`)")
-    classes, items, skipped, ignored = [], [], 0, 0
+    classes, items, skipped, ignored, not_read = [], [], 0, 0, []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files, named = [], False
-        for f in sorted(d.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                if is_metadata_file(f):
-                    ignored += 1
-                    continue
-                named = True
-                if f.stat().st_size == 0:
-                    skipped += 1
-                else:
-                    files.append(str(f))
-        if named:
+        listing = list_image_files(d, recursive=False)
+        ignored += listing.metadata
+        not_read += listing.skipped
+        if listing.images:
+            files = [str(f) for f in listing.images if f.stat().st_size > 0]
+            skipped += len(listing.images) - len(files)
             classes.append(d.name)
             items.append(files)
+    report_skipped(not_read)
     if not classes:
-        raise ValueError(f"no class folders with images under {root}; expected ROOT/<class>/<image> with "
-                         f"extensions {', '.join(IMAGE_EXTENSIONS)}")
+        raise ValueError(f"no class folders with images under {root}; expected ROOT/<class>/<image> (any image "
+                         "Pillow reads)")
     ds = FileDataset(name or root.name, classes, items, skipped=skipped)
     ds.ignored_metadata = ignored
+    ds.not_read = not_read
     if verify:
         ds.verify()
     return ds

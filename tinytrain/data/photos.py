@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .datasets import IMAGE_EXTENSIONS, _open_image
+from .datasets import _open_image, list_image_files, report_skipped, skipped_message
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,13 @@ def _expand(spec: str) -> list[Path]:
         return [skimage_data_dir() / SKIMAGE_PHOTOS[name].file]
     p = Path(spec).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                       and not f.name.startswith("._"))
-        if not files:
-            raise ValueError(f"--images {spec}: the folder holds no image file ({', '.join(IMAGE_EXTENSIONS)})")
-        return files
+        listing = list_image_files(p)           # every file Pillow reads, whatever its suffix
+        if not listing.images:
+            why = skipped_message(listing.skipped)
+            raise ValueError(f"--images {spec}: the folder holds no image file Pillow reads"
+                             + (f" ({why})" if why else ""))
+        report_skipped(listing.skipped)
+        return listing.images
     if p.is_file():
         return [p]
     raise ValueError(f"--images {spec}: no such file or folder (give image files, folders, or skimage:NAME)")

@@ -55,9 +55,13 @@ class AdaptedModel:
 
     def predict(self, images, top: int = 1) -> list[dict]:
         """Classify images: file paths or folders (read as `tinytrain predict` reads them), PIL images,
-        or a normalised tensor (N, 3, R, R). One dict per image: {label, score, top: [{label, probability}]}
-        (plus `image` for files)."""
+        or a tensor (N, 3, R, R): uint8 for raw RGB pixels 0-255 (normalised here, as files are), floating
+        point for images already normalised with `self.normalisation` (the eval transform's output); other
+        dtypes and NaN/infinite values are refused. One dict per image: {label, score, top: [{label,
+        probability}]} (plus `image` for files). `top`: how many classes to list (an integer >= 1)."""
         from .images import as_image_batch
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise ValueError(f"top must be an integer >= 1 (got {top!r})")
         x, names = as_image_batch(images, self.resolution, self.background)
         results = classify(self, x, top)
         for r, name in zip(results, names):

@@ -7,17 +7,22 @@ The data area's transform is used, so training and deployment see the same pixel
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..data.datasets import IMAGE_EXTENSIONS, WHITE, ImageTooLarge, is_metadata_file, open_image, to_rgb
+from ..data.datasets import (IMAGE_EXTENSIONS, NOT_AN_IMAGE, WHITE, BadImage, FolderListing, check_image_shape,
+                             is_metadata_file, list_image_files, open_image, report_skipped, skipped_message, to_rgb)
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..data.transforms import eval_transform as data_eval_transform
+from ..data.transforms import normalize
 
-# The same formats the data area's folder reader accepts.
+# The suffixes the data area's folder reader takes as images; files with other names are read when
+# Pillow recognises their content (see `tinytrain.data.datasets.list_image_files`).
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 NAMED_BACKGROUNDS = {"white": WHITE, "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
 
@@ -30,8 +35,9 @@ class LabeledImages:
     y: torch.Tensor
     classes: list[str]
     paths: list[str] = field(default_factory=list)
-    sizes: set[tuple[int, int]] = field(default_factory=set)   # distinct (width, height) on disk
+    sizes: set[tuple[int, int]] = field(default_factory=set)   # distinct (width, height), upright
     ignored_metadata: int = 0                                   # macOS `._` files left out
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, why) not read as images
 
     @property
     def mixed_sizes(self) -> bool:
@@ -52,42 +58,61 @@ def eval_transform(resolution: int) -> Callable:
 
 
 def parse_background(text: str | tuple | list | None) -> tuple[int, int, int]:
-    """'white' (default), 'black', 'grey', 'R,G,B' or '#RRGGBB' -> an RGB triple for transparent pixels."""
+    """'white' (default), 'black', 'grey', 'R,G,B' or '#RRGGBB' -> an RGB triple for transparent pixels.
+
+    R,G,B (text or a tuple/list) are integers 0-255, or, when any of them is written as a fraction
+    (0.5, 1.0), fractions 0-1 of full intensity for all three: (0.5, 0.5, 0.5) is mid grey, (1.0, 0, 0)
+    red. Anything else is refused."""
     if text is None:
         return WHITE
+    bad = ValueError(f"--background {text!r} is not a colour; use white, black, grey, R,G,B (integers 0-255, or "
+                     "fractions 0-1 such as 0.5,0.5,0.5) or #RRGGBB")
     if isinstance(text, (tuple, list)):
         parts = list(text)
-    else:
-        t = str(text).strip().lower()
+    elif isinstance(text, str):
+        t = text.strip().lower()
         if t in NAMED_BACKGROUNDS:
             return NAMED_BACKGROUNDS[t]
-        if t.startswith("#") and len(t) == 7:
-            try:
+        if t.startswith("#"):
+            if len(t) == 7 and all(c in "0123456789abcdef" for c in t[1:]):
                 return tuple(int(t[i:i + 2], 16) for i in (1, 3, 5))
+            raise bad
+        parts = [v.strip() for v in t.split(",")]
+    else:
+        raise bad
+    if len(parts) != 3:
+        raise bad
+    values = []
+    for v in parts:
+        if isinstance(v, str):
+            try:
+                v = int(v) if v.lstrip("+-").isdigit() else float(v)
             except ValueError:
-                parts = None
-        else:
-            parts = [v.strip() for v in t.split(",")]
-    try:
-        rgb = tuple(int(v) for v in parts)
-        if len(rgb) == 3 and all(0 <= v <= 255 for v in rgb):
-            return rgb
-    except (TypeError, ValueError):
-        pass
-    raise ValueError(f"--background {text!r} is not a colour; use white, black, grey, R,G,B (0-255) or #RRGGBB")
+                raise bad from None
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise bad
+        values.append(v)
+    if any(not isinstance(v, numbers.Integral) for v in values):
+        if all(0.0 <= float(v) <= 1.0 for v in values):
+            return tuple(int(round(float(v) * 255)) for v in values)
+        raise ValueError(f"--background {text!r}: written with a decimal point the values are fractions 0-1; give "
+                         "fractions 0-1 (0.5,0.5,0.5) or integers 0-255 (128,128,128)")
+    if all(0 <= int(v) <= 255 for v in values):
+        return tuple(int(v) for v in values)
+    raise bad
 
 
 def open_rgb(path: str | Path, background: tuple[int, int, int] = WHITE):
-    """Open one image as 8-bit RGB (16-bit scaled, transparency composited onto `background`), with an
-    error that names the file."""
+    """Open one image as upright 8-bit RGB (EXIF orientation applied, 16-bit and float scaled, transparency
+    composited onto `background`), with an error that names the file."""
     from PIL import UnidentifiedImageError
 
     try:
-        return to_rgb(open_image(path, background), background)
-    except ImageTooLarge:
+        return to_rgb(open_image(path, background), background, what=f"image {path}")
+    except BadImage:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        why = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        why = NOT_AN_IMAGE if isinstance(exc, UnidentifiedImageError) else (str(exc) or type(exc).__name__)
         raise ValueError(f"cannot read image {path}: {why}; remove it or convert it to PNG/JPEG") from None
 
 
@@ -121,37 +146,45 @@ def load_images_skipping(paths: list[str | Path], resolution: int, background: t
     return (torch.stack(tensors) if tensors else None), kept, errors
 
 
-def _files_under(folder: Path) -> tuple[list[Path], int]:
-    """Image files below `folder` (recursively, sorted) and how many macOS `._` files were ignored."""
-    found = [f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
-    images = sorted(f for f in found if not is_metadata_file(f))
-    return images, len(found) - len(images)
+def _files_under(folder: Path) -> FolderListing:
+    """The images below `folder` (recursively, sorted; see `list_image_files`) and what was left out."""
+    return list_image_files(folder, recursive=True)
 
 
-def scan_class_folder(folder: str | Path) -> tuple[dict[str, list[Path]], int]:
-    """`DIR/<class>/<image>` -> ({class: sorted image paths}, ignored `._` files); clear errors for
-    missing, empty or flat folders."""
+def _describe_skipped(listing: FolderListing) -> str:
+    msg = skipped_message(listing.skipped)
+    return f" ({msg})" if msg else ""
+
+
+def scan_class_folder(folder: str | Path, report: bool = True
+                      ) -> tuple[dict[str, list[Path]], int, list[tuple[Path, str]]]:
+    """`DIR/<class>/<image>` -> ({class: sorted image paths}, ignored `._` files, [(file, why) skipped]);
+    clear errors for missing, empty or flat folders. Skipped files are reported unless `report` is False."""
     root = Path(folder)
     if not root.exists():
         raise FileNotFoundError(f"image folder {root} does not exist")
     if not root.is_dir():
         raise ValueError(f"{root} is a file, not a folder; give the folder that holds one sub-folder per class "
                          "(DIR/<class name>/<image>)")
-    classes, ignored = {}, 0
+    classes, ignored, skipped = {}, 0, []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files, n_meta = _files_under(sub)
-        ignored += n_meta
-        if not files:
-            raise ValueError(f"class folder {sub} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...); "
-                             "add images or remove the folder")
-        classes[sub.name] = files
+        listing = _files_under(sub)
+        ignored += listing.metadata
+        if not listing.images:
+            raise ValueError(f"class folder {sub} holds no images{_describe_skipped(listing)}; add images (any "
+                             "format Pillow reads: JPEG, PNG, ...) or remove the folder")
+        skipped += listing.skipped
+        classes[sub.name] = listing.images
     if not classes:
         raise ValueError(f"{root} has no class sub-folders; lay images out as {root}/<class name>/<image>")
-    return classes, ignored
+    if report:
+        report_skipped(skipped)
+    return classes, ignored, skipped
 
 
 def list_class_folder(folder: str | Path) -> dict[str, list[Path]]:
-    """`DIR/<class>/<image>` -> {class: sorted image paths} (macOS `._` files left out)."""
+    """`DIR/<class>/<image>` -> {class: sorted image paths} (macOS `._` files left out, other files that
+    are not images reported)."""
     return scan_class_folder(folder)[0]
 
 
@@ -159,7 +192,7 @@ def load_class_folder(folder: str | Path, resolution: int, classes: list[str] | 
                       background: tuple[int, int, int] = WHITE) -> LabeledImages:
     """Load a class-per-folder tree. With `classes`, labels follow that order and every folder
     must be one of them (a query class absent from the support set is an error)."""
-    found, ignored = scan_class_folder(folder)
+    found, ignored, skipped = scan_class_folder(folder)
     if classes is None:
         classes = list(found)
     else:
@@ -173,24 +206,28 @@ def load_class_folder(folder: str | Path, resolution: int, classes: list[str] | 
         labels += [classes.index(name)] * len(files)
     x, sizes = load_images(paths, resolution, background)
     return LabeledImages(x, torch.tensor(labels, dtype=torch.long), list(classes), [str(p) for p in paths], sizes,
-                         ignored)
+                         ignored, [(str(p), why) for p, why in skipped])
 
 
 GLOB_CHARS = set("*?[")
 
 
 def collect_image_paths(items: list[str | Path]) -> tuple[list[Path], int]:
-    """Image files from a mix of files and folders (folders are searched recursively), and how many
-    macOS `._` files were left out. A name that does not exist is an error; one that still holds
-    `*`, `?` or `[` is a shell pattern that matched nothing, and the error says so."""
+    """Image files from a mix of files and folders (folders are searched recursively, and every file
+    Pillow reads is taken; the others are reported with the reason), and how many macOS `._` files were
+    left out. A file named explicitly is always taken (and an error when read if it is not an image).
+    A name that does not exist is an error; one that still holds `*`, `?` or `[` is a shell pattern that
+    matched nothing, and the error says so."""
     out: list[Path] = []
     ignored = 0
+    skipped: list[tuple[Path, str]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            files, n_meta = _files_under(p)
-            out += files
-            ignored += n_meta
+            listing = _files_under(p)
+            out += listing.images
+            ignored += listing.metadata
+            skipped += listing.skipped
         elif p.is_file():
             if is_metadata_file(p):
                 ignored += 1
@@ -202,34 +239,67 @@ def collect_image_paths(items: list[str | Path]) -> tuple[list[Path], int]:
         else:
             raise FileNotFoundError(f"image {p} does not exist")
     if not out:
+        msg = skipped_message(skipped)
         raise ValueError(f"no images found in {', '.join(str(i) for i in items)}"
                          + (f" ({ignored} macOS '._' metadata files ignored)" if ignored else "")
-                         + f"; images need one of the extensions {', '.join(IMAGE_SUFFIXES)}")
+                         + (f"; {msg}" if msg else "")
+                         + "; give image files Pillow reads (JPEG, PNG, TIFF, WebP, ...)")
+    report_skipped(skipped)
     return out, ignored
+
+
+def _tensor_batch(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """A tensor given to `predict`/`adapt` -> a normalised float batch, or a one-line ValueError.
+
+    uint8: raw pixels 0-255, (N, 3, R, R) or (3, R, R), normalised here as image files are. Floating
+    point: already normalised (mean/std applied, as the eval transform leaves images). Other integer,
+    bool or complex tensors, and NaN or infinite values, are refused."""
+    x = images.unsqueeze(0) if images.dim() == 3 else images
+    if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (resolution, resolution):
+        raise ValueError(f"a tensor of images must be (N, 3, {resolution}, {resolution}) (channels first): uint8 "
+                         f"pixels 0-255 or a normalised float tensor; got shape {tuple(images.shape)}; or pass file "
+                         "paths / PIL images and they are prepared for you")
+    if x.shape[0] == 0:
+        raise ValueError("the tensor of images holds no image (batch size 0)")
+    if x.dtype == torch.uint8:
+        return normalize(x.float() / 255.0)
+    if not x.dtype.is_floating_point or x.dtype.is_complex:
+        raise ValueError(f"a tensor of images must be uint8 (pixels 0-255) or floating point (normalised with the "
+                         f"model's mean/std); got {x.dtype}: for 0-255 pixels use x.to(torch.uint8), for 0-1 pixels "
+                         "(x * 255).round().to(torch.uint8)")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise ValueError(f"the tensor of images holds {int((~torch.isfinite(x)).sum())} NaN or infinite values; "
+                         "give finite values (uint8 pixels 0-255, or normalised floats)")
+    if x.min() >= 0 and x.max() <= 1 and x.numel() > 3 * resolution * resolution // 2:
+        import warnings
+        warnings.warn("every value of the float tensor of images is in [0, 1]: predict takes float tensors as "
+                      "normalised (mean/std already applied, as the eval transform leaves them), not as 0-1 pixels; "
+                      "for 0-1 pixels pass (x * 255).round().to(torch.uint8)", stacklevel=3)
+    return x
 
 
 def as_image_batch(images, resolution: int, background: tuple[int, int, int] = WHITE
                    ) -> tuple[torch.Tensor, list[str | None]]:
     """What the Python API's `predict` accepts -> (x (N, 3, R, R), the file name of each image or None).
 
-    `images`: a file or folder path, a PIL image, a list of those, or an already normalised tensor
-    (N, 3, R, R) / (3, R, R)."""
+    `images`: a file or folder path, a PIL image, a list of those, or a tensor (N, 3, R, R) / (3, R, R):
+    uint8 for raw pixels 0-255, floating point for images already normalised (see `_tensor_batch`)."""
     from PIL import Image
 
     if isinstance(images, torch.Tensor):
-        x = images.unsqueeze(0) if images.dim() == 3 else images
-        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (resolution, resolution):
-            raise ValueError(f"a tensor of images must be (N, 3, {resolution}, {resolution}) and normalised; got "
-                             f"{tuple(images.shape)}; or pass file paths / PIL images and they are prepared for you")
-        return x.float(), [None] * len(x)
+        x = _tensor_batch(images, resolution)
+        return x, [None] * len(x)
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     if not items:
         raise ValueError("no images given")
     transform = eval_transform(resolution)
     tensors, names = [], []
-    for item in items:
+    for k, item in enumerate(items):
         if isinstance(item, Image.Image):
-            tensors.append(transform(to_rgb(item, background)))
+            what = f"PIL image {k} (mode {item.mode})"
+            check_image_shape(*item.size, what)
+            tensors.append(transform(to_rgb(item, background, what=what)))
             names.append(None)
         elif isinstance(item, (str, Path)):
             paths, _ = collect_image_paths([item])
