@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -47,18 +48,113 @@ def test_exported_weights_are_the_exact_float32_values(tiny_model, tmp_path):
     assert got.tobytes() == want.tobytes()
 
 
-def test_re_export_replaces_an_earlier_export_but_not_other_folders(tiny_model, tmp_path, capsys):
+def tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def test_re_export_needs_overwrite_and_never_deletes_the_users_files(tiny_model, tmp_path, capsys):
     out = tmp_path / "c"
     assert export(tiny_model, out) == 0
-    (out / "stale.c").write_text("old")
-    assert export(tiny_model, out) == 0
-    assert not (out / "stale.c").exists()
+    first = tree(out)
+    # an earlier export is not replaced without --overwrite
+    assert export(tiny_model, out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinytrain export: error:") and "--overwrite" in err and str(out) in err
+    assert len(err.strip().splitlines()) == 1 and tree(out) == first
+    # the user's own files in it: refused even with --overwrite, naming them, nothing touched
+    (out / "main.c").write_text("int main(void) { return 0; }\n")
+    (out / "notes").mkdir()
+    (out / "notes" / "todo.txt").write_text("keep")
+    before = tree(out)
+    assert export(tiny_model, out, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "main.c" in err and "notes/" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert tree(out) == before
+    # only the export's own files (one of them edited): --overwrite replaces them
+    (out / "main.c").unlink()
+    shutil.rmtree(out / "notes")
+    (out / MODEL_FILE).write_text("/* edited */")
+    assert export(tiny_model, out, "--overwrite") == 0
+    assert tree(out) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "tiny-model"]     # no temporary folders left
+    # a folder that is not an export is never written into
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep")
-    assert export(tiny_model, other) == 2
-    assert "not a tinytrain C export" in capsys.readouterr().err
-    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    for extra in ((), ("--overwrite",)):
+        assert export(tiny_model, other, *extra) == 2
+        assert "not a tinytrain C export" in capsys.readouterr().err
+        assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_export_c_api_refuses_before_loading(tiny_model, tmp_path):
+    from tinytrain.mcu.export import export_c
+
+    out = tmp_path / "c"
+    export_c(tiny_model, out)
+    with pytest.raises(ValueError, match="overwrite=True"):
+        export_c(tmp_path / "no-such-model", out)        # the folder is checked before the model is read
+    export_c(tiny_model, out, overwrite=True)
+
+
+INJECTION = "x */ int injected(void){return 42;} /*"
+ODD_NAMES = [INJECTION, 'quote " and \\ backslash', "trigraph ??/\nnewline", "caf\u00e9 \u732b\ttab", "a?b"]
+
+
+def without_string_literals(src: str) -> str:
+    import re
+    return re.sub(r'"(\\.|[^"\\\n])*"', '""', src)
+
+
+def test_class_names_cannot_inject_code_into_the_generated_c(tmp_path):
+    """Class names are user text (folder names, dict keys, a shared model folder): they may reach the C
+    source only as escaped string literals. A name that closes a comment must not add a function."""
+    import re
+    import subprocess
+
+    from tinytrain.mcu import build
+
+    model = save_model(tmp_path / "model", TINY_PLAN, classes=ODD_NAMES)
+    out = tmp_path / "c"
+    assert export(model, out) == 0
+    src = (out / MODEL_FILE).read_text()
+    code = without_string_literals(src)
+    assert "injected" not in code and "return 42" not in code
+    comments = "".join(re.findall(r"/\*.*?\*/", code, re.S))
+    assert not any(w in comments for w in ("injected", "caf", "trigraph", "backslash", "a?b"))
+    assert json.dumps(ODD_NAMES, ensure_ascii=False) in (out / "README.md").read_text()
+    assert json.loads((out / META_FILE).read_text())["classes"] == ODD_NAMES
+    try:
+        cc = build.host_compiler()
+    except Exception:
+        pytest.skip("no C compiler")
+    # it compiles, defines no `injected`, and the names read back byte for byte
+    obj = tmp_path / "tt_model.o"
+    subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-trigraphs", f"-I{out}", "-c",
+                    str(out / MODEL_FILE), "-o", str(obj)], check=True, capture_output=True)
+    import shutil as sh
+    if sh.which("nm"):
+        symbols = subprocess.run(["nm", str(obj)], check=True, capture_output=True, text=True).stdout
+        assert "tt_class_names" in symbols and "injected" not in symbols
+    main_c = tmp_path / "names.c"
+    main_c.write_text('#include <stdio.h>\nextern const char *const tt_class_names[];\n'
+                      f'int main(void) {{ for (int i = 0; i < {len(ODD_NAMES)}; i++) '
+                      '{ fputs(tt_class_names[i], stdout); putchar(0); } return 0; }\n')
+    exe = tmp_path / "names"
+    subprocess.run([cc, "-std=c99", "-trigraphs", "-o", str(exe), str(main_c), str(obj)], check=True,
+                   capture_output=True)
+    got = subprocess.run([str(exe)], check=True, capture_output=True).stdout
+    assert got.split(b"\0")[:-1] == [n.encode() for n in ODD_NAMES]
+
+
+def test_c_string_escapes_everything_but_plain_printable_ascii():
+    from tinytrain.mcu.codegen import c_string, comment_text
+
+    assert c_string("abc 123") == '"abc 123"'
+    assert c_string('"') == '"\\""' and c_string("\\") == '"\\\\"' and c_string("?") == '"\\077"'
+    assert c_string("\n\x00\u00e9") == '"\\012\\000\\303\\251"'
+    assert c_string("\udcff") == '"\\377"'              # an undecodable byte of a file name, as it was
+    assert "*/" not in comment_text("a */ b") and "\n" not in comment_text("a\nb")
 
 
 @pytest.mark.parametrize("plan,message", [

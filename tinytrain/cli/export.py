@@ -13,7 +13,9 @@ def register(sub) -> None:
                    help="output file (a FILE.json sidecar is written too); a directory for --format c")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13, loads in most runtimes)")
     p.add_argument("--device", help="with --format c: refuse an arena larger than this device profile's memory budget")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing FILE and FILE.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing FILE and FILE.json; with --format c, an earlier C export in --out "
+                        "(refused while that folder holds other files)")
     p.set_defaults(func=run_export)
 
 

@@ -11,6 +11,9 @@ from typing import Iterable
 import numpy as np
 
 PER_LINE = 8
+# Bytes written as themselves inside a C string literal: printable ASCII except the quote, the backslash
+# and '?' (which could start a trigraph such as ??/ in compilers that still read them).
+_PLAIN = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\"), ord("?")}
 
 
 def float_literal(v: float) -> str:
@@ -67,3 +70,36 @@ def struct_initializer(fields: dict[str, object], indent: str = "    ") -> str:
         line += p + ", "
     lines.append(line.rstrip().rstrip(","))
     return "{\n" + "\n".join(indent + "  " + l for l in lines) + "\n" + indent + "}"
+
+
+def comment_text(text: str) -> str:
+    """Text safe inside a C comment: letters, digits and ` ._+-=()[],:` kept, anything else (`*/`, newlines,
+    non-ASCII) replaced by '_'. For the exporter's own names (model, layers); user strings go in `c_string`."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in " ._+-=()[],:" else "_" for c in str(text))
+
+
+def c_string(text: str) -> str:
+    """`text` as a C string literal whatever it holds: UTF-8 bytes, each byte outside printable ASCII and
+    each quote, backslash and '?' escaped (three-digit octal, which never runs into the next character).
+    User strings (class names) go into generated code this way and no other, never into comments."""
+    try:
+        data = str(text).encode("utf-8", "surrogateescape")     # a file name's undecodable bytes as they were
+    except UnicodeEncodeError:
+        data = str(text).encode("utf-8", "backslashreplace")
+    out = []
+    for b in data:
+        if b in _PLAIN:
+            out.append(chr(b))
+        elif b == ord('"'):
+            out.append('\\"')
+        elif b == ord("\\"):
+            out.append("\\\\")
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def string_array(name: str, values: Iterable[str], static: bool = False) -> str:
+    """`const char *const name[N] = {"...", ...};`, every element written by `c_string`."""
+    items = [c_string(v) for v in values]
+    return _array("char *const", name, items, const=True, static=static, section=None, per_line=1)
