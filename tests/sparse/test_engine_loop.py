@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_weight
 
-from tinytrain.fewshot.protonet import CosineClassifier
+from tinytrain.models.head import CosineClassifier
 from tinytrain.methods import make_method
 from tinytrain.methods.base import AdaptConfig
 from tinytrain.methods.common import finetune, plan_caches
@@ -175,3 +175,42 @@ def test_private_backbone_is_an_independent_copy():
     assert not torch.equal(c.conv_modules()[5].conv.weight, bb.conv_modules()[5].conv.weight)
     c.conv_modules()[3]._forward_hooks.clear()
     assert len(bb.conv_modules()[3]._forward_hooks) == 1
+
+
+def test_reselect_keeps_the_engine_equal_to_its_backbone():
+    """Re-drawing a layer's channels (TraDy-style) writes the old slice back and trains the new one: the engine's
+    forward stays the backbone's, and the trainable tensor holds the new channels' weights."""
+    bb = _model().double()
+    plan = EnginePlan((LayerSelection(7, (0, 1, 2), "out"), LayerSelection(9, (3, 4), "in")))
+    eng = SparseEngine(copy.deepcopy(bb), plan)
+    x, _ = _task()
+    with torch.no_grad():
+        for p in eng.trainable_parameters():
+            p.add_(0.1)
+    eng.reselect(7, (5, 2, 9))
+    eng.reselect(9, (0, 11))
+    with torch.no_grad():
+        out = eng(x)
+        assert torch.allclose(out, eng.backbone(x), atol=1e-12)   # the old slices were written back first
+        w7 = eng.backbone.conv_modules()[7].conv.weight
+        assert torch.equal(eng.weight_params["7"], w7[[2, 5, 9]])
+        assert torch.allclose(w7[[0, 1]], bb.conv_modules()[7].conv.weight[[0, 1]] + 0.1)
+    with pytest.raises(ValueError, match="3 distinct channels"):
+        eng.reselect(7, (1, 1, 2))
+
+
+def test_redraw_trains_more_channels_than_any_one_iteration_holds():
+    bb = _model()
+    x, y = _task(n_per_class=3, res=32, dtype=torch.float32)
+    cfg = AdaptConfig(iterations=6, lr=1e-2, seed=0, memory_budget=64 * 1024, compute_budget=0.6,
+                      options={"channel_choice": "redraw", "ratio_policy": "largest", "channel_ratios": [0.25]})
+    method = make_method("tinytrain", bb, cfg, CosineClassifier())
+    pred = method.fit(x, y)
+    rows = method.report.plan
+    assert rows and all(r["channels_updated"] < r["channels_total"] for r in rows)
+    before, after = bb.conv_modules(), pred.backbone.conv_modules()
+    for r in rows:
+        diff = (after[r["layer"]].conv.weight - before[r["layer"]].conv.weight).abs().flatten(1).sum(1)
+        assert int((diff > 0).sum()) > r["channels_updated"], r   # several draws were trained
+    assert method.report.extra["trainable_parameters"] == sum(
+        r["channels_updated"] * before[r["layer"]].conv.weight[0].numel() for r in rows)

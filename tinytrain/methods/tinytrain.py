@@ -49,8 +49,10 @@ class TinyTrainOptions(MethodOptions):
 
     score: Literal["full", "fisher", "fisher/memory", "fisher/compute"] = option(
         "full", "layer score: Fisher potential / (memory x compute) (Eq. 3), or the Table-3 ablations")
-    channel_choice: Literal["fisher", "l2", "random"] = option(
-        "fisher", "channels by Fisher information (dynamic), weight L2 norm or at random (static; Fig. 6b)")
+    channel_choice: Literal["fisher", "l2", "random", "redraw"] = option(
+        "fisher", "channels by Fisher information (per task), weight L2 norm or at random (static; Fig. 6b), or "
+                  "redraw: at random, drawn anew every iteration in the selected layers (TraDy-style, Quelennec "
+                  "et al., ICLR 2026)")
     layer_choice: Literal["score", "l2"] = option("score", "layers by score, or by weight L2 norm (Table 3)")
     stop_rule: Literal["first", "skip"] = option(
         "skip", "skip: keep walking past a layer that fits at no ratio; first: stop there once one is placed")
@@ -154,6 +156,7 @@ class TinyTrainMethod(TrainedMethod):
         mem_budget, comp_budget = self.budgets(spec, res)
         o = self.opts
         axis, choice, policy = o.axis, o.channel_choice, o.ratio_policy
+        choice = "random" if choice == "redraw" else choice     # the first draw; `_redraw` draws the others
         if axis == "in" and choice == "fisher":
             raise ValueError("Fisher channel choice ranks output channels; use axis 'out' or channel_choice "
                              "'l2'/'random'")
@@ -239,10 +242,25 @@ class TinyTrainMethod(TrainedMethod):
                         biases, self.batch_size, self.config.optimizer, "sparse", res)
         eplan = EnginePlan(tuple(LayerSelection(c.index, c.channels, c.axis) for c in chosen), tuple(biases))
         engine = SparseEngine(backbone, eplan)
+        after_step = self._redraw(engine, chosen) if self.opts.channel_choice == "redraw" else None
         rows = [{"layer": c.index, "name": layers[c.index].name, "channels_updated": len(c.channels),
                  "channels_total": c.channels_total, "score": c.score} for c in chosen]
         extra["static_plan"] = bool(self.opts.fixed_plan)
-        return Built(engine, backbone, up, rows, eplan, time.perf_counter() - t0, extra)
+        return Built(engine, backbone, up, rows, eplan, time.perf_counter() - t0, extra, after_step=after_step)
+
+    def _redraw(self, engine: SparseEngine, chosen: list[LayerChoice]):
+        """After each iteration: K new random channels in every selected layer (same layers, same K, so the
+        same costs), their optimizer state started afresh."""
+        gen = torch.Generator().manual_seed(int(self.config.seed) + 1)
+
+        def after_step(optimizer) -> None:
+            for c in chosen:
+                if len(c.channels) == c.channels_total:
+                    continue
+                new = torch.randperm(c.channels_total, generator=gen)[:len(c.channels)].tolist()
+                engine.reselect(c.index, tuple(new))
+                optimizer.state.pop(engine.weight_params[str(c.index)], None)
+        return after_step
 
 
 def static_plan(backbone, head, tasks, config) -> dict:

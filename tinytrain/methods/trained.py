@@ -42,6 +42,7 @@ class Built:
     selection_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     before_step: object = None
+    after_step: object = None        # after_step(optimizer), once per iteration (TinyTrain's dynamic channels)
 
 
 class TrainedMethod(Method):
@@ -164,6 +165,8 @@ class TrainedMethod(Method):
         del cache
         for _ in range(self.config.iterations if lr > 0 else 0):   # lr 0: the plan is made, nothing trained
             tuner.step()
+            if built.after_step is not None:
+                built.after_step(tuner.opt)
         built.model.sync()
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
