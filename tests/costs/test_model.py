@@ -6,7 +6,7 @@ import pytest
 from tinytrain.costs import (CostModel, LayerUpdate, UpdatePlan, backward_macs, backward_memory,
                              compute_budget_macs, fulltrain_plan, lastlayer_plan, sparse_backward_macs,
                              sparse_memory_bytes, sparseupdate_plan, tinytl_plan)
-from tinytrain.costs.model import lite_residual_branches
+from tinytrain.models.specs import lite_residual_branches
 from tinytrain.models.specs import conv_layers, get_spec
 
 TINY = get_spec("tiny-test")

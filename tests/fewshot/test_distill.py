@@ -319,7 +319,7 @@ def test_shipping_a_checkpoint_keeps_its_pretrained_branches(setup):
     """`checkpoint-eval --ship` and `export_features` write the lite-residual branches a checkpoint carries;
     meta-training from it starts from the plain backbone (the branches are TinyTL's, not the ProtoNet's)."""
     from tinytrain.fewshot.metatrain import initial_model, strip_classifier
-    from tinytrain.methods.tinytl import TinyTLBackbone
+    from tinytrain.models.tinytl import TinyTLBackbone
     tmp, _ = setup
     torch.manual_seed(0)
     tl = TinyTLBackbone(build_backbone("tiny-test").spec, 32, num_classes=1000)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from tinytrain.fewshot import CosineClassifier, EpisodeShape, MetaTrainConfig, TensorEpisodes, meta_train
+from tinytrain.fewshot import EpisodeShape, MetaTrainConfig, TensorEpisodes, meta_train
 from tinytrain.fewshot.distributed import launch
 from tinytrain.models.backbone import build_backbone
+from tinytrain.models.head import CosineClassifier
 
 from .helpers import pattern_tensors
 

@@ -11,7 +11,7 @@ import torch
 
 from tinytrain.deploy.adapted import AdaptedModel, save_adapted
 from tinytrain.deploy.images import normalisation
-from tinytrain.fewshot.protonet import CosineClassifier
+from tinytrain.models.head import CosineClassifier
 from tinytrain.mcu import build
 from tinytrain.mcu.export import runtime_sources
 from tinytrain.methods.base import Predictor

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tinytrain.deploy.adapted import load_adapted
-from tinytrain.fewshot.protonet import class_prototypes
+from tinytrain.models.head import class_prototypes
 from tinytrain.mcu import build
 from tinytrain.mcu.reference import to_input
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinytrain.fewshot.protonet import CosineClassifier
+from tinytrain.models.head import CosineClassifier
 
 FP = ctypes.POINTER(ctypes.c_float)
 AXIS = {"out": 0, "in": 1}

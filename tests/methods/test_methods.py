@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tinytrain.methods import METHODS, AdaptConfig, make_method
-from tinytrain.methods.tinytl import TinyTLBackbone
+from tinytrain.models.tinytl import TinyTLBackbone
 from tinytrain.models.backbone import build_backbone
 from tinytrain.sparse.selection import BudgetTooSmall
 
@@ -164,7 +164,7 @@ def test_gradients_through_the_prototypes_equal_one_autograd_graph(task, method)
     """proto_grad: the two-pass, micro-batched gradient equals P>M>F's single graph (features of the support
     set with grad -> class means -> cosine loss of the pseudo-query), one SGD step, augmentation off."""
     import torch.nn.functional as F
-    from tinytrain.fewshot.protonet import CosineClassifier, class_prototypes
+    from tinytrain.models.head import CosineClassifier, class_prototypes
     bb, x, y = task
     lr = 0.05
     results = {}

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tinytrain.cli import main
 from tinytrain.costs.model import CostModel
-from tinytrain.fewshot.protonet import CosineClassifier, class_prototypes
+from tinytrain.models.head import CosineClassifier, class_prototypes
 from tinytrain.methods import AdaptConfig, make_method
 from tinytrain.methods import sparseupdate as su
 from tinytrain.models.backbone import build_backbone

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from tinytrain.fewshot.protonet import CosineClassifier, class_prototypes
+from tinytrain.models.head import CosineClassifier, class_prototypes
 from tinytrain.models.backbone import build_backbone
 from tinytrain.sparse.fisher import fisher_information
 from tinytrain.sparse.selection import layer_scores, select_channels

@@ -219,7 +219,7 @@ class Runner:
         so every method starts from the same classifier."""
         ckpt = checkpoint or self.config.checkpoint
         if ckpt not in self._backbones:
-            from ..fewshot.protonet import CosineClassifier
+            from ..models.head import CosineClassifier
             from ..models.weights import load_backbone
             backbone, meta = load_backbone(self.config.model, ckpt)
             h = meta.get("head") or {}

@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..data.sampler import EpisodeSampler, load_task
-    from ..fewshot.protonet import CosineClassifier
+    from ..models.head import CosineClassifier
     from ..models.weights import load_backbone
     from .harness import checkpoint_resolution, open_domain
 

@@ -101,7 +101,7 @@ def run(args) -> int:
     from ..costs.units import format_bytes
     from ..data.sampler import EpisodeSampler, load_task
     from ..deploy.session import resolve_budgets
-    from ..fewshot.protonet import CosineClassifier
+    from ..models.head import CosineClassifier
     from ..methods.sparseupdate import derive_static_policy
     from ..methods.tinytrain import DEFAULT_MEMORY_BUDGET
     from ..models.weights import load_backbone

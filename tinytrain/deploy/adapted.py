@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..data.datasets import WHITE
-from ..fewshot.protonet import CosineClassifier
 from ..jsonfile import give_normal_mode
 from ..methods.base import Predictor
+from ..models.head import CosineClassifier
 from ..models.weights import UnreadableCheckpoint, load_checkpoint, read_safetensors, save_checkpoint
 from .outputs import check_output_dir, missing_parents, remove_made_dirs
 

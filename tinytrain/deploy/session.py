@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from ..data.datasets import WHITE
-from ..fewshot.protonet import CosineClassifier
 from ..methods import METHODS, make_method
 from ..methods.base import AdaptConfig, Predictor, support_prototypes
 from ..models.backbone import Backbone
+from ..models.head import CosineClassifier
 from ..models.weights import meta_resolution
 from .adapted import AdaptedModel
 from .images import LabeledImages, load_class_folder, normalisation

@@ -1,6 +1,5 @@
-"""The offline stage: ProtoNet head, supervised pretraining, episodic meta-training (single process or
+"""The offline stage: supervised pretraining, episodic meta-training (single process or
 torch.distributed), resumable runs, and None-accuracy evaluation of checkpoints."""
-from .protonet import CosineClassifier, class_prototypes, protonet_loss
 from .schedule import warmup_cosine_lr
 from .episodes import EpisodeShape, EpisodeSource, ImageEpisodes, TensorEpisodes, episode_seed, sample_episode
 from .evaluate import AccuracySummary, evaluate_checkpoints, evaluate_none, format_table, none_accuracy, summarize
@@ -8,7 +7,7 @@ from .metatrain import MetaTrainConfig, TrainResult, meta_train, run_metatrain
 from .pretrain import PretrainConfig, pretrain, run_pretrain
 
 __all__ = [
-    "CosineClassifier", "class_prototypes", "protonet_loss", "warmup_cosine_lr",
+    "warmup_cosine_lr",
     "EpisodeShape", "EpisodeSource", "ImageEpisodes", "TensorEpisodes", "episode_seed", "sample_episode",
     "AccuracySummary", "evaluate_checkpoints", "evaluate_none", "format_table", "none_accuracy", "summarize",
     "MetaTrainConfig", "TrainResult", "meta_train", "run_metatrain",

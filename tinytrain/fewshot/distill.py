@@ -128,7 +128,7 @@ def initial_student(model: str, init: str, lite_residual_at: int | None = None) 
     from ..models.weights import load_backbone
     base, _ = load_backbone(model, init)
     if lite_residual_at:
-        from ..methods.tinytl import TinyTLBackbone
+        from ..models.tinytl import TinyTLBackbone
         if base.classifier is None or base.classifier.out_features != IMAGENET_CLASSES:
             raise ValueError(f"--lite-residual: --init {init} has no ImageNet classifier to match the teacher "
                              "through; pass the distill run's last.safetensors, not the exported features")

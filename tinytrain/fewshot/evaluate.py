@@ -13,7 +13,7 @@ import torch
 
 from ..data.types import Task
 from ..models.backbone import Backbone
-from .protonet import CosineClassifier, class_prototypes
+from ..models.head import CosineClassifier, class_prototypes
 
 
 @dataclass

@@ -17,10 +17,10 @@ import torch
 import torch.distributed as dist
 
 from ..models.backbone import Backbone
+from ..models.head import CosineClassifier, protonet_loss
 from ..models.weights import save_checkpoint
 from .episodes import EpisodeShape, EpisodeSource
 from .evaluate import none_accuracy, summarize
-from .protonet import CosineClassifier, protonet_loss
 from .rundir import RunConfig, RunDir, keep_on_schedule, saved_at
 from .schedule import warmup_cosine_lr
 
@@ -310,7 +310,7 @@ def strip_classifier(backbone: Backbone, keep_lite: bool = True) -> Backbone:
     bare = Backbone(backbone.spec)
     bare.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")})
     if lite:
-        from ..methods.tinytl import TinyTLBackbone
+        from ..models.tinytl import TinyTLBackbone
         bare = TinyTLBackbone.from_backbone(bare, backbone.lite_resolution)
         bare.lite.load_state_dict(lite)
     return bare
@@ -324,7 +324,7 @@ def initial_model(model: str, init: str, lite_residual_at: int | None = None) ->
     head = CosineClassifier(**meta.get("head", {}))
     backbone = strip_classifier(backbone, keep_lite=False)     # meta-training trains the plain backbone
     if lite_residual_at:
-        from ..methods.tinytl import TinyTLBackbone
+        from ..models.tinytl import TinyTLBackbone
         backbone = TinyTLBackbone.from_backbone(backbone, lite_residual_at)
     return backbone, head, meta
 

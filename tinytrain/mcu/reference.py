@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.transforms import normalize
-from ..fewshot.protonet import class_prototypes
 from ..methods.base import AdaptConfig
 from ..methods.common import frozen_head, make_optimizer
+from ..models.head import class_prototypes
 from ..sparse.engine import SparseEngine
 from .export import CModel
 

@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import torch
 
-from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..models.backbone import Backbone
+from ..models.head import CosineClassifier, class_prototypes
 from .options import MethodOptions
 
 

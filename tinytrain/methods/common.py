@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import progress
-from ..fewshot.protonet import CosineClassifier, class_prototypes
+from ..models.head import CosineClassifier, class_prototypes
 from ..sparse.engine import PrefixCache, SavedBytesCounter
 from .base import AdaptConfig
 from .options import MethodOptions

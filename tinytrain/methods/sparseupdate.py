@@ -184,7 +184,7 @@ def derive_static_policy(backbone, episodes: Sequence, memory_budget: int = DEFA
     memory_budget, model, resolution, optimizer, contributions (readable tables). Pass it (or the JSON file
     written by `tinytrain sparseupdate-policy`) as options["policy"] / options["derived_policy"].
     """
-    from ..fewshot.protonet import CosineClassifier
+    from ..models.head import CosineClassifier
     from .common import finetune
     t_start = time.perf_counter()
     say = progress or (lambda msg: None)

@@ -1,4 +1,5 @@
-"""Backbone architectures as data: block lists, the zoo registry, and per-conv-layer descriptions.
+"""Backbone architectures as data: block lists, the zoo registry, per-conv-layer descriptions, and the
+shapes of TinyTL's lite-residual branches (the modules are in tinytl.py).
 
 Everything here is plain Python (no torch), so the cost model and planners can reason about a model
 without building it. Layer numbering follows the paper: conv layers in forward order, stem = 0.
@@ -128,6 +129,73 @@ def conv_layers(spec: ArchSpec, resolution: int | None = None) -> list[ConvLayer
     if spec.feature_mix:
         add("feature_mix", len(spec.blocks), "feature-mix", spec.blocks[-1].cout, spec.feature_mix, 1, 1, 1)
     return layers
+
+
+# ---------------------------------------------------------------------------------------------
+# TinyTL's lite-residual branches
+
+@dataclass(frozen=True)
+class LiteResidualBranch:
+    """One TinyTL side branch on block `block`: AvgPool(2) -> conv k (groups 2) -> BN -> ReLU -> 1x1 -> BN -> up."""
+
+    block: int
+    cin: int
+    mid: int
+    cout: int
+    kernel: int
+    stride: int
+    groups: int
+    h_in: int      # block input size (before pooling)
+    h_pool: int    # after AvgPool(2)
+    h_mid: int     # after the grouped conv
+    h_out: int     # block output size (after upsampling)
+
+    @property
+    def conv1_params(self) -> int:
+        return self.mid * (self.cin // self.groups) * self.kernel ** 2
+
+    @property
+    def conv2_params(self) -> int:
+        return self.cout * self.mid
+
+    @property
+    def params(self) -> int:
+        """Conv weights plus the two BNs' scale and shift."""
+        return self.conv1_params + self.conv2_params + 2 * self.mid + 2 * self.cout
+
+    @property
+    def conv1_macs(self) -> int:
+        return self.conv1_params * self.h_mid ** 2
+
+    @property
+    def conv2_macs(self) -> int:
+        return self.conv2_params * self.h_mid ** 2
+
+    @property
+    def macs(self) -> int:
+        return self.conv1_macs + self.conv2_macs
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    n = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return n + divisor if n < 0.9 * v else n
+
+
+def lite_residual_branches(spec: ArchSpec, resolution: int | None = None) -> list[LiteResidualBranch]:
+    """The branch TinyTL adds to every block (architectures.md): kernel 5, or 3/1 on maps smaller than 5."""
+    layers = conv_layers(spec, resolution)
+    branches = []
+    for b, blk in enumerate(spec.blocks):
+        first = next(l for l in layers if l.block == b)
+        last = [l for l in layers if l.block == b][-1]
+        h_in = first.h_in
+        h_pool = max(1, h_in // 2)
+        kernel = 5 if h_pool >= 5 else (3 if h_pool >= 3 else 1)
+        mid = _make_divisible(blk.cin)
+        h_mid = (h_pool + 2 * (kernel // 2) - kernel) // blk.stride + 1
+        branches.append(LiteResidualBranch(b, blk.cin, mid, blk.cout, kernel, blk.stride, 2,
+                                           h_in, h_pool, h_mid, last.h_out))
+    return branches
 
 
 # ---------------------------------------------------------------------------------------------

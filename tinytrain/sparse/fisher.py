@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import progress
-from ..fewshot.protonet import CosineClassifier, class_prototypes
 from ..models.backbone import Backbone
+from ..models.head import CosineClassifier, class_prototypes
 from .engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
 
 
