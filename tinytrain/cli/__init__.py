@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from .. import __version__
 
@@ -19,10 +20,15 @@ class UserError(Exception):
     """Bad input: printed as one clear line, exit status 2."""
 
 
+DEBUG_FLAG = "--debug"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinytrain", description="On-device few-shot training of small CNNs "
                                      "under memory and compute budgets (TinyTrain, ICML 2024).")
     parser.add_argument("--version", action="version", version=f"tinytrain {__version__}")
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="on an error, print the full traceback (may be given anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"tinytrain.cli.{name}")
@@ -44,20 +50,48 @@ def attach_dash_values(argv: list[str]) -> list[str]:
     return out
 
 
+def take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """`--debug` anywhere before a `--`, removed from argv (users add it at the end of the failed command)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [tok for tok in argv[:end] if tok != DEBUG_FLAG]
+    return kept + argv[end:], len(kept) < end
+
+
+def internal_error(prog: str, exc: Exception, debug: bool) -> int:
+    """An exception that is not bad input is a bug in tinytrain: one line saying so (the traceback with
+    --debug), exit status 1."""
+    if debug:
+        traceback.print_exc()
+    text = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    print(f"{prog}: internal error: {detail} (a bug in tinytrain, not in the input; rerun with {DEBUG_FLAG} "
+          "for the traceback)", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv, debug = take_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    args = parser.parse_args(attach_dash_values(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(attach_dash_values(argv))
+    except Exception as exc:    # e.g. a bench module that fails to import: a bug, not bad input
+        return internal_error("tinytrain", exc, debug)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    prog = f"tinytrain {args.command}"
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as exc:
-        print(f"tinytrain {args.command}: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:      # a file the system refused (permissions, a full disk): one line naming it
+        if debug:
+            traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"tinytrain {args.command}: error: {where}{(exc.strerror or str(exc)).lower()}", file=sys.stderr)
+        print(f"{prog}: error: {where}{(exc.strerror or str(exc)).lower()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.command in ONE_SHOT_COMMANDS:
@@ -65,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
         return 130
+    except Exception as exc:
+        return internal_error(prog, exc, debug)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""The `tinytrain` command itself: cheap --help, bench sub-commands registered lazily, errors and --debug."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import tinytrain.bench
+import tinytrain.cli.bench as cli_bench
+import tinytrain.cli.zoo as cli_zoo
+from tinytrain.cli import build_parser, main, take_debug_flag
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_building_the_parser_does_not_import_torch():
+    proc = run_python("import sys; from tinytrain.cli import build_parser; build_parser(); "
+                      "print('torch' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_help_of_every_command_does_not_import_torch():
+    commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+    assert {"adapt", "eval", "bench", "metatrain", "export"} <= set(commands)
+    proc = run_python(
+        "import contextlib, io, sys\nfrom tinytrain.cli import main\n"
+        f"for argv in [['--help'], *[[c, '--help'] for c in {commands!r}], ['bench', '--help']]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        try:\n            main(argv)\n        except SystemExit as e:\n            assert e.code == 0, argv\n"
+        "    assert 'usage: tinytrain' in out.getvalue(), argv\n"
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_tinytrain_help_exits_0():
+    proc = subprocess.run([sys.executable, "-m", "tinytrain", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: tinytrain" in proc.stdout and "--debug" in proc.stdout
+    for name in ("adapt", "eval", "bench", "export"):
+        assert name in proc.stdout
+
+
+def test_bench_help_lists_every_bench_and_a_bench_help_its_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli_bench.BENCHES)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "speed", "--help"])
+    assert e.value.code == 0 and "--iterations" in capsys.readouterr().out
+
+
+@pytest.fixture
+def fake_benches(tmp_path, monkeypatch):
+    """Two bench modules next to the real ones: one needs a package that is not installed, one imports a
+    tinytrain module that does not exist (a bug)."""
+    (tmp_path / "needs_pkg.py").write_text("import tinytrain_test_no_such_package\n"
+                                           "def add_arguments(p): pass\ndef run(args): return 0\n")
+    (tmp_path / "broken.py").write_text("import tinytrain.no_such_module\n"
+                                        "def add_arguments(p): pass\ndef run(args): return 0\n")
+    monkeypatch.setattr(tinytrain.bench, "__path__", [*tinytrain.bench.__path__, str(tmp_path)])
+    monkeypatch.setattr(cli_bench, "BENCHES", {**cli_bench.BENCHES, "needs_pkg": "x", "broken": "y"})
+    for name in ("tinytrain.bench.needs_pkg", "tinytrain.bench.broken"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield
+
+
+def test_a_bench_missing_an_optional_package_says_so_when_run(fake_benches, capsys):
+    assert main(["bench", "needs_pkg", "--rounds", "3"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinytrain bench: error: "), err
+    assert "tinytrain bench needs_pkg" in lines[0] and "'tinytrain_test_no_such_package'" in lines[0]
+    assert "pip install" in lines[0]
+    assert main(["models"]) == 0             # the other commands are unaffected
+
+
+def test_a_broken_import_of_the_project_is_never_hidden(fake_benches, capsys):
+    assert main(["bench", "broken"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ModuleNotFoundError" in err and "tinytrain.no_such_module" in err
+    with pytest.raises(ModuleNotFoundError, match="tinytrain.no_such_module"):
+        build_parser().parse_args(["bench", "broken"])
+
+
+# --- errors: bad input, internal errors, --debug ----------------------------------------------------------
+
+def failing(exc: BaseException):
+    def cmd(args):
+        raise exc
+    return cmd
+
+
+def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(cli_zoo, "cmd_models", failing(ValueError("--model must be one of a, b")))
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err == "tinytrain models: error: --model must be one of a, b\n"
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_debug_prints_the_traceback_and_keeps_the_exit_status(monkeypatch, capsys, where):
+    monkeypatch.setattr(cli_zoo, "cmd_models", failing(ValueError("bad value")))
+    assert main(["--debug", "models"] if where == "first" else ["models", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: bad value" in err
+    assert err.strip().splitlines()[-1] == "tinytrain models: error: bad value"
+
+
+def test_an_internal_error_says_so_in_one_line_with_the_debug_hint(monkeypatch, capsys):
+    monkeypatch.setattr(cli_zoo, "cmd_models", failing(KeyError("layers")))
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("tinytrain models: internal error: KeyError: 'layers'")
+    assert "--debug" in lines[0]
+    monkeypatch.setattr(cli_zoo, "cmd_models", failing(RuntimeError("first line\nsecond line")))
+    assert main(["models"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "first line" in lines[0]
+    assert main(["models", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "second line" in err
+    assert err.strip().splitlines()[-1].startswith("tinytrain models: internal error: RuntimeError: first line")
+
+
+def test_debug_after_a_double_dash_is_an_argument():
+    assert take_debug_flag(["adapt", "--debug", "x", "--", "--debug"]) == (["adapt", "x", "--", "--debug"], True)
+    assert take_debug_flag(["adapt", "--", "--debug"]) == (["adapt", "--", "--debug"], False)
