@@ -23,9 +23,9 @@ from safetensors.torch import save_file
 from tinytrain.cli import main
 from tinytrain.deploy.adapted import AdaptedModel, load_adapted, save_adapted
 from tinytrain.deploy.images import load_images, normalisation, open_rgb
-from tinytrain.models.head import CosineClassifier
 from tinytrain.methods.base import Predictor
 from tinytrain.models.backbone import build_backbone
+from tinytrain.models.head import CosineClassifier
 from tinytrain.models.weights import save_checkpoint
 
 from .conftest import write_folder

@@ -10,9 +10,9 @@ import torch
 from tinytrain.cli import main
 from tinytrain.deploy.adapted import AdaptedModel, load_adapted, save_adapted
 from tinytrain.deploy.images import normalisation
-from tinytrain.models.head import CosineClassifier
 from tinytrain.methods.base import Predictor
 from tinytrain.models.backbone import build_backbone
+from tinytrain.models.head import CosineClassifier
 
 
 @pytest.fixture

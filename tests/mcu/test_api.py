@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tinytrain.deploy.adapted import load_adapted
-from tinytrain.models.head import class_prototypes
 from tinytrain.mcu import build
 from tinytrain.mcu.reference import to_input
+from tinytrain.models.head import class_prototypes
 
 from .conftest import frames
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from tinytrain.methods import METHODS, AdaptConfig, make_method
-from tinytrain.models.tinytl import TinyTLBackbone
 from tinytrain.models.backbone import build_backbone
+from tinytrain.models.tinytl import TinyTLBackbone
 from tinytrain.sparse.selection import BudgetTooSmall
 
 

@@ -9,10 +9,10 @@ from PIL import Image
 
 from tinytrain.cli import main
 from tinytrain.costs.model import CostModel
-from tinytrain.models.head import CosineClassifier, class_prototypes
 from tinytrain.methods import AdaptConfig, make_method
 from tinytrain.methods import sparseupdate as su
 from tinytrain.models.backbone import build_backbone
+from tinytrain.models.head import CosineClassifier, class_prototypes
 
 RES = 32
 SMALL = dict(iterations=3, lr=1e-2, candidates=[10, 11, 15], ratios=(1.0, 0.25), bias_blocks=(1, 2), augment=False)

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_weight
 
-from tinytrain.models.head import CosineClassifier
 from tinytrain.methods import make_method
 from tinytrain.methods.base import AdaptConfig
 from tinytrain.methods.common import finetune, plan_caches
+from tinytrain.models.head import CosineClassifier
 from tinytrain.sparse.engine import EnginePlan, LayerSelection, SparseEngine, depthwise_weight_grad, private_backbone
 from tinytrain.sparse.fisher import fisher_information
 from tinytrain.sparse.reference import MaskedReference

@@ -1,8 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from tinytrain.models.head import CosineClassifier, class_prototypes
 from tinytrain.models.backbone import build_backbone
+from tinytrain.models.head import CosineClassifier, class_prototypes
 from tinytrain.sparse.fisher import fisher_information
 from tinytrain.sparse.selection import layer_scores, select_channels
 
