@@ -1,4 +1,4 @@
-# Two entry points on a fresh clone:  `make demo` (the main job) and `make test` (the suite).
+# Two entry points on a fresh clone:  `make demo` (the main job) and `make test` (ruff's lint, then the suite).
 # Both create/reuse .venv and install what they need; torch is pinned and installed first so that
 # no dependency pulls a CUDA build.
 PY      ?= python3
@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/tinytrain demo
 
 test: $(STAMP)
+	$(BIN)/ruff check tinytrain tests
 	$(BIN)/python -m pytest -x tests
 
 # `make mcu`: the adapted sparse update as C on an emulated Cortex-M7 (docs/mcu.md). Installs the cross
