@@ -200,3 +200,30 @@ def test_real_file_classifies_chelsea_as_a_cat(model):
         top = backbone.logits(x).argmax(1).tolist()
     assert 281 <= top[0] <= 285, f"chelsea -> ImageNet class {top[0]}, not a cat (281-285)"
     assert top[1] == 967, f"coffee -> ImageNet class {top[1]}, not espresso (967)"
+
+
+def test_adapt_and_predict_take_a_pkl_checkpoint(tmp_path, capsys):
+    """The user's path with a tiny-training file: adapt (128 px from the file), save, predict."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("support", 2), ("query", 1)):
+        for c, colour in enumerate(((200, 30, 30), (30, 200, 30))):
+            d = tmp_path / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(np.array(colour) + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    src = fake_file(tmp_path / "m.pkl")
+    out = tmp_path / "adapted"
+    assert main(["adapt", "--model", "mcunet-5fps", "--checkpoint", str(src), "--support", str(tmp_path / "support"),
+                 "--query", str(tmp_path / "query"), "--method", "lastlayer", "--iterations", "1", "--json",
+                 "--save", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["resolution"] == 128 and summary["model"] == "mcunet-5fps"     # the file's 128 px
+    again, _ = load_checkpoint(out / "model.safetensors", expect_model="mcunet-5fps")
+    assert again.spec.input_norm == ((0.5,) * 3, (0.5,) * 3)      # the saved model keeps the file's normalisation
+    assert main(["predict", "--model-dir", str(out), str(tmp_path / "query"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
