@@ -476,15 +476,15 @@ def test_data_stats_messages(support, tmp_path, capsys):
 
 # --- eval on the user's own class folders -------------------------------------------------------------------
 
-def test_eval_on_plain_folders_chooses_lr_per_task_and_says_so(tmp_path, capsys):
+def test_eval_on_plain_folders_chooses_lr_on_held_out_episodes_and_says_so(tmp_path, capsys):
     data = write_folder(tmp_path / "mine", 3)
     out_dir = tmp_path / "run"
     argv = ["eval", *TINY, "--domains", data, "--methods", "none,lastlayer", "--tasks", "1", "--iterations", "1",
             "--mode", "fixed", "--ways", "2", "--shots", "2", "--queries", "1", "--workers", "1", "--no-progress",
             "--out", out_dir]
     out, _ = ok(capsys, argv)
-    assert "--lr support" in out
-    assert json.loads((out_dir / "config.json").read_text())["lr"] == "support"
+    assert "--lr target-val" in out           # held-out episodes of the same folders: works for every episode
+    assert json.loads((out_dir / "config.json").read_text())["lr"] == "target-val"
 
 
 def test_eval_failure_that_recurs_says_so(tmp_path, capsys):

@@ -34,7 +34,25 @@ TRAINING_FREE = {"none"}                 # methods whose result does not depend 
 LR_PROTOCOLS = ("auto", "target-val", "support")
 STATIC_PLAN = "validation"               # `fixed_plan` placeholder: the plan chosen once on validation episodes
 DEFAULT_LR = 1e-3                       # the fixed lr when --lr auto is not used (Adam; paper_spec 12.8)
-DEFAULT_LR_GRID = (1e-4, 1e-3, 1e-2)    # P>M>F's per-domain grid
+DEFAULT_LR_GRID = (0.0, 1e-4, 1e-3, 1e-2)   # P>M>F's per-domain grid, plus 0 (no update: a valid choice);
+                                            # the CLI's --lr-grid default is this constant
+MAX_LR = 100.0                          # larger rates are refused up front: Adam moves a weight by about lr per
+                                        # step, so no rate near this trains (P>M>F's grid tops at 1e-2)
+
+
+def check_rate(value, flag: str, zero_ok: bool) -> float:
+    """One learning rate of --lr / --lr-grid / METHOD=LR: a finite number in (0, MAX_LR] ([0, MAX_LR] where
+    0, no update, is a valid choice). A ValueError names the flag and what to change."""
+    import math
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{flag} takes numbers, got {value!r}")
+    low = "0 or more (0 = no update)" if zero_ok else "positive"
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{flag} got {value!r}; a learning rate must be a finite number, {low}, e.g. 1e-3")
+    if value > MAX_LR:
+        raise ValueError(f"{flag} got {value:g}; rates above {MAX_LR:g} only diverge (Adam moves each weight by "
+                         "about lr per step): use e.g. 1e-3, or --lr auto to choose from a grid")
+    return float(value)
 
 
 @dataclass
@@ -109,6 +127,8 @@ class EvalConfig:
             raise ValueError("no methods to evaluate; pass --methods")
         if self.tasks < 1:
             raise ValueError(f"--tasks must be >= 1 (got {self.tasks})")
+        from ..deploy.session import check_iterations
+        check_iterations(self.iterations)
         labels = [v.label for v in self.variants]
         dup = sorted({l for l in labels if labels.count(l) > 1})
         if dup:
@@ -116,9 +136,16 @@ class EvalConfig:
         if isinstance(self.lr, str) and self.lr not in LR_PROTOCOLS:
             raise ValueError(f"--lr must be a number, 'auto', 'target-val', 'support' or METHOD=LR pairs "
                              f"(got {self.lr!r})")
-        if any(x < 0 for x in self.lr_grid):
+        if any(isinstance(x, (int, float)) and x < 0 for x in self.lr_grid):
             raise ValueError(f"--lr-grid holds a negative rate ({', '.join(f'{x:g}' for x in self.lr_grid)}); use "
                              "rates >= 0 (0 = no update)")
+        for x in self.lr_grid:
+            check_rate(x, "--lr-grid", zero_ok=True)
+        if isinstance(self.lr, dict):
+            for k, v in self.lr.items():
+                check_rate(v, f"--lr {k}=", zero_ok=False)
+        elif not isinstance(self.lr, str):
+            check_rate(self.lr, "--lr", zero_ok=False)
         if isinstance(self.lr, dict):
             bad = [k for k in self.lr if k != "default" and k not in available_methods()]
             if bad:
@@ -129,6 +156,8 @@ class EvalConfig:
         if self.variant_lr == "own" and self.lr not in ("auto", "target-val"):
             raise ValueError("--variant-lr own chooses each --variant's rate on validation episodes; it needs --lr auto "
                              "or --lr target-val")
+        if self.lr == "support" and not self.lr_grid:
+            raise ValueError("--lr support chooses from --lr-grid, which is empty; give rates such as 0,1e-4,1e-3")
         if self.lr in ("auto", "target-val") and (not self.lr_grid or self.lr_episodes < 1):
             raise ValueError(f"--lr {self.lr} needs a non-empty --lr-grid and --lr-episodes >= 1")
 
@@ -273,12 +302,17 @@ class Runner:
         total_s = time.perf_counter() - t0
         rep = method.report
         extra = rep.extra or {}
+        diverged = None      # adapt's check: a fit whose loss or weights blew up has no accuracy
+        if variant.method not in TRAINING_FREE and extra.get("lr", lr) != 0:
+            from ..deploy.session import divergence_reason
+            diverged = divergence_reason(backbone, predictor, task.support_x, task.support_y, extra.get("final_loss"))
         fisher = extra.get("fisher_potential")
         eplan = extra.get("engine_plan") or {}
         mem_budget, comp_budget = extra.get("memory_budget"), extra.get("compute_budget_macs")
         return {
             "domain": domain, "task": index, "method": variant.label, "base_method": variant.method,
-            "checkpoint": variant.checkpoint or self.config.checkpoint, "accuracy": accuracy,
+            "checkpoint": variant.checkpoint or self.config.checkpoint,
+            "accuracy": None if diverged else accuracy, "diverged": diverged,
             "predicted_memory_bytes": int(rep.predicted_memory_bytes or 0),
             "measured_saved_bytes": None if rep.measured_saved_bytes is None else int(rep.measured_saved_bytes),
             "backward_macs": int(rep.backward_macs or 0), "seconds": total_s, "fit_seconds": fit_s,
@@ -314,8 +348,33 @@ def _val_domain_of(out_dir: Path, domain: str) -> str:
 _WORKER: dict = {}     # per-process cache of the Runner (set once by the pool initializer; never shared)
 
 
-def _worker_init(config_dict: dict, out_dir: str) -> None:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached the parent of an evaluation: stop as Ctrl-C does (finished records are kept, the
+    same command resumes; `tinytrain` prints one line)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A pool worker whose parent died (SIGKILL, SIGTERM) exits at once and quietly, instead of finishing
+    its job and failing with BrokenPipeError on a pipe nobody reads."""
+    import os
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _worker_init(config_dict: dict, out_dir: str, parent: int | None = None) -> None:
     torch.set_num_threads(1)
+    if parent is not None:       # a pool worker: the parent handles Ctrl-C and SIGTERM, and terminates us
+        import signal
+        import threading
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _WORKER["runner"] = Runner(EvalConfig.from_dict(config_dict), out_dir)
 
 
@@ -333,8 +392,15 @@ def _job(job: tuple) -> dict:
 
 def _run_jobs(config: EvalConfig, out_dir: Path, jobs: list[tuple], workers: int,
               on_result: Callable[[dict], None], desc: str, progress: bool) -> None:
+    import os
+    import signal
+    import threading
+
     from tqdm import tqdm
     bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress, dynamic_ncols=True)
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _raise_terminated)   # leave the pool's `with` cleanly
     try:
         if workers <= 1 or len(jobs) <= 1:
             threads = torch.get_num_threads()
@@ -349,15 +415,71 @@ def _run_jobs(config: EvalConfig, out_dir: Path, jobs: list[tuple], workers: int
             return
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init,
-                      initargs=(config.to_dict(), str(out_dir))) as pool:
+                      initargs=(config.to_dict(), str(out_dir), os.getpid())) as pool:
             for rec in pool.imap_unordered(_job, jobs, chunksize=1):
                 on_result(rec)
                 bar.update(1)
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         bar.close()
 
 
 # --- the run ------------------------------------------------------------------------------------------
+
+CONFIG_DIGEST = "config.sha256"          # beside config.json: the digest of the settings the results were made with
+
+
+def config_digest(d: dict) -> str:
+    """SHA-256 of a stored config's content (key order and whitespace do not matter)."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def read_json(path: Path, what: str):
+    """A JSON file of a run folder; a damaged one is a one-line ValueError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} ({what}) is not valid JSON ({exc}); restore it, or use a new --out") from None
+
+
+def _write_config(out: Path, new: dict) -> None:
+    write_json_atomic(out / "config.json", new)
+    (out / CONFIG_DIGEST).write_text(config_digest(new) + "\n", encoding="utf-8")
+
+
+def read_stored_config(out: Path) -> dict:
+    """DIR/config.json, checked against DIR/config.sha256 (written with it): settings edited after the run
+    began would make every report claim settings the results were not made with, so that is refused. A
+    folder from before the digest existed gets one now."""
+    path = out / "config.json"
+    stored = read_json(path, "the run's settings")
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} must hold a JSON object of settings; restore it, or use a new --out")
+    digest = out / CONFIG_DIGEST
+    if digest.exists():
+        if digest.read_text(encoding="utf-8", errors="replace").strip() != config_digest(stored):
+            raise ValueError(f"{path} was edited after the run began (it no longer matches {digest.name}), so its "
+                             "settings are not the ones the results were made with; restore it, or rerun into a "
+                             "new --out")
+    else:
+        digest.write_text(config_digest(stored) + "\n", encoding="utf-8")
+    return stored
+
+
+def config_from_stored(d: dict, path: Path) -> "EvalConfig":
+    """EvalConfig of a stored config.json; a field of the wrong type or value is a one-line ValueError."""
+    try:
+        config = EvalConfig.from_dict(d)
+        config.validate()
+        if not isinstance(config.domains, list) or not all(isinstance(x, str) for x in config.domains):
+            raise ValueError("domains must be a list of names")
+        int(config.tasks), int(config.resolution), int(config.iterations)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise ValueError(f"{path} holds settings this tinytrain cannot read ({exc}); restore it, or rerun into a "
+                         "new --out") from None
+    return config
+
 
 def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
     """Create DIR with config.json, or check that an existing DIR was made by the same settings."""
@@ -367,7 +489,7 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
     path = out / "config.json"
     new = json.loads(json.dumps(config.to_dict()))
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_stored_config(out)
         diff = config_differences(old, new)
         if diff and ResultStore(out / "results.jsonl").load():
             raise ValueError(f"{out} holds a run with different settings ({'; '.join(diff)}); "
@@ -376,9 +498,9 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
             import shutil
             shutil.rmtree(out / "episodes", ignore_errors=True)
             (out / "lr.json").unlink(missing_ok=True)
-            write_json_atomic(path, new)
+            _write_config(out, new)
     else:
-        write_json_atomic(path, new)
+        _write_config(out, new)
     return out
 
 
@@ -411,6 +533,23 @@ def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = 
         tmp.replace(path)
         log(f"sampled {len(episodes)} {config.episodes.mode} episodes of {domain} ({len(dataset.classes)} classes) "
             f"-> {path}")
+
+
+def check_support_split(config: EvalConfig, out: Path) -> None:
+    """`--lr support` validates each rate on the support images left over after half of every class's trains;
+    an episode whose classes all have one support image has none left. Refuse such a run before any training
+    (naming the protocols that work) rather than fail those jobs and compare methods over unequal tasks."""
+    if config.lr != "support" or all(v.method in TRAINING_FREE for v in config.variants):
+        return
+    from ..data.types import load_episodes
+    for domain in config.domains:
+        episodes, _ = load_episodes(out / "episodes" / (domain_file_stem(domain) + ".json"))
+        bad = [i for i, e in enumerate(episodes) if max(e.shots(), default=0) < 2]
+        if bad:
+            raise ValueError(f"--lr support validates each rate on a split of the task's support set, but {len(bad)} "
+                             f"of the {len(episodes)} episodes of {domain} (first: task {bad[0]}) have one support "
+                             "image per class, nothing to validate on; use --lr target-val (held-out episodes of "
+                             "the same domain), --lr auto with --lr-domain, or a fixed rate such as --lr 1e-3")
 
 
 def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = print,
@@ -517,18 +656,28 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
             failures.append(rec)
             return
         m, lr = rec["method"].rsplit("|lr=", 1)
-        scores.setdefault((rec["domain"], m, float(lr)), []).append(rec["accuracy"])
+        scores.setdefault((rec["domain"], m, float(lr)), []).append(rec["accuracy"])   # None: diverged
 
     _run_jobs(config, out, jobs, workers, collect, "lr search (validation)", progress)
-    if failures:
-        raise RuntimeError(f"lr search failed on {len(failures)} jobs; first: {failures[0]['error']}\n"
-                           f"{failures[0]['traceback']}")
+    if failures:     # one line (exit 2); the tracebacks go to a file, never to the terminal
+        (out / "failures.json").write_text(json.dumps(failures, indent=1))
+        again = ("a rerun repeats it: change the settings" if any(f.get("recurs") for f in failures)
+                 else "rerun the same command to retry")
+        raise ValueError(f"the lr search failed on {len(failures)} jobs (details in {out / 'failures.json'}); first: "
+                         f"{failures[0]['error']}; {again}")
     for d, m in todo:
         src = first_of[info[d]["domain"]]
         if (src, m, config.lr_grid[0]) not in scores:     # chosen by an earlier run: copy it
             scores.update({(src, m, lr): [choices[src]["scores"][m][f"{lr:g}"]] for lr in config.lr_grid})
-        means = {lr: sum(scores[(src, m, lr)]) / len(scores[(src, m, lr)]) for lr in config.lr_grid}
-        best = min(sorted(means), key=lambda lr: -round(means[lr], 6))   # float noise is a tie: smaller lr
+        # a candidate that diverged on any validation episode is never chosen (its score is stored as null)
+        means = {lr: None if any(a is None for a in scores[(src, m, lr)])
+                 else sum(scores[(src, m, lr)]) / len(scores[(src, m, lr)]) for lr in config.lr_grid}
+        usable = sorted(lr for lr in means if means[lr] is not None)
+        if not usable:
+            raise ValueError(f"--lr {config.lr}: {m} diverged at every --lr-grid rate "
+                             f"({', '.join(f'{lr:g}' for lr in config.lr_grid)}) on the validation episodes of "
+                             f"{d}; add smaller rates (e.g. 0,1e-4,1e-3) to --lr-grid")
+        best = min(usable, key=lambda lr: -round(means[lr], 6))   # float noise is a tie: smaller lr
         label = info[d]["domain"] if kind == "tval" else f"{info[d]['domain']} (val)"
         entry = choices.setdefault(d, {"split": label, "chosen": {}, "scores": {}})
         entry["chosen"][m] = best
@@ -594,11 +743,15 @@ def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress
     """
     out = prepare_run_dir(config, out_dir)
     ensure_episodes(config, out, log)
+    check_support_split(config, out)
     choices = (choose_learning_rates(config, out, workers, progress, log)
                if config.lr in ("auto", "target-val") else {})
     ensure_static_plan(config, out, log)
     store = ResultStore(out / "results.jsonl")
     done = store.keys()
+    if store.skipped:
+        log(f"note: {store.skipped} line(s) of {store.path} are not complete results (e.g. no accuracy); "
+            "running those jobs again")
     jobs = [(d, t, asdict(v), lr_for(config, choices, d, lr_key(config, v)), "test")
             for t in range(config.tasks) for d in config.domains for v in config.variants
             if (d, t, v.label) not in done]    # task-major: a partial run covers every domain and method evenly

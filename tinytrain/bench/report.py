@@ -65,6 +65,40 @@ def _json_safe(obj):
     return obj
 
 
+def comparable_records(records: list[dict], methods: list[str], domains: list[str]) -> tuple[list[dict], list[str]]:
+    """The records of `methods` restricted, in each domain, to the tasks every one of them finished with an
+    accuracy, so that no table compares methods over different tasks; plus notes saying what was left out.
+    A method with no accuracy at all in a domain (every job failed or diverged) shows '-' there and does not
+    shrink the others' tasks. Diverged records (`accuracy` null) are never an accuracy: they are named."""
+    wanted = set(methods)
+    recs = [r for r in records if r.get("method") in wanted]
+    scored = [r for r in recs if r.get("accuracy") is not None]
+    notes: list[str] = []
+    diverged: dict[tuple[str, str], int] = {}
+    for r in recs:
+        if r.get("accuracy") is None:
+            diverged[(r["method"], r["domain"])] = diverged.get((r["method"], r["domain"]), 0) + 1
+    if diverged:
+        notes.append("diverged, no accuracy (training loss or weights became non-finite or blew up; lower --lr): "
+                     + ", ".join(f"{m} on {d} ({n} task{'s' if n > 1 else ''})" for (m, d), n in diverged.items()))
+    keep: list[dict] = []
+    for d in domains:
+        tasks = {m: {int(r["task"]) for r in scored if r["domain"] == d and r["method"] == m} for m in methods}
+        present = {m: t for m, t in tasks.items() if t}
+        if not present:
+            continue
+        common = set.intersection(*present.values())
+        left = sum(len(t - common) for t in present.values())
+        if left:
+            notes.append(f"{d}: only the {len(common)} tasks that every method finished are compared "
+                         f"({left} results of other tasks left out)")
+        missing = [m for m in methods if m not in present]
+        if missing:
+            notes.append(f"{d}: no accuracy for {', '.join(missing)}")
+        keep += [r for r in scored if r["domain"] == d and int(r["task"]) in common]
+    return keep, notes
+
+
 def accuracy_report(records: list[dict], methods: list[str] | None = None, domains: list[str] | None = None,
                     name: str = "accuracy", title: str = "Accuracy (%), mean ± 95 % CI over tasks") -> Table:
     """Table-1 view: one row per method, one column per domain, plus the average over domains."""

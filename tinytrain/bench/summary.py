@@ -8,8 +8,8 @@ from ..costs.units import format_bytes
 from . import plots
 from .ablations import GROUP_TITLES
 from .harness import EvalConfig
-from .report import (Table, accuracy_report, cost_report, layer_report, lr_table, paired_report,
-                     plan_variation_report, render)
+from .report import (Table, accuracy_report, comparable_records, cost_report, layer_report, lr_table,
+                     paired_report, plan_variation_report, render)
 from .stats import accuracy_table, cost_table, layer_selection, plan_variation
 
 
@@ -52,9 +52,12 @@ def write_run_report(out_dir: str | Path, config: EvalConfig, records: list[dict
     for v in config.variants:
         groups.setdefault(v.group, []).append(v.label)
     main = groups.get("main", [])
-    main_recs = [r for r in records if r["method"] in set(main)]
+    # every table compares methods over the same tasks: those all of them finished with an accuracy
+    main_recs, main_notes = comparable_records(records, main, domains)
     files: list[Path] = []
-    tables: list[Table | None] = [accuracy_report(main_recs, main, domains),
+    main_acc = accuracy_report(main_recs, main, domains)
+    main_acc.notes += main_notes
+    tables: list[Table | None] = [main_acc,
                                   paired_report(main_recs, main, domains), cost_report(main_recs, main),
                                   layer_report(main_recs), plan_variation_report(main_recs), lr_table(lr_choices or {})]
     acc = accuracy_table(main_recs, main, domains)
@@ -71,9 +74,11 @@ def write_run_report(out_dir: str | Path, config: EvalConfig, records: list[dict
         if group == "meta":
             ref = main
         names = ref + labels
-        recs = [r for r in records if r["method"] in set(names)]
+        recs, group_notes = comparable_records(records, names, domains)
         title = GROUP_TITLES.get(group, group)
-        tables.append(accuracy_report(recs, names, domains, name=f"ablation_{group}", title=title))
+        group_acc = accuracy_report(recs, names, domains, name=f"ablation_{group}", title=title)
+        group_acc.notes += group_notes
+        tables.append(group_acc)
         if ref and group != "meta":
             tables.append(paired_report(recs, names, domains, name=f"ablation_{group}_paired"))
         if group in ("options", "static"):

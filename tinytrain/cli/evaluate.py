@@ -16,20 +16,28 @@ def _csv(text: str) -> list[str]:
 
 
 def _lr(text: str):
-    """'auto', 'target-val', 'support', a number, or per-method values 'fulltrain=1e-4,default=1e-3'."""
+    """'auto', 'target-val', 'support', a number, or per-method values 'fulltrain=1e-4,default=1e-3'. Every
+    rate is checked (finite, positive, at most harness.MAX_LR); a UserError names the flag."""
+    text = str(text).strip()
     if text in ("auto", "target-val", "support"):
         return text
     try:
         if "=" in text:
-            pairs = dict(item.split("=", 1) for item in _csv(text))
-            values = {k.strip(): float(v) for k, v in pairs.items()}
+            pairs = [item.split("=", 1) for item in _csv(text)]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError
+            values = {k.strip(): float(v) for k, v in pairs}
         else:
             values = {"": float(text)}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--lr takes a number, 'auto', 'target-val', 'support' or METHOD=LR pairs, "
-                                         f"got {text!r}") from None
-    if any(v <= 0 for v in values.values()):
-        raise argparse.ArgumentTypeError(f"--lr must be positive, got {text!r}")
+        raise UserError(f"--lr takes a number, 'auto', 'target-val', 'support' or METHOD=LR pairs, "
+                        f"got {text!r}") from None
+    from ..bench.harness import check_rate
+    try:
+        for k, v in values.items():
+            check_rate(v, f"--lr {k}=" if k else "--lr", zero_ok=False)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return values[""] if "" in values else values
 
 
@@ -53,16 +61,17 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--resolution", type=int, default=None,
                    help="input size (default: the checkpoint's training resolution, else 128)")
     g.add_argument("--iterations", type=int, default=defaults["iterations"],
-                   help="fine-tuning iterations per task (default: %(default)s)")
-    g.add_argument("--lr", type=_lr, default=defaults["lr"],
+                   help="fine-tuning iterations per task, at most 100,000 (default: %(default)s)")
+    g.add_argument("--lr", default=defaults["lr"],
                    help="learning rate: a number for every method; 'auto' to pick per domain and method from "
                         "--lr-grid on validation episodes of held-out source classes (never test episodes); "
                         "'target-val' to pick it on held-out episodes of each target domain (P>M>F's protocol); "
                         "'support' to pick per task from "
                         "--lr-grid on a split of that task's own support set; or METHOD=LR pairs such as "
                         "fulltrain=1e-4,default=1e-3 (default: %(default)s)")
-    g.add_argument("--lr-grid", default=defaults.get("lr_grid", "0,1e-4,1e-3,1e-2"),
-                   help="candidates for --lr auto / target-val / support; 0 = no update (default: %(default)s)")
+    g.add_argument("--lr-grid", default=defaults.get("lr_grid"),
+                   help="candidates for --lr auto / target-val / support; 0 = no update (default: 0,1e-4,1e-3,1e-2, "
+                        "tinytrain.bench.harness.DEFAULT_LR_GRID, the same for the Python harness)")
     g.add_argument("--lr-episodes", type=int, default=3, help="validation episodes per lr candidate (default: %(default)s)")
     g.add_argument("--lr-domain", default=None,
                    help="domain with a 'val' split to choose lr on when a domain has none (pocket targets use "
@@ -122,15 +131,36 @@ def config_from_args(args: argparse.Namespace):
                         "Meta-Dataset-style episodes (--max-ways and --max-support cap those)")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1 (got {args.workers})")
-    if args.iterations < 0:
-        raise UserError(f"--iterations must be >= 0 (got {args.iterations})")
+    from ..deploy.session import check_iterations
     try:
-        grid = tuple(float(x) for x in _csv(args.lr_grid))
+        check_iterations(args.iterations)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    lr = _lr(args.lr)
+    from ..bench.harness import DEFAULT_LR_GRID
+    try:
+        grid = DEFAULT_LR_GRID if args.lr_grid is None else tuple(float(x) for x in _csv(args.lr_grid))
     except ValueError:
         raise UserError(f"--lr-grid must be comma-separated numbers, got {args.lr_grid!r}") from None
-    budgets = [parse_bytes(b) for b in _csv(args.budget_sweep)] if args.budget_sweep else None
+    def flagged(parse, flag: str, value):
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise UserError(f"{flag}: {exc}") from None
+
+    budgets = [flagged(parse_bytes, "--budget-sweep", b) for b in _csv(args.budget_sweep)] if args.budget_sweep \
+        else None
+    memory_budget = flagged(parse_bytes, "--memory-budget", args.memory_budget) if args.memory_budget else None
+    compute_budget = (flagged(parse_compute_budget, "--compute-budget", args.compute_budget)
+                      if args.compute_budget else None)
     if any(x < 0 for x in grid):
         raise UserError(f"--lr-grid holds a negative rate ({args.lr_grid}); use rates >= 0 (0 = no update)")
+    from ..bench.harness import check_rate
+    try:
+        for x in grid:
+            check_rate(x, "--lr-grid", zero_ok=True)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     try:
         variants = build_variants(methods, args.ablate_meta, args.ablate_score, args.ablate_channels, budgets,
                                   static=getattr(args, "ablate_static", False),
@@ -155,9 +185,8 @@ def config_from_args(args: argparse.Namespace):
     shape = EpisodeShape(args.mode, args.ways, args.shots, args.queries, args.max_ways, args.max_support)
     return EvalConfig(model=args.model, checkpoint=args.checkpoint, domains=_csv(args.domains), variants=variants,
                       tasks=args.tasks, seed=args.seed,
-                      memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None,
-                      compute_budget=parse_compute_budget(args.compute_budget) if args.compute_budget else None,
-                      resolution=resolution, iterations=args.iterations, lr=args.lr, lr_grid=grid,
+                      memory_budget=memory_budget, compute_budget=compute_budget,
+                      resolution=resolution, iterations=args.iterations, lr=lr, lr_grid=grid,
                       lr_episodes=args.lr_episodes, lr_domain=args.lr_domain, episodes=shape,
                       variant_lr=getattr(args, "variant_lr", "method"))
 
@@ -181,6 +210,16 @@ def run(args: argparse.Namespace) -> int:
     text, files = write_run_report(out, config, records)
     print_summary(text, files, out)
     expected = len(config.domains) * config.tasks * len(config.variants)
+    diverged = [r for r in records if r.get("accuracy") is None]
+    if diverged:
+        counts: dict[str, int] = {}
+        for r in diverged:
+            counts[r["method"]] = counts.get(r["method"], 0) + 1
+        rates = sorted({f"{r['lr']:g}" for r in diverged if isinstance(r.get("lr"), (int, float))})
+        print(f"{len(diverged)} of {expected} jobs diverged ({', '.join(f'{m}: {n}' for m, n in counts.items())}"
+              f"{', at lr ' + ', '.join(rates) if rates else ''}): recorded as diverged, never as accuracies, and "
+              "left out of every table; lower --lr (e.g. 1e-3) and rerun into a new --out")
+        return 2
     if len(records) < expected:
         import json
         failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").exists() else []
@@ -197,8 +236,10 @@ def run(args: argparse.Namespace) -> int:
 
 def lr_protocol_for_domains(config):
     """`--lr auto` chooses on validation classes, which a plain class-per-folder domain does not have. When no
-    domain has any, choose per task on a split of its own support set (`--lr support`) and say so; when only
-    some lack them, stop before sampling and name the options that work."""
+    domain has any, choose per domain and method on held-out episodes of the same folders (`--lr
+    target-val`, P>M>F's protocol) and say so: it works for every episode Meta-Dataset sampling can draw,
+    where a per-task split of the support set (`--lr support`) fails on episodes whose classes all have one
+    support image. When only some domains lack them, stop before sampling and name the options that work."""
     if config.lr != "auto":
         return config
     from ..bench.harness import open_domain, validation_source
@@ -217,26 +258,41 @@ def lr_protocol_for_domains(config):
         return config
     if len(lacking) < len(config.domains):
         raise UserError(f"--lr auto needs validation classes, and {', '.join(lacking)} has none (a plain folder has "
-                        "no class splits); pass --lr-domain with a domain that has a 'val' split, --lr support "
-                        "(choose per task on its own support set) or a fixed rate such as --lr 1e-3")
-    print(f"note: {', '.join(lacking)} has no validation classes for --lr auto; choosing the learning rate per "
-          "task on a split of its own support set (--lr support); pass --lr 1e-3 for a fixed rate, or --lr-domain")
-    return replace(config, lr="support")
+                        "no class splits); pass --lr-domain with a domain that has a 'val' split, --lr target-val "
+                        "(choose on held-out episodes of each domain) or a fixed rate such as --lr 1e-3")
+    print(f"note: {', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no validation classes for --lr auto; choosing the learning rate per "
+          "domain and method on held-out episodes of the same folders, never a test episode (--lr target-val); "
+          "pass --lr 1e-3 for a fixed rate, or --lr-domain")
+    return replace(config, lr="target-val")
 
 
 def report(args: argparse.Namespace) -> int:
-    import json
-    from ..bench.harness import EvalConfig
+    from ..bench.harness import config_from_stored, read_stored_config
     from ..bench.results import ResultStore
     from ..bench.summary import write_run_report
 
     out = Path(args.dir)
-    if not (out / "config.json").exists():
+    if not (out / "config.json").is_file():
         raise UserError(f"{out} is not an evaluation directory (no config.json); pass the --out of a `tinytrain eval` run")
-    config = EvalConfig.from_dict(json.loads((out / "config.json").read_text()))
-    text, files = write_run_report(out, config, ResultStore(out / "results.jsonl").load())
+    config = config_from_stored(read_stored_config(out), out / "config.json")
+    store = ResultStore(out / "results.jsonl")
+    records = store.load()
+    labels, domains = {v.label for v in config.variants}, set(config.domains)
+    strangers = sorted({f"{r['method']} on {r['domain']}" for r in records
+                        if r["method"] not in labels or r["domain"] not in domains})
+    if strangers:
+        raise UserError(f"{out / 'results.jsonl'} holds results ({', '.join(strangers[:3])}) that {out / 'config.json'} "
+                        "does not list; the settings were edited: restore config.json, or rerun into a new --out")
+    text, files = write_run_report(out, config, records)
     print_summary(text, files, out)
+    note_skipped(store)
     return 0
+
+
+def note_skipped(store) -> None:
+    if store.skipped:
+        print(f"note: {store.skipped} line(s) of {store.path} are not complete results (e.g. no accuracy) and were "
+              "left out; `tinytrain eval` with the same settings runs those jobs again")
 
 
 EVAL_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "default",

@@ -6,6 +6,7 @@ so reading the decimal prefixes as binary is what makes a budget such as "1MB" m
 """
 from __future__ import annotations
 
+import math
 import re
 
 _BYTE_UNITS = {
@@ -15,6 +16,8 @@ _BYTE_UNITS = {
     "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3,
 }
 _MAC_UNITS = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}
+MAX_BYTES = 2 ** 50        # 1 PiB: larger sizes are refused (no device has that much memory; 1e400 is infinite)
+MAX_MACS = 10 ** 18        # likewise for a compute budget in MACs
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z%]*)\s*$", re.IGNORECASE)
 
 
@@ -23,12 +26,19 @@ def parse_bytes(text: str | int | float) -> int:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text < 0:
             raise ValueError(f"a memory size cannot be negative (got {text})")
-        return int(text)
-    m = _NUMBER.match(str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _BYTE_UNITS:
-        raise ValueError(f"cannot read memory size {text!r}; write e.g. '1MB', '512KB', '1.5MiB' or a byte count")
-    return int(round(float(m.group(1)) * _BYTE_UNITS[unit]))
+        value = float(text)
+    else:
+        m = _NUMBER.match(str(text))
+        unit = m.group(2).lower() if m else None
+        if not m or unit not in _BYTE_UNITS:
+            raise ValueError(f"cannot read memory size {text!r}; write e.g. '1MB', '512KB', '1.5MiB' or a byte count")
+        value = float(m.group(1)) * _BYTE_UNITS[unit]
+    if math.isnan(value):
+        raise ValueError(f"memory size {text!r} is not a number; write e.g. '1MB' or '512KB'")
+    if value > MAX_BYTES:
+        raise ValueError(f"memory size {text!r} is larger than any device (at most {MAX_BYTES // 2 ** 50} PiB); "
+                         "write e.g. '1MB' or '512KB'")
+    return int(text) if isinstance(text, int) else int(round(value))
 
 
 def parse_compute_budget(text: str | int | float) -> float | int:
@@ -44,6 +54,8 @@ def parse_compute_budget(text: str | int | float) -> float | int:
         if not m:
             raise ValueError(f"cannot read compute budget {text!r}; write e.g. '15%', '0.15' or '6.5M' (MACs)")
         value, unit = float(m.group(1)), m.group(2).lower()
+    if not math.isfinite(value):
+        raise ValueError(f"compute budget {text!r} is not a finite number; write e.g. '15%', '0.15' or '6.5M' (MACs)")
     if unit == "%":
         if not 0 < value <= 100:
             raise ValueError(f"a percentage compute budget must be in (0, 100] (got {text!r})")
@@ -56,6 +68,9 @@ def parse_compute_budget(text: str | int | float) -> float | int:
         raise ValueError(f"a compute budget must be positive (got {text!r})")
     if unit == "" and value <= 1:
         return value
+    if value * _MAC_UNITS[unit] > MAX_MACS:
+        raise ValueError(f"compute budget {text!r} is over {MAX_MACS:.0e} MACs, more than any adaptation needs; "
+                         "write e.g. '15%' or '6.5M'")
     return int(round(value * _MAC_UNITS[unit]))
 
 

@@ -27,6 +27,19 @@ METHOD_NAMES = tuple(METHODS)
 DEFAULT_RESOLUTION = 128     # the paper's, for checkpoints that do not record their own
 
 
+MAX_ITERATIONS = 100_000    # fine-tuning iterations per adaptation: the paper uses 40; more is refused up front
+
+
+def check_iterations(value, flag: str = "--iterations") -> int:
+    """Fine-tuning iterations: an integer in [0, MAX_ITERATIONS] (a float such as 2.5 or 1e20 is refused,
+    not rounded); the ValueError names `flag`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{flag} must be a whole number of iterations (got {value!r}); e.g. 40, as the paper")
+    if not 0 <= value <= MAX_ITERATIONS:
+        raise ValueError(f"{flag} must be between 0 and {MAX_ITERATIONS:,} (got {value:,}); the paper uses 40")
+    return value
+
+
 class TrainingDiverged(ValueError):
     """Fine-tuning blew up; the message names the learning rate to lower."""
 
@@ -86,12 +99,18 @@ def resolve_budgets(memory: str | int | None = None, compute: str | float | None
     for flag, value, e_g in (("--memory-budget", memory, "1MB or 512KB"), ("--compute-budget", compute, "15% or 6.5M")):
         if value is not None and (str(value).strip().startswith("-") or str(value).strip() in ("0", "0%")):
             raise ValueError(f"{flag} must be positive (got {value!r}); e.g. {e_g}")
-    if memory is not None:
-        mem = parse_bytes(memory)
-        if mem <= 0:
-            raise ValueError(f"--memory-budget must be positive (got {memory!r})")
+    try:
+        if memory is not None:
+            mem = parse_bytes(memory)
+            if mem <= 0:
+                raise ValueError(f"must be positive (got {memory!r})")
+    except ValueError as exc:
+        raise ValueError(f"--memory-budget: {exc}") from None
     if compute is not None:
-        comp = parse_compute_budget(compute)
+        try:
+            comp = parse_compute_budget(compute)
+        except ValueError as exc:
+            raise ValueError(f"--compute-budget: {exc}") from None
     return Budgets(mem, comp, profile)
 
 
@@ -159,24 +178,33 @@ def weight_growth(before: Backbone, after: Backbone) -> tuple[float, float]:
     return top_before, top_after
 
 
-def check_not_diverged(untrained: Backbone, after: Predictor, support: LabeledImages, final_loss, lr) -> None:
-    """Refuse a degenerate fit (see the module docstring); `untrained` is the backbone before the fit.
-    Weights that grew a thousandfold past max(1, their largest value) count as diverged too: Adam moves a
-    weight by at most about lr per iteration, so only an absurd learning rate does that."""
-    rate = f"learning rate {lr:g}" if isinstance(lr, (int, float)) else "the chosen learning rate"
-    logits = after.predict(support.x)
+def divergence_reason(untrained: Backbone, after: Predictor, support_x: torch.Tensor, support_y: torch.Tensor,
+                      final_loss) -> str | None:
+    """Why a fit counts as diverged (see the module docstring), or None; `untrained` is the backbone before
+    the fit. Weights that grew a thousandfold past max(1, their largest value) count as diverged too: Adam
+    moves a weight by at most about lr per iteration, so only an absurd learning rate does that. `adapt`
+    and every `tinytrain eval` job apply this same check."""
+    with torch.no_grad():
+        logits = after.predict(support_x)
     top_before, top_after = weight_growth(untrained, after.backbone)
-    why = None
     if final_loss is not None and not math.isfinite(final_loss):
-        why = f"the training loss became {final_loss}"
-    elif not bool(torch.isfinite(logits).all()) or not math.isfinite(top_after):
-        why = "the weights or features became infinite or NaN"
-    elif top_after > 1e3 * max(top_before, 1.0):
-        why = f"the trained weights grew to {top_after:.3g}, from at most {top_before:.3g}"
-    elif _scores_collapsed(logits):
-        before = Predictor(untrained, support_prototypes(untrained, support.x, support.y), after.head)
-        if not _scores_collapsed(before.predict(support.x)):
-            why = "every support image now gets the same scores"
+        return f"the training loss became {final_loss}"
+    if not bool(torch.isfinite(logits).all()) or not math.isfinite(top_after):
+        return "the weights or features became infinite or NaN"
+    if top_after > 1e3 * max(top_before, 1.0):
+        return f"the trained weights grew to {top_after:.3g}, from at most {top_before:.3g}"
+    if _scores_collapsed(logits):
+        with torch.no_grad():
+            before = Predictor(untrained, support_prototypes(untrained, support_x, support_y), after.head)
+            if not _scores_collapsed(before.predict(support_x)):
+                return "every support image now gets the same scores"
+    return None
+
+
+def check_not_diverged(untrained: Backbone, after: Predictor, support: LabeledImages, final_loss, lr) -> None:
+    """Refuse a degenerate fit (`divergence_reason`) with a message naming the learning rate to lower."""
+    rate = f"learning rate {lr:g}" if isinstance(lr, (int, float)) else "the chosen learning rate"
+    why = divergence_reason(untrained, after, support.x, support.y, final_loss)
     if why:
         raise TrainingDiverged(f"training diverged ({why}) with {rate}; lower --lr (e.g. 1e-3, the default) "
                                "and run again; nothing was saved")
@@ -188,6 +216,7 @@ def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, que
                      background: tuple[int, int, int] = WHITE) -> tuple[AdaptedModel, dict]:
     """Fit `method` on the support images; returns the adapted model and the summary `adapt` prints.
     `head` is the checkpoint's cosine classifier (see `checkpoint_head`); default scale 10, bias 0."""
+    check_iterations(config.iterations)
     budgets = budgets or Budgets()
     config.memory_budget = budgets.memory_bytes if budgets.memory_bytes is not None else config.memory_budget
     config.compute_budget = budgets.compute if budgets.compute is not None else config.compute_budget

@@ -129,6 +129,8 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
     """Run the whole bench and return its figures as a JSON-ready dict."""
     if epochs < 1:
         raise ValueError(f"--epochs must be >= 1 (got {epochs})")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"--timeout must be a positive number of seconds (got {timeout!r}); the default is 1800")
     tools = build.require_cross_tools()
     cm = prepare(model_dir)
     if out and Path(out).is_dir() and any(Path(out).iterdir()) and not (Path(out) / "tree" / META_FILE).is_file():
@@ -145,7 +147,14 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
         host = build.parse_output(build.run_host(exe))
         elf, _ = build.build_board(tree, bench_dir, tools)
         sizes = build.elf_sizes(tools, elf)
-        board = build.parse_output(build.run_board(tools, elf, timeout))
+        try:
+            board_text = build.run_board(tools, elf, timeout)
+        except RuntimeError as exc:    # the emulator ran past --timeout: a limit the user set, not a bug
+            if "did not finish within" not in str(exc):
+                raise
+            raise ValueError(f"the emulated Cortex-M7 run did not finish within --timeout {timeout:g} s; raise "
+                             "--timeout, or use fewer --epochs or images") from None
+        board = build.parse_output(board_text)
     ref = run_reference(cm, train, labels, test, epochs)
     return report(cm, host, board, sizes, ref, device, source, len(train), len(test), epochs, test_labels)
 
