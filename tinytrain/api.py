@@ -54,13 +54,16 @@ def _support_set(support: Any, resolution: int, background: tuple[int, int, int]
                      f"not a {type(support).__name__}")
 
 
-def adapt(backbone: "Backbone", support: str | Path | Mapping[str, Sequence[Any]], method: str = "tinytrain", *,
+def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequence[Any]], method: str = "tinytrain", *,
           query: str | Path | Mapping[str, Sequence[Any]] | None = None, memory_budget: str | int | None = None,
           compute_budget: str | float | None = None, device: str | None = None, iterations: int = 40,
           lr: float = 1e-3, seed: int = 0, resolution: int | None = None,
           background: str | tuple[int, int, int] = "white",
           options: Mapping[str, Any] | None = None) -> "AdaptedModel":
     """Adapt `backbone` to a few labelled images, as `tinytrain adapt` does.
+
+    `backbone`: from `load_backbone(model, checkpoint)`, or a zoo model name such as "mcunet-5fps" (its
+    default shipped checkpoint). `iterations`: a whole number from 0 to 100,000.
 
     `support` (and `query`, scored into `model.summary['query_accuracy']`): a class-per-folder path or
     {class: [files or PIL images]}. `method`: none | lastlayer | fulltrain | tinytl | sparseupdate |
@@ -75,16 +78,28 @@ def adapt(backbone: "Backbone", support: str | Path | Mapping[str, Sequence[Any]
     import torch
 
     from .deploy.images import parse_background
-    from .deploy.session import (adapt_to_support, check_support, checkpoint_head, resolve_budgets,
-                                 resolve_resolution)
+    from .deploy.session import (adapt_to_support, check_iterations, check_support, checkpoint_head,
+                                 resolve_budgets, resolve_resolution)
     from .methods.base import AdaptConfig
     from .methods.options import parse_options
 
+    from .models.backbone import Backbone
+
+    if isinstance(backbone, str):      # a zoo model name: its default shipped checkpoint, as load_backbone(name)
+        from .models.specs import ZOO
+        if backbone not in ZOO:
+            raise ValueError(f"adapt takes a backbone (tinytrain.load_backbone(...)) or a zoo model name; "
+                             f"{backbone!r} is neither (models: {', '.join(ZOO)})")
+        backbone = load_backbone(backbone)
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"adapt takes a backbone from tinytrain.load_backbone(model, checkpoint) or a zoo model "
+                        f"name such as 'mcunet-5fps', not {type(backbone).__name__}")
     opts = parse_options(options, method, "options")    # the same check as `tinytrain adapt --option`
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0 (got {iterations})")
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive number (got {lr})")
+    check_iterations(iterations, "iterations")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive number (got {lr!r}); the default is 1e-3")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer (got {seed!r})")
     meta = dict(getattr(backbone, "checkpoint_meta", None) or {})
     res, source = resolve_resolution(meta, resolution)
     bg = parse_background(background)

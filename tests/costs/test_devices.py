@@ -78,3 +78,44 @@ def test_bad_device_entries(tmp_path):
     f.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         get_device("x", f)
+
+
+@pytest.mark.parametrize("content, says", [
+    ([{"name": "x", "ram": "1MB", "memory_budget": 0}], "memory_budget must be positive"),   # was: the RAM size
+    ([{"name": "x", "ram": "1MB", "memory_budget": "0KB"}], "memory_budget must be positive"),
+    ([{"name": "x", "ram": 0}], "ram must be positive"),
+    ([{"name": "x", "ram": "1MB", "memory_budget": "2MB"}], "more than its ram"),
+    (["mcu-1mb"], "must be a JSON object"), ([[1, 2]], "must be a JSON object"),           # was: a traceback
+    ([{"name": 5, "ram": "1MB"}], "non-empty string"), ([{"name": ["x"], "ram": "1MB"}], "non-empty string"),
+    ({"devices": {"x": {}}}, "must hold a list"), ("x", "must hold a list"),
+    ([{"name": "x", "ram": "1e400"}], "larger than any device"), ([{"name": "x", "ram": [1]}], "ram must be a size"),
+    ([{"name": "x", "ram": "1MB", "compute_budget": "abc"}], "compute_budget must be a number"),
+    ([{"name": "x", "ram": "1MB", "frozen_weights_in_flash": "false"}], "true or false"),
+    ([{"name": "x", "ram": "1MB", "frozen_weight_bits": "8"}], "frozen_weight_bits must be a whole number"),
+    ([{"name": "x", "ram": "1MB", "batch_size": 2.5}], "batch_size must be a whole number"),
+    ([{"name": "x", "ram": "1MB", "batch_size": 0}], "batch_size must be at least 1"),
+    ([{"name": "x", "ram": "1MB", "cores": "4"}], "cores must be a whole number"),
+    ([{"name": "x", "ram": "1MB", "description": 7}], "description must be a string"),
+    ([{"name": "x", "ram": "1MB", "power_watts": -1}], "power_watts must be positive"),
+])
+def test_every_field_of_a_device_file_is_checked(tmp_path, content, says):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=says) as info:
+        get_device("x", f)
+    assert str(f) in str(info.value)                       # the message names the file
+
+
+def test_device_file_errors_through_the_cli_are_one_line(tmp_path, capsys):
+    from tinytrain.cli import main
+    f = tmp_path / "devices.json"
+    f.write_text(json.dumps([{"name": "board", "ram": "1MB", "memory_budget": 0}]))
+    assert main(["plan", "--model", "tiny-test", "--device", "board", "--devices-file", str(f),
+                 "--method", "lastlayer"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "memory_budget must be positive" in lines[0] and str(f) in lines[0], err
+    f.write_bytes(b"\xff\xfe\x00binary")
+    assert main(["plan", "--model", "tiny-test", "--device", "board", "--devices-file", str(f),
+                 "--method", "lastlayer"]) == 2
+    assert "not a text (JSON) file" in capsys.readouterr().err

@@ -26,11 +26,12 @@ def run_export(args) -> int:
     from ..deploy.adapted import load_adapted
     from ..deploy.export import export_model
 
-    from ..deploy.outputs import check_output_file
+    from ..deploy.export import prepare_export_target
 
-    check_output_file(args.out, "--out", args.overwrite, sidecars=(".json",))   # before loading anything
+    # before loading anything; finishes an export that a kill interrupted (its files may then be replaced)
+    overwrite = prepare_export_target(args.out, args.overwrite)
     adapted = load_adapted(args.model_dir)
-    out = export_model(adapted, args.format, Path(args.out), args.opset, overwrite=args.overwrite)
+    out = export_model(adapted, args.format, Path(args.out), args.opset, overwrite=overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.name}.json: input 'image' "
           f"(N, 3, {adapted.resolution}, {adapted.resolution}) RGB in [0, 1] -> 'scores' (N, {len(adapted.classes)})")
     return 0

@@ -54,47 +54,89 @@ class DeviceProfile:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "DeviceProfile":
-        """From a JSON entry; sizes may be strings like '320KB' (keys ram/flash/memory_budget or *_bytes)."""
+    def from_dict(d: dict, source: str = "device file") -> "DeviceProfile":
+        """From a JSON entry; sizes may be strings like '320KB' (keys ram/flash/memory_budget or *_bytes).
+        Every field is checked (type and range); a ValueError names the file, the device and the field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: every device entry must be a JSON object such as {{\"name\": \"my-board\", "
+                             f"\"ram\": \"1MB\"}}, not {json.dumps(d)[:40]}")
+        name = d.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{source}: every device entry needs a 'name' that is a non-empty string "
+                             f"(got {json.dumps(name)[:40]})")
+        where = f"{source}: device {name!r}"
+
         def size(key: str, required: bool = True) -> int | None:
-            value = d.get(f"{key}_bytes", d.get(key))
+            field_name = f"{key}_bytes" if f"{key}_bytes" in d else key
+            value = d.get(field_name)
             if value is None:
                 if required:
-                    raise ValueError(f"device {d.get('name', '?')!r} lacks {key!r}; give e.g. \"{key}\": \"1MB\"")
+                    raise ValueError(f"{where} lacks {key!r}; give e.g. \"{key}\": \"1MB\"")
                 return None
-            return parse_bytes(value)
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValueError(f"{where}: {field_name} must be a size such as \"1MB\" or a byte count "
+                                 f"(got {json.dumps(value)[:40]})")
+            try:
+                n = parse_bytes(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {field_name}: {exc}") from None
+            if n <= 0:
+                hint = "; leave it out to budget the whole RAM" if key == "memory_budget" else ""
+                raise ValueError(f"{where}: {field_name} must be positive (got {value!r}){hint}")
+            return n
 
-        name = d.get("name")
-        if not name:
-            raise ValueError("every device entry needs a 'name'")
-        ram = size("ram")
-        budget = size("memory_budget", required=False) or ram
-        compute = float(d.get("compute_budget", 0.15))
-        if not 0 < compute <= 1:
-            raise ValueError(f"device {name!r}: compute_budget is a fraction of FullTrain's backward MACs "
-                             f"in (0, 1] (got {compute})")
-        bits = int(d.get("frozen_weight_bits", 32))
-        if bits not in (8, 16, 32):
-            raise ValueError(f"device {name!r}: frozen_weight_bits must be 8, 16 or 32 (got {bits})")
-        def positive(key: str) -> float | None:
-            value = d.get(key)
+        def number(key: str, default=None, kind=float):
+            value = d.get(key, default)
             if value is None:
                 return None
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"device {name!r}: {key} must be a number (got {d.get(key)!r})") from None
-            if not value > 0:
-                raise ValueError(f"device {name!r}: {key} must be positive (got {value})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    (kind is int and isinstance(value, float) and not value.is_integer()) or not math.isfinite(value):
+                what = "a whole number" if kind is int else "a number"
+                raise ValueError(f"{where}: {key} must be {what} (got {json.dumps(value)[:40]})")
+            return kind(value)
+
+        def text(key: str) -> str:
+            value = d.get(key, "")
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: {key} must be a string (got {json.dumps(value)[:40]})")
             return value
 
+        def positive(key: str) -> float | None:
+            value = number(key)
+            if value is not None and not value > 0:
+                raise ValueError(f"{where}: {key} must be positive (got {value})")
+            return value
+
+        ram = size("ram")
+        budget = size("memory_budget", required=False)
+        budget = ram if budget is None else budget       # left out: the whole RAM; 0 is refused, never read as RAM
+        if budget > ram:
+            raise ValueError(f"{where}: memory_budget ({format_bytes(budget)}) is more than its ram "
+                             f"({format_bytes(ram)}); lower it or raise ram")
+        compute = number("compute_budget", 0.15)
+        if not 0 < compute <= 1:
+            raise ValueError(f"{where}: compute_budget is a fraction of FullTrain's backward MACs "
+                             f"in (0, 1] (got {compute})")
+        bits = number("frozen_weight_bits", 32, int)
+        if bits not in (8, 16, 32):
+            raise ValueError(f"{where}: frozen_weight_bits must be 8, 16 or 32 (got {bits})")
+        in_flash = d.get("frozen_weights_in_flash", False)
+        if not isinstance(in_flash, bool):
+            raise ValueError(f"{where}: frozen_weights_in_flash must be true or false (got {json.dumps(in_flash)[:40]})")
+        batch = number("batch_size", 1, int)
+        if batch < 1:
+            raise ValueError(f"{where}: batch_size must be at least 1 (got {batch})")
+        cores = number("cores", None, int)
+        if cores is not None and cores < 1:
+            raise ValueError(f"{where}: cores must be at least 1 (got {cores})")
+
         return DeviceProfile(
-            name=name, description=d.get("description", ""), ram_bytes=ram, flash_bytes=size("flash", False),
+            name=name, description=text("description"), ram_bytes=ram, flash_bytes=size("flash", False),
             memory_budget_bytes=budget, compute_budget=compute,
-            frozen_weights_in_flash=bool(d.get("frozen_weights_in_flash", False)), frozen_weight_bits=bits,
-            batch_size=int(d.get("batch_size", 1)), cores=d.get("cores"), notes=d.get("notes", ""),
+            frozen_weights_in_flash=in_flash, frozen_weight_bits=bits,
+            batch_size=batch, cores=cores, notes=text("notes"),
             train_macs_per_second=positive("train_macs_per_second"), power_watts=positive("power_watts"),
-            estimate_basis=d.get("estimate_basis", ""),
+            estimate_basis=text("estimate_basis"),
         )
 
 
@@ -106,7 +148,7 @@ def _read_table(text: str, source: str) -> list[DeviceProfile]:
     entries = data.get("devices") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise ValueError(f"device file {source} must hold a list of devices or {{\"devices\": [...]}}")
-    return [DeviceProfile.from_dict(e) for e in entries]
+    return [DeviceProfile.from_dict(e, f"device file {source}") for e in entries]
 
 
 def _sources(extra_file: str | Path | None) -> list[Path]:
@@ -124,7 +166,11 @@ def load_devices(extra_file: str | Path | None = None) -> dict[str, DeviceProfil
     builtin = resources.files("tinytrain.costs").joinpath("devices.json").read_text()
     table = {d.name: d for d in _read_table(builtin, "devices.json (built in)")}
     for path in _sources(extra_file):
-        table.update({d.name: d for d in _read_table(path.read_text(), str(path))})
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"device file {path} is not a text (JSON) file; check --devices-file or ${ENV_VAR}") from None
+        table.update({d.name: d for d in _read_table(text, str(path))})
     return table
 
 

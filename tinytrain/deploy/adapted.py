@@ -5,7 +5,11 @@
     OUT/adapted.json        model, classes, resolution, normalisation, method, report, update plan
 
 The directory is written under a temporary name and renamed into place, so a crash or a bad input
-never leaves a half-written OUT behind; an existing saved model is replaced only when asked to.
+never leaves a half-written OUT behind; an existing saved model is replaced only when asked to. The
+replacement is one atomic exchange of the two folders where the system offers it (Linux renameat2
+RENAME_EXCHANGE); elsewhere it is two renames (OUT to `.OUT.old-PID`, the new folder to OUT), and a kill
+between them is undone by the next command that saves or reads OUT (`recover_interrupted_save`), which
+puts the old model back; the hidden leftovers of killed writers are removed then too.
 """
 from __future__ import annotations
 
@@ -104,9 +108,79 @@ def is_adapted_dir(folder: str | Path) -> bool:
         return False
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _leftovers(out: Path) -> list[tuple[str, int, Path]]:
+    """Hidden siblings `.OUT.tmp-PID-*` / `.OUT.old-PID` left by writers that no longer run: (kind, pid, path)."""
+    found = []
+    try:
+        siblings = list(out.parent.iterdir()) if out.parent.is_dir() else []
+    except OSError:
+        return []
+    for p in siblings:
+        for kind in ("tmp", "old"):
+            head = f".{out.name}.{kind}-"
+            if p.name.startswith(head):
+                pid = p.name[len(head):].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    found.append((kind, int(pid), p))
+    return found
+
+
+def recover_interrupted_save(out_dir: str | Path) -> str | None:
+    """Undo a save into `out_dir` that was killed between its two renames: the old model, still whole in
+    `.OUT.old-PID`, goes back to OUT; leftovers of killed writers are removed. Returns a note, or None."""
+    out = Path(out_dir)
+    notes = []
+    left = _leftovers(out)
+    if not out.exists():
+        olds = sorted((p for kind, _, p in left if kind == "old" and is_adapted_dir(p)),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        if olds:
+            olds[0].rename(out)
+            notes.append(f"restored the saved model {out} that an interrupted save had moved to {olds[0].name}")
+            left = _leftovers(out)
+    removed = [p for _, _, p in left if p.exists()]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    if removed:
+        notes.append(f"removed {len(removed)} hidden leftover folder(s) of interrupted saves beside {out} "
+                     f"({', '.join(p.name for p in removed[:2])})")
+    if notes:
+        import sys
+        print("note: " + "; ".join(notes), file=sys.stderr)
+    return "; ".join(notes) or None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE); False where the
+    system or file system does not offer it (the caller then renames twice)."""
+    import ctypes
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
+
+
 def check_save_target(out_dir: str | Path, overwrite: bool = False, flag: str = "--save") -> Path:
     """Refuse, before any work, an output folder that cannot or must not be written: a file, a folder that
-    holds something else, an existing saved model (unless `overwrite`), a place we cannot write."""
+    holds something else, an existing saved model (unless `overwrite`), a place we cannot write. An
+    interrupted earlier save into it is recovered first (`recover_interrupted_save`)."""
+    recover_interrupted_save(out_dir)
     out = check_output_dir(out_dir, flag)
     if out.is_dir() and any(out.iterdir()):
         if not is_adapted_dir(out):
@@ -125,22 +199,28 @@ def save_adapted(out_dir: str | Path, adapted: AdaptedModel, overwrite: bool = F
     out = check_save_target(out_dir, overwrite, flag)
     made = missing_parents(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         _write_bundle(tmp, adapted)
         _apply_umask(tmp)
         if out.exists():
             if any(out.iterdir()):
-                old = out.parent / f".{out.name}.old-{os.getpid()}"
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old, ignore_errors=True)
+                if _exchange(tmp, out):          # one atomic step: OUT is the new model, tmp the old one
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:                            # two renames; a kill between them is undone on the next run
+                    old = out.parent / f".{out.name}.old-{os.getpid()}"
+                    out.rename(old)
+                    tmp.rename(out)
+                    shutil.rmtree(old, ignore_errors=True)
             else:
                 out.rmdir()
                 tmp.rename(out)
         else:
             tmp.rename(out)
     except BaseException as exc:
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if old.exists() and not out.exists():
+            old.rename(out)                  # stopped between the two renames: the old model goes back
         shutil.rmtree(tmp, ignore_errors=True)
         remove_made_dirs(made)
         if isinstance(exc, OSError):     # never name the temporary folder
@@ -160,6 +240,10 @@ def load_adapted(folder: str | Path) -> AdaptedModel:
     """Read a directory written by `save_adapted` (or `tinytrain adapt --save`). A damaged or incomplete
     directory is a one-line ValueError naming the file at fault."""
     folder = Path(folder)
+    try:
+        recover_interrupted_save(folder)     # a save into it that was killed: the old model back, leftovers gone
+    except OSError:
+        pass                                 # e.g. a read-only place: read what is there
     if not folder.exists():
         raise FileNotFoundError(f"model directory {folder} does not exist; create it with `tinytrain adapt --save`")
     if not folder.is_dir():
@@ -168,11 +252,7 @@ def load_adapted(folder: str | Path) -> AdaptedModel:
         raise ValueError(f"{folder} is not a saved tinytrain model (no valid {META_FILE}); "
                          "create one with `tinytrain adapt ... --save DIR`")
     meta = json.loads((folder / META_FILE).read_text())
-    if meta.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{folder} was written by a newer tinytrain (format version {meta['version']}); upgrade")
-    missing = [k for k in ("model", "resolution", "classes", "normalisation", "method") if k not in meta]
-    if missing:
-        raise ValueError(f"{folder / META_FILE} lacks {', '.join(missing)}; the directory is damaged, save it again")
+    check_metadata(meta, folder / META_FILE)
     for name in (MODEL_FILE, HEAD_FILE):
         if not (folder / name).is_file():
             raise ValueError(f"{folder} lacks {name}, so it is incomplete; save the model again with "
@@ -182,15 +262,75 @@ def load_adapted(folder: str | Path) -> AdaptedModel:
     if not {"prototypes", "scale", "bias"} <= set(head_t):
         raise UnreadableCheckpoint(f"{folder / HEAD_FILE} lacks prototypes/scale/bias; save the model again")
     protos = head_t["prototypes"]
-    if protos.shape != (len(meta["classes"]), backbone.feature_dim):
-        raise ValueError(f"{folder}: prototypes have shape {tuple(protos.shape)}, expected "
-                         f"({len(meta['classes'])}, {backbone.feature_dim}); the directory is inconsistent")
+    if protos.ndim != 2 or protos.shape[1] != backbone.feature_dim:
+        raise ValueError(f"{folder / HEAD_FILE}: prototypes have shape {tuple(protos.shape)}, expected "
+                         f"({len(meta['classes'])}, {backbone.feature_dim}); the directory is inconsistent, save it again")
+    if protos.shape[0] != len(meta["classes"]):
+        raise ValueError(f"{folder / META_FILE} names {len(meta['classes'])} classes but {HEAD_FILE} holds "
+                         f"{protos.shape[0]} prototypes; restore the class list (one name per prototype, in order) "
+                         "or save the model again")
+    if not all(bool(torch.isfinite(head_t[k]).all()) for k in ("prototypes", "scale", "bias")) or \
+            head_t["scale"].numel() != 1 or head_t["bias"].numel() != 1:
+        raise ValueError(f"{folder / HEAD_FILE} holds non-finite values or a scale/bias that is not one number; "
+                         "save the model again")
     head = CosineClassifier(float(head_t["scale"]), float(head_t["bias"]))
     predictor = Predictor(backbone, protos, head, list(meta["classes"]))
     return AdaptedModel(predictor, meta["model"], int(meta["resolution"]), list(meta["classes"]),
-                        meta["normalisation"], meta["method"], meta.get("report") or {},
+                        {k: [float(v) for v in meta["normalisation"][k]] for k in ("mean", "std")},
+                        meta["method"], meta.get("report") or {},
                         meta.get("update_plan"), meta.get("info") or {},
-                        tuple(meta.get("background") or WHITE))
+                        tuple(meta.get("background", WHITE)))
+
+
+MAX_RESOLUTION = 4096
+
+
+def check_metadata(meta: dict, path: Path) -> None:
+    """Every field of an adapted.json that a reader uses, by type and range; a ValueError names the file, the
+    field and what to change. `normalisation` must be the one the code applies (`images.normalisation()`):
+    `predict` normalises with it and an export folds the file's value into its graph, so a folder holding
+    another would make the two disagree; it is refused instead (save the model again)."""
+    from .images import normalisation as pipeline_normalisation
+
+    def bad(field_name: str, want: str) -> ValueError:
+        return ValueError(f"{path}: {field_name} must be {want} (got {json.dumps(meta.get(field_name))[:60]}); "
+                          "restore it or save the model again with `tinytrain adapt --save`")
+
+    version = meta.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise bad("version", f"a whole number from 1 to {FORMAT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer tinytrain (format version {version}); upgrade tinytrain")
+    missing = [k for k in ("model", "resolution", "classes", "normalisation", "method") if k not in meta]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}; the directory is damaged, save it again")
+    for key in ("model", "method"):
+        if not isinstance(meta[key], str) or not meta[key].strip():
+            raise bad(key, "a non-empty string")
+    res = meta["resolution"]
+    if isinstance(res, bool) or not isinstance(res, int) or not 8 <= res <= MAX_RESOLUTION:
+        raise bad("resolution", f"a whole number of pixels from 8 to {MAX_RESOLUTION}")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or len(classes) < 1 or \
+            not all(isinstance(c, str) and c.strip() for c in classes):
+        raise bad("classes", "a list of class names (non-empty strings), one per prototype")
+    if len(set(classes)) != len(classes):
+        dup = sorted({c for c in classes if classes.count(c) > 1})
+        raise bad("classes", f"a list of distinct names ({', '.join(map(repr, dup[:3]))} repeated)")
+    norm, want = meta["normalisation"], pipeline_normalisation()
+    ok = (isinstance(norm, dict) and all(isinstance(norm.get(k), list) and len(norm[k]) == 3 and
+                                         all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in norm[k])
+                                         for k in ("mean", "std")))
+    if not ok or any(abs(float(a) - b) > 1e-6 for k in ("mean", "std") for a, b in zip(norm[k], want[k])):
+        raise bad("normalisation", f"{json.dumps(want)}, the mean/std tinytrain applies to every image (predict "
+                  "and exports alike; another would make them disagree)")
+    bg = meta.get("background", list(WHITE))
+    if not isinstance(bg, list) or len(bg) != 3 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in bg):
+        raise bad("background", "three whole numbers 0-255 (R, G, B), e.g. [255, 255, 255]")
+    for key in ("report", "update_plan", "info"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(key, "a JSON object or null")
 
 
 def classify(adapted: AdaptedModel, x: torch.Tensor, top: int = 1) -> list[dict]:

@@ -16,6 +16,10 @@ TensorRT >= 7, OpenVINO and the TFLite converters load.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..jsonfile import write_json_atomic
+from ..jsonfile import give_normal_mode, write_json_atomic
 from ..models.backbone import Backbone
 from .adapted import AdaptedModel
-from .outputs import atomic_file, check_output_file
+from .outputs import check_output_file, missing_parents, remove_made_dirs
 
 DEFAULT_OPSET = 13
 FORMATS = ("onnx", "torchscript")
@@ -88,34 +92,143 @@ def export_onnx(adapted: AdaptedModel, path: str | Path, opset: int = DEFAULT_OP
     """Write an ONNX file with a dynamic batch axis, plus FILE.json."""
     if not 11 <= opset <= 20:
         raise ValueError(f"--opset {opset} is outside 11..20; use 13 (the default) for broad runtime support")
-    path = check_output_file(path, "--out", overwrite, sidecars=(".json",))
+    prepare_export_target(path, overwrite)
+    path = Path(path)
     model = scoring_model(adapted)
-    with atomic_file(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # the legacy-exporter deprecation notice
-        torch.onnx.export(model, (_example(adapted),), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=["scores"],
-                          dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}})
-    _write_sidecar(path, sidecar(adapted, "onnx", opset))
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the legacy-exporter deprecation notice
+            torch.onnx.export(model, (_example(adapted),), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["image"], output_names=["scores"],
+                              dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}})
+
+    _write_pair(path, write, sidecar(adapted, "onnx", opset))
     return path
 
 
 def export_torchscript(adapted: AdaptedModel, path: str | Path, overwrite: bool = False) -> Path:
     """Write a traced TorchScript module (load with `torch.jit.load`), plus FILE.json."""
-    path = check_output_file(path, "--out", overwrite, sidecars=(".json",))
+    prepare_export_target(path, overwrite)
+    path = Path(path)
     model = scoring_model(adapted)
-    with atomic_file(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript still loads in libtorch/C++ runtimes
-        traced = torch.jit.trace(model, _example(adapted, 2))
-        traced.save(str(tmp))
-    _write_sidecar(path, sidecar(adapted, "torchscript"))
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript still loads in libtorch/C++ runtimes
+            torch.jit.trace(model, _example(adapted, 2)).save(str(tmp))
+
+    _write_pair(path, write, sidecar(adapted, "torchscript"))
     return path
 
 
-def _write_sidecar(path: Path, data: dict) -> None:
+# --- all or nothing: FILE and FILE.json ------------------------------------------------------------------
+#
+# Both are written under hidden temporary names first. Before the first rename, a journal
+# `.FILE.export-pending.json` records the graph's SHA-256 and the two temporary names; it is removed after
+# the second rename. A run killed between the renames leaves the journal, and the next export to FILE
+# (`recover_interrupted_export`, which `tinytrain export` calls before its checks) finishes the pair when
+# the new graph is in place (renames the sidecar's temporary file, or drops an old sidecar), or discards
+# the temporary files when it is not (then the old pair was never touched); FILE and FILE.json, an
+# interrupted export's, may then be replaced without --overwrite.
+
+def _journal(path: Path) -> Path:
+    return path.with_name(f".{path.name}.export-pending.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recover_interrupted_export(path: str | Path) -> tuple[str | None, bool]:
+    """Finish or undo an export to `path` that was killed between its renames (see above). Returns (a note
+    saying what was done, or None when there was nothing to recover; whether FILE and FILE.json are that
+    interrupted export's, which may then be replaced without --overwrite)."""
+    path = Path(path)
+    journal = _journal(path)
+    if not journal.is_file():
+        return None, False
     try:
-        write_json_atomic(path.with_name(path.name + ".json"), data)
-    except BaseException:
-        path.unlink(missing_ok=True)    # a graph without its class names is no export: all or nothing
+        info = json.loads(journal.read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            info = {}
+    except (OSError, ValueError):
+        info = {}
+
+    def leftover(key: str) -> Path | None:       # only hidden siblings of FILE: never a path from elsewhere
+        name = info.get(key)
+        ok = isinstance(name, str) and name.startswith(f".{path.name}.") and "/" not in name and os.sep not in name
+        return path.with_name(name) if ok else None
+
+    graph_tmp, side_tmp = leftover("graph_tmp"), leftover("sidecar_tmp")
+    side = path.with_name(path.name + ".json")
+    placed = path.is_file() and info.get("graph_sha256") == _sha256(path)
+    if placed:
+        if side_tmp is not None and side_tmp.is_file():
+            os.replace(side_tmp, side)
+            note = f"finished the export of {path} that an interrupted run left without its {side.name}"
+        else:
+            note = f"found the interrupted export of {path} complete"
+    else:
+        note = f"discarded the temporary files of an export to {path} that was interrupted before replacing it"
+    for t in (graph_tmp, side_tmp):
+        if t is not None:
+            t.unlink(missing_ok=True)
+    journal.unlink(missing_ok=True)
+    return (note + "; this export replaces it" if placed else note), placed
+
+
+def prepare_export_target(path: str | Path, overwrite: bool = False) -> bool:
+    """Recover an interrupted export to `path` (whose files may then be replaced), then refuse a target
+    that cannot or must not be written (see outputs.check_output_file). Returns the overwrite to export
+    with: True where FILE and FILE.json are an interrupted export's. `tinytrain export` calls it first."""
+    note, replaceable = recover_interrupted_export(path)
+    if note:
+        import sys
+        print(f"note: {note}", file=sys.stderr)
+    overwrite = overwrite or replaceable
+    check_output_file(path, "--out", overwrite, sidecars=(".json",))
+    return overwrite
+
+
+def _write_pair(path: Path, write_graph, side_data: dict) -> None:
+    """Write the graph (by `write_graph(tmp)`) and its sidecar all or nothing (see above)."""
+    made = missing_parents(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = path.with_name(path.name + ".json")
+    journal = _journal(path)
+    tmps: list[Path] = []
+    try:
+        for suffix in (".graph.tmp", ".json.tmp"):
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+            os.close(fd)
+            tmps.append(Path(name))
+        graph_tmp, side_tmp = tmps
+        write_graph(graph_tmp)
+        side_tmp.write_text(json.dumps(side_data, indent=1) + "\n", encoding="utf-8")
+        for t in tmps:
+            give_normal_mode(t)
+        write_json_atomic(journal, {"graph_sha256": _sha256(graph_tmp), "graph_tmp": graph_tmp.name,
+                                    "sidecar_tmp": side_tmp.name})
+        os.replace(graph_tmp, path)
+        os.replace(side_tmp, side)
+        journal.unlink()
+    except BaseException as exc:
+        placed = journal.exists() and not tmps[0].exists()
+        if placed:          # the new graph is in place: finish the pair rather than leave it without names
+            recover_interrupted_export(path)
+        else:
+            journal.unlink(missing_ok=True)
+        for t in tmps:
+            t.unlink(missing_ok=True)
+        if not placed:
+            remove_made_dirs(made)
+        if isinstance(exc, OSError):      # never name a temporary file
+            raise ValueError(f"--out {path}: could not write it ({(exc.strerror or str(exc)).lower()})") from None
         raise
 
 
