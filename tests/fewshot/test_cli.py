@@ -154,3 +154,58 @@ def test_metatrain_lite_residual_trains_only_the_branches_and_tinytl_starts_from
     before = make_method("tinytl", build_backbone("tiny-test"), AdaptConfig(resolution=32, iterations=1, lr=0.0))
     before.fit(x, y)
     assert before.report.extra["lite_pretrained"] is False
+
+
+def one_line(capsys, *names) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+def test_finished_pretrain_without_best_checkpoint_and_damaged_state(tmp_path, capsys):
+    """Issue 24: a finished run whose best.safetensors was deleted never reports it as written; a truncated
+    state.safetensors is one line naming it and --restart."""
+    data = str(write_png_folder(tmp_path / "data", classes=10, per_class=8))
+    out = tmp_path / "pre"
+    args = ["pretrain", "--model", "tiny-test", "--data", data, "--resolution", "32", "--ways", "2", "--shots", "1",
+            "--queries", "2", "--val-episodes", "1", "--epochs", "1", "--batch-size", "16", "--warmup-epochs", "0",
+            "--no-progress", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    (out / "best.safetensors").unlink()
+    assert main(args) == 0            # one epoch: the final epoch is the best, so last.safetensors stands in
+    text = capsys.readouterr().out
+    assert "was missing; the final epoch was the best" in text and (out / "best.safetensors").is_file()
+    (out / "best.safetensors").unlink()
+    (out / "last.safetensors").unlink()
+    assert main(args) == 2            # before: "done ... checkpoint best.safetensors", exit 0
+    one_line(capsys, "best.safetensors is missing", "--restart")
+    assert main(args + ["--restart"]) == 0 and (out / "best.safetensors").is_file()
+    capsys.readouterr()
+    state = out / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:50])
+    assert main(args) == 2            # before: a safetensors traceback
+    one_line(capsys, str(state), "--restart")
+    state.write_text("{}")
+    assert main(args) == 2
+    one_line(capsys, str(state), "--restart")
+
+
+def test_device_and_nproc_are_checked_before_any_work(tmp_path, capsys):
+    data = str(write_png_folder(tmp_path / "data", classes=10, per_class=4))
+    common = ["--model", "tiny-test", "--data", data, "--resolution", "32", "--no-progress"]
+    if not torch.cuda.is_available():
+        assert main(["metatrain", *common, "--device", "cuda", "--out", str(tmp_path / "m")]) == 2
+        one_line(capsys, "--device cuda", "no CUDA GPU", "--device cpu")
+    assert main(["metatrain", *common, "--device", "cuda:99", "--out", str(tmp_path / "m")]) == 2
+    one_line(capsys, "--device cuda:99")
+    assert main(["pretrain", *common, "--device", "toaster", "--out", str(tmp_path / "p")]) == 2
+    one_line(capsys, "--device 'toaster'")
+    assert main(["metatrain", *common, "--nproc", "0", "--out", str(tmp_path / "m")]) == 2
+    one_line(capsys, "--nproc must be at least 1")
+    assert main(["distill", "--student", "tiny-test", "--nproc", "0", "--out", str(tmp_path / "d")]) == 2
+    one_line(capsys, "--nproc must be at least 1")            # before: ZeroDivisionError
+    assert not any((tmp_path / n).exists() for n in ("m", "p", "d"))

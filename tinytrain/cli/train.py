@@ -79,10 +79,41 @@ def _config_from_args(cls, args, stage: str):
     return config, out
 
 
+def _check_run_flags(args) -> None:
+    """--device and --nproc, checked before any data or model is touched: a device this machine lacks, or
+    fewer than one process, is a one-line error naming the flag."""
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        raise UserError(f"--nproc must be at least 1 (got {nproc}); 1 trains in this process")
+    name = getattr(args, "device", None)
+    if name is None or name == "auto":
+        return
+    import torch
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu "
+                            "(or auto)")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError(f"--device {name}: Apple's MPS is not available here; use --device cpu (or auto)")
+    elif device.type != "cpu":
+        raise UserError(f"--device {name!r}: training runs on auto, cpu, cuda or cuda:N")
+
+
 def _report(result, out: Path) -> int:
     if not result.completed:
         print(f"stopped at step {result.step}/{result.total_steps}; the same command resumes it ({out})")
         return 0
+    if not (out / "best.safetensors").is_file():     # deleted after the run finished: never claim it
+        from ..fewshot.rundir import RunDir
+        RunDir(out).missing_best()
     best = "n/a" if result.best_val is None else f"{100 * result.best_val:.2f} %"
     print(f"done: {result.step} steps; best validation accuracy {best}; checkpoint {out / 'best.safetensors'}")
     return 0
@@ -90,6 +121,7 @@ def _report(result, out: Path) -> int:
 
 def cmd_pretrain(args) -> int:
     from ..fewshot.pretrain import PretrainConfig, run_pretrain
+    _check_run_flags(args)
     config, out = _config_from_args(PretrainConfig, args, "pretrain")
     result = run_pretrain(config, out, restart=args.restart, stop_at_step=args.max_steps,
                           progress=not args.no_progress)
@@ -129,6 +161,7 @@ def _run_stage(config, out: Path, args, worker, run, from_log):
 def cmd_metatrain(args) -> int:
     from ..fewshot.distributed import exit_rank
     from ..fewshot.metatrain import MetaTrainConfig, TrainResult, run_metatrain
+    _check_run_flags(args)
     config, out = _config_from_args(MetaTrainConfig, args, "metatrain")
     config.check()
     if config.nproc > 1 and config.batch_episodes % config.nproc:
@@ -316,6 +349,7 @@ def _distill_report(result, out: Path) -> int:
 def cmd_distill(args) -> int:
     from ..fewshot.distill import TrainResult, export_features, run_distill
     from ..fewshot.distributed import exit_rank
+    _check_run_flags(args)
     config, out = _distill_config(args)
     if args.export and Path(args.export).exists() and not args.restart:
         raise UserError(f"--export {args.export} exists; choose another file or delete it")

@@ -148,6 +148,8 @@ def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: Epis
         save_state()
     if bar is not None:
         bar.close()
+    if step >= total and not run.best_path.is_file():     # finished, then best.safetensors was deleted
+        print(f"note: {run.missing_best(best, restore=True)}")
     return TrainResult(Path(out), step, total, best, history)
 
 

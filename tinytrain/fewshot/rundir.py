@@ -74,7 +74,7 @@ class RunDir:
                 p.unlink(missing_ok=True)
         state = None
         if self.state_path.is_file():
-            old = json.loads(self.config_path.read_text()) if self.config_path.is_file() else {}
+            old = self.read_config() if self.config_path.is_file() else {}
             old = {**run_config.defaults(), **old}
             diff = sorted(k for k in set(old) | set(config)
                           if k not in OPERATIONAL_FIELDS and old.get(k) != config.get(k))
@@ -83,12 +83,57 @@ class RunDir:
                 raise ValueError(f"{self.path} holds an unfinished run with a different config "
                                  f"({k}: {old.get(k)!r} there, {config.get(k)!r} now); pass another --out, "
                                  "the same options to resume, or --restart to discard it")
-            state = load_state(self.state_path)
+            state = self.load_state()
             if write:
                 self.truncate_log(state["step"])
         if write:
             self.config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         return state
+
+    def read_config(self) -> dict:
+        try:
+            d = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{self.config_path} is not valid JSON ({exc}); restore it, or pass --restart to "
+                             "discard the unfinished run") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{self.config_path} must hold a JSON object; restore it, or pass --restart")
+        return d
+
+    def load_state(self) -> dict:
+        """The resumable state; a truncated or foreign file is a one-line ValueError naming it."""
+        try:
+            state = load_state(self.state_path)
+        except ValueError:
+            raise
+        except Exception as exc:      # safetensors' own errors (a truncated header, a bad length): not a traceback
+            raise ValueError(f"{self.state_path} is damaged ({type(exc).__name__}: {str(exc).strip()[:120]}); pass "
+                             "--restart to discard the unfinished run, or restore the file") from None
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError(f"{self.state_path} is not a complete training state (no step count); pass --restart "
+                             "to discard the unfinished run, or restore the file")
+        return state
+
+    def missing_best(self, best_val: float | None = None, restore: bool = False) -> str:
+        """A finished run without best.safetensors (deleted afterwards). With `restore`, where the final
+        epoch was the best (or there was no validation), last.safetensors is that checkpoint: copy it back
+        and return a note; otherwise a ValueError says so, naming what to do (never 'done ... best')."""
+        if restore and self.last_path.is_file():
+            from ..models.weights import read_checkpoint_header
+            try:
+                last_val = (read_checkpoint_header(self.last_path).get("meta") or {}).get("val_acc")
+            except Exception:       # noqa: BLE001 - an unreadable last.safetensors cannot stand in
+                last_val = "unreadable"
+            if best_val is None and last_val is None or (best_val is not None and last_val == best_val):
+                import shutil
+                tmp = self.best_path.with_name(".best.safetensors.tmp")
+                shutil.copyfile(self.last_path, tmp)
+                tmp.replace(self.best_path)
+                return (f"{self.best_path} was missing; the final epoch was the best, so it was restored from "
+                        f"{self.last_path.name}")
+        raise ValueError(f"{self.path} holds a finished run, but its best.safetensors is missing (deleted?); restore "
+                         f"it, use {self.last_path.name} (the final epoch's weights) if that will do, or pass --restart "
+                         "to train again")
 
     def save_state(self, state: dict) -> None:
         save_state(self.state_path, state)
