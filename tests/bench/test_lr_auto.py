@@ -177,7 +177,7 @@ def test_variant_lr_own_searches_each_variant_with_its_options(small_pocket, tmp
     """--variant-lr own: a --variant column gets its own rate, searched on the same held-out episodes with its
     own options; without it the column trains at its method's rate."""
     monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
-    spec = "tinytrain[proto_grad=true]"
+    spec = "tinytrain[crossed_biases=false]"
     base = dict(model="tiny-test", checkpoint="random", domains=["pocket-digits"], tasks=2, resolution=32,
                 iterations=2, lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, memory_budget=60_000,
                 compute_budget=1.0, episodes=EpisodeShape("fixed", 3, 2, 2))

@@ -128,7 +128,7 @@ def test_adapt_option_changes_tinytrains_selection(folders, tmp_path, capsys):
     (`fisher-mass`) trains a Fisher-chosen share of channels; an unknown option is refused by name."""
     support, _ = folders
     argv = ["adapt", *TINY, "--support", str(support), "--method", "tinytrain", "--memory-budget", "64KB",
-            "--compute-budget", "60%", "--iterations", "1", "--json"]
+            "--compute-budget", "60%", "--iterations", "1", "--json", "--option", "crossed_biases=false"]
     default = run_json(capsys, argv)["plan"]
     largest = run_json(capsys, argv + ["--option", "ratio_policy=largest", "--option", "stop_rule=first"])["plan"]
     assert default != largest

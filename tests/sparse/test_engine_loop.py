@@ -203,7 +203,8 @@ def test_redraw_trains_more_channels_than_any_one_iteration_holds():
     bb = _model()
     x, y = _task(n_per_class=3, res=32, dtype=torch.float32)
     cfg = AdaptConfig(iterations=6, lr=1e-2, seed=0, memory_budget=64 * 1024, compute_budget=0.6,
-                      options={"channel_choice": "redraw", "ratio_policy": "largest", "channel_ratios": [0.25]})
+                      options={"channel_choice": "redraw", "ratio_policy": "largest", "channel_ratios": [0.25],
+                               "crossed_biases": False})
     method = make_method("tinytrain", bb, cfg, CosineClassifier())
     pred = method.fit(x, y)
     rows = method.report.plan
