@@ -57,7 +57,8 @@ class TinyTrainOptions(MethodOptions):
     stop_rule: Literal["first", "skip"] = option(
         "skip", "skip: keep walking past a layer that fits at no ratio; first: stop there once one is placed")
     candidates: Literal["last6", "all"] = option(
-        "last6", "layers the Fisher pass inspects: the last 6 blocks (+ feature-mix) or all")
+        "all", "layers the Fisher pass inspects: all (default since the ImageNet-regime validation: the same plans "
+               "at 15 % compute, +1.8 points at SparseUpdate's budgets) or the last 6 blocks (+ feature-mix)")
     channel_ratios: tuple[float, ...] = option(
         (1.0, 0.5, 0.25, 0.125), "ratios tried per layer, largest that fits first", low=0.0, low_open=True, high=1.0)
     ratio_policy: Literal["fisher-mass", "largest"] = option(
