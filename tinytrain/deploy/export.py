@@ -16,7 +16,6 @@ TensorRT >= 7, OpenVINO and the TFLite converters load.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -29,6 +28,7 @@ from torch import nn
 
 from ..jsonfile import give_normal_mode, write_json_atomic
 from ..models.backbone import Backbone
+from ..models.weights import sha256_of
 from .adapted import AdaptedModel
 from .outputs import check_output_file, missing_parents, remove_made_dirs
 
@@ -136,14 +136,6 @@ def _journal(path: Path) -> Path:
     return path.with_name(f".{path.name}.export-pending.json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def recover_interrupted_export(path: str | Path) -> tuple[str | None, bool]:
     """Finish or undo an export to `path` that was killed between its renames (see above). Returns (a note
     saying what was done, or None when there was nothing to recover; whether FILE and FILE.json are that
@@ -166,7 +158,7 @@ def recover_interrupted_export(path: str | Path) -> tuple[str | None, bool]:
 
     graph_tmp, side_tmp = leftover("graph_tmp"), leftover("sidecar_tmp")
     side = path.with_name(path.name + ".json")
-    placed = path.is_file() and info.get("graph_sha256") == _sha256(path)
+    placed = path.is_file() and info.get("graph_sha256") == sha256_of(path)
     if placed:
         if side_tmp is not None and side_tmp.is_file():
             os.replace(side_tmp, side)
@@ -212,7 +204,7 @@ def _write_pair(path: Path, write_graph, side_data: dict) -> None:
         side_tmp.write_text(json.dumps(side_data, indent=1) + "\n", encoding="utf-8")
         for t in tmps:
             give_normal_mode(t)
-        write_json_atomic(journal, {"graph_sha256": _sha256(graph_tmp), "graph_tmp": graph_tmp.name,
+        write_json_atomic(journal, {"graph_sha256": sha256_of(graph_tmp), "graph_tmp": graph_tmp.name,
                                     "sidecar_tmp": side_tmp.name})
         os.replace(graph_tmp, path)
         os.replace(side_tmp, side)
