@@ -262,10 +262,6 @@ def to_backbone(qm: QuantisedModel, bn_scale: str = "rms") -> Backbone:
     return backbone.eval()
 
 
-def is_quantised_file(path: str | Path) -> bool:
-    return Path(path).suffix == ".pkl"
-
-
 def load_quantised(model: str, path: str | Path, bn_scale: str = "rms") -> Backbone:
     """`--model MODEL --checkpoint PATH.pkl`: the file must describe `model` (a feature-mix zoo model given
     a file without one is refused and pointed to its `-nomix` entry)."""
