@@ -55,23 +55,21 @@ def cmd_import(args) -> int:
     """A tiny-training int8 `.pkl` -> a float tinytrain checkpoint (for users who want a local copy)."""
     from pathlib import Path
 
-    from ..models.mit_int8 import read_quantised, to_backbone
+    from ..models.mit_int8 import check_model, checkpoint_meta, read_quantised, to_backbone
     from ..models.weights import save_checkpoint
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out {out}: name the file *.safetensors (it is a tinytrain checkpoint)")
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"--out {out} exists; pass --overwrite to replace it, or choose another name")
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; name a .safetensors file")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out {out} exists; pass --overwrite to replace it, or choose another name")
     qm = read_quantised(args.file)
-    if args.model and args.model != qm.spec.name:
-        from ..models.mit_int8 import load_quantised
-        load_quantised(args.model, args.file)            # raises the message that names the right --model
+    if args.model:
+        check_model(args.model, qm)
     backbone = to_backbone(qm, args.bn_scale)
-    meta = {"resolution": 128, "imported_from": Path(args.file).name, "bn_scale": args.bn_scale,
-            "source": "MIT tiny-training int8 ImageNet model (MIT licence), dequantised by `tinytrain import`"}
+    meta = checkpoint_meta(args.file, args.bn_scale)
     save_checkpoint(out, backbone, meta)
     print(f"{qm.spec.name}: {len(qm.convs)} convs + 1000-way classifier, input normalisation [-1, 1] "
           f"(mean/std 0.5), BN scale {args.bn_scale} -> {out}")

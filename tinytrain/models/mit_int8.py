@@ -30,6 +30,7 @@ from .specs import ZOO, ArchSpec, BlockSpec, conv_layers
 # [-1, 1] input: (x - 0.5) / 0.5 (the first conv's x_scale is 1/127.5 with zero point 0)
 MIT_INPUT_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 BN_SCALES = ("rms", "folded")
+RESOLUTION = 128        # the input size the three files were trained and quantised at
 _EXPECT = ("a tiny-training int8 model (.pkl from mit-han-lab/tiny-training, algorithm/assets/mcu_models/: "
            "mcunet-5fps.pkl, mbv2-w0.35.pkl or proxyless-w0.3.pkl)")
 
@@ -262,13 +263,25 @@ def to_backbone(qm: QuantisedModel, bn_scale: str = "rms") -> Backbone:
     return backbone.eval()
 
 
+def check_model(model: str, qm: QuantisedModel) -> None:
+    """Refuse a file that does not describe `model` (a feature-mix zoo model given a file without one is
+    pointed to its `-nomix` entry)."""
+    if model == qm.spec.name:
+        return
+    if ZOO.get(model) is not None and f"{model}-nomix" == qm.spec.name:
+        raise ValueError(f"{qm.source} holds {model} without its final feature-mix conv (tiny-training's variant); "
+                         f"pass --model {qm.spec.name} (loading it into {model} would need a random feature-mix)")
+    raise ValueError(f"{qm.source} holds the weights of {qm.spec.name}, not {model}; pass --model {qm.spec.name}")
+
+
+def checkpoint_meta(path: str | Path, bn_scale: str) -> dict:
+    """The metadata a backbone from such a file carries (its resolution is the files' 128 px)."""
+    return {"resolution": RESOLUTION, "imported_from": Path(path).name, "bn_scale": bn_scale,
+            "source": "MIT tiny-training int8 ImageNet model (MIT licence), dequantised by tinytrain"}
+
+
 def load_quantised(model: str, path: str | Path, bn_scale: str = "rms") -> Backbone:
-    """`--model MODEL --checkpoint PATH.pkl`: the file must describe `model` (a feature-mix zoo model given
-    a file without one is refused and pointed to its `-nomix` entry)."""
+    """`--model MODEL --checkpoint PATH.pkl`: the float backbone of a file that describes `model`."""
     qm = read_quantised(path)
-    if model != qm.spec.name:
-        if ZOO.get(model) is not None and f"{model}-nomix" == qm.spec.name:
-            raise ValueError(f"{path} holds {model} without its final feature-mix conv (tiny-training's variant); "
-                             f"pass --model {qm.spec.name} (loading it into {model} would need a random feature-mix)")
-        raise ValueError(f"{path} holds the weights of {qm.spec.name}, not {model}; pass --model {qm.spec.name}")
+    check_model(model, qm)
     return to_backbone(qm, bn_scale)

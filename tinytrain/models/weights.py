@@ -335,10 +335,9 @@ def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backb
                                     f"{', '.join(have) or 'none'}); pass a file path, 'random', or train one with "
                                     "`tinytrain metatrain`")
     if path.suffix == ".pkl":      # MIT tiny-training's int8 ImageNet models, dequantised (models/mit_int8.py)
-        from .mit_int8 import load_quantised
+        from .mit_int8 import checkpoint_meta, load_quantised
 
-        return load_quantised(model, path), {"checkpoint": str(path), "resolution": 128,
-                                             "source": "mit-tiny-training int8 (dequantised, bn_scale rms)"}
+        return load_quantised(model, path), checkpoint_meta(path, "rms") | {"checkpoint": str(path)}
     if path.suffix in (".pth", ".pt", ".bin", ".tar", ".ckpt"):
         return load_mit_checkpoint(model, path), {"checkpoint": str(path)}
     backbone, meta = load_checkpoint(path, expect_model=model)
