@@ -187,8 +187,7 @@ def test_reselect_keeps_the_engine_equal_to_its_backbone():
     with torch.no_grad():
         for p in eng.trainable_parameters():
             p.add_(0.1)
-    eng.reselect(7, (5, 2, 9))
-    eng.reselect(9, (0, 11))
+    eng.reselect({7: (5, 2, 9), 9: (0, 11)})
     with torch.no_grad():
         out = eng(x)
         assert torch.allclose(out, eng.backbone(x), atol=1e-12)   # the old slices were written back first
@@ -196,7 +195,7 @@ def test_reselect_keeps_the_engine_equal_to_its_backbone():
         assert torch.equal(eng.weight_params["7"], w7[[2, 5, 9]])
         assert torch.allclose(w7[[0, 1]], bb.conv_modules()[7].conv.weight[[0, 1]] + 0.1)
     with pytest.raises(ValueError, match="3 distinct channels"):
-        eng.reselect(7, (1, 1, 2))
+        eng.reselect({7: (1, 1, 2)})
 
 
 def test_redraw_trains_more_channels_than_any_one_iteration_holds():

@@ -255,12 +255,12 @@ class TinyTrainMethod(TrainedMethod):
         same costs), their optimizer state started afresh."""
         gen = torch.Generator().manual_seed(int(self.config.seed) + 1)
 
+        partial = [c for c in chosen if len(c.channels) < c.channels_total]
+
         def after_step(optimizer) -> None:
-            for c in chosen:
-                if len(c.channels) == c.channels_total:
-                    continue
-                new = torch.randperm(c.channels_total, generator=gen)[:len(c.channels)].tolist()
-                engine.reselect(c.index, tuple(new))
+            engine.reselect({c.index: tuple(torch.randperm(c.channels_total, generator=gen)[:len(c.channels)].tolist())
+                             for c in partial})
+            for c in partial:
                 optimizer.state.pop(engine.weight_params[str(c.index)], None)
         return after_step
 

@@ -414,22 +414,24 @@ class SparseEngine(nn.Module):
             self.mods[b].bn.bias.copy_(self._bias0[b] + (p - self._shift[b]))
 
     @torch.no_grad()
-    def reselect(self, i: int, channels: tuple[int, ...]) -> None:
-        """Train other channels of layer `i` from now on, as many as before (a dynamic channel choice such as
-        TraDy's): the current slice is written back into the backbone, the trainable tensor takes the new
-        channels' weights. Its optimizer state belongs to the old channels: the caller resets it."""
-        old = self.sel[i]
-        channels = tuple(sorted(int(c) for c in channels))
-        if len(channels) != len(old.channels) or len(set(channels)) != len(channels):
-            raise ValueError(f"layer {i}: reselect needs {len(old.channels)} distinct channels")
+    def reselect(self, new: dict[int, tuple[int, ...]]) -> None:
+        """Train other channels of the layers in `new` from now on, as many per layer as before (a dynamic
+        channel choice such as TraDy's): the current slices are written back into the backbone (once), each
+        trainable tensor takes its new channels' weights. Their optimizer state belongs to the old channels:
+        the caller resets it."""
+        for i, channels in new.items():
+            if len(set(channels)) != len(channels) or len(channels) != len(self.sel[i].channels):
+                raise ValueError(f"layer {i}: reselect needs {len(self.sel[i].channels)} distinct channels")
         self.sync()
-        self.sel[i] = LayerSelection(i, channels, old.axis)
-        self.sel_index[i] = torch.tensor(channels, dtype=torch.long)
-        self.weight_params[str(i)].copy_(self._slice(i))
-        self._work[i] = self._fold(i)
-        if self._rows(i) and not self._full[i]:
-            self._row_scale[i] = self._scale[i].index_select(0, self.sel_index[i])
-        self._work_version.pop(i, None)
+        for i, channels in new.items():
+            channels = tuple(sorted(int(c) for c in channels))
+            self.sel[i] = LayerSelection(i, channels, self.sel[i].axis)
+            self.sel_index[i] = torch.tensor(channels, dtype=torch.long)
+            self.weight_params[str(i)].copy_(self._slice(i))
+            self._work[i] = self._fold(i)
+            if self._rows(i) and not self._full[i]:
+                self._row_scale[i] = self._scale[i].index_select(0, self.sel_index[i])
+            self._work_version.pop(i, None)
 
     # -- forward ---------------------------------------------------------------------------
     def _layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
