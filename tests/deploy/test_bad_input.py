@@ -21,11 +21,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from tinytrain.cli import main
-from tinytrain.deploy.adapted import AdaptedModel, load_adapted, save_adapted
-from tinytrain.deploy.images import load_images, normalisation, open_rgb
-from tinytrain.methods.base import Predictor
+from tinytrain.deploy.adapted import load_adapted
+from tinytrain.deploy.images import load_images, open_rgb
 from tinytrain.models.backbone import build_backbone
-from tinytrain.models.head import CosineClassifier
 from tinytrain.models.weights import save_checkpoint
 
 from .conftest import write_folder
@@ -86,21 +84,6 @@ def png16(path: Path, array: np.ndarray) -> Path:
 
 class Pickled:      # a pickled object in a .pth file must never be unpickled
     pass
-
-
-@pytest.fixture
-def support(tmp_path) -> Path:
-    return write_folder(tmp_path / "support", 3)
-
-
-@pytest.fixture
-def saved(tmp_path) -> Path:
-    """A saved tiny-test model (no training: the format is what matters here)."""
-    torch.manual_seed(0)
-    backbone = build_backbone("tiny-test").eval()
-    adapted = AdaptedModel(Predictor(backbone, torch.randn(3, backbone.feature_dim), CosineClassifier()),
-                           "tiny-test", 32, ["blue", "green", "red"], normalisation(), "none", {"method": "none"})
-    return save_adapted(tmp_path / "saved", adapted)
 
 
 # --- unreadable checkpoints and saved models -------------------------------------------------------------

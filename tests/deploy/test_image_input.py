@@ -25,7 +25,7 @@ from tinytrain.deploy.adapted import load_adapted
 from tinytrain.deploy.images import (as_image_batch, collect_image_paths, load_class_folder, load_images,
                                      load_images_skipping, open_rgb, parse_background)
 
-from .test_bad_input import TINY, fails, ok, png_header, saved, support  # noqa: F401  (fixtures)
+from .test_bad_input import TINY, fails, ok, png_header
 
 R = 32
 

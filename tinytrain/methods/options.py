@@ -40,6 +40,7 @@ NONE_WORDS = ("none", "null")
 BOOL_WORDS = "true/false, yes/no, on/off or 1/0"
 
 LR_CANDIDATES = (1e-4, 1e-3, 1e-2)
+MAX_ITERATIONS = 100_000    # as deploy.session.MAX_ITERATIONS (this module imports neither)
 # What the support cache and the augmentation pool may hold when no budget is given: a host default
 # (ours), far above what a 25-image task needs at 128 px (MCUNet: 300 KiB per copy of the support set).
 DEFAULT_CACHE_BUDGET = 64 * 1024 * 1024
@@ -101,7 +102,10 @@ def _to_number(value, integer: bool):
                 raise _Reject
             value = int(value)
         return value
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:       # an integer beyond the float range (300+ digits): not a finite number
+        raise _Reject from None
 
 
 def _in_range(value, meta) -> None:
@@ -137,8 +141,8 @@ def _convert(value, tp, meta):
         return number
     if tp is str:
         if _is_text(value) or isinstance(value, os.PathLike):
-            text = os.fspath(value)
-            if not text.strip():
+            text = os.fspath(value).strip()     # as `KEY=VALUE` text is read, so that to_items() parses back
+            if not text:
                 raise _Reject
             return text
         raise _Reject
@@ -243,7 +247,8 @@ class MethodOptions:
     lr_candidates: tuple[float, ...] = option(
         LR_CANDIDATES, "rates tried when AdaptConfig.lr is None (chosen on a split of the support set)", low=0.0)
     lr_search_iterations: int | None = option(
-        None, "iterations of each trial of the rate search; none = AdaptConfig.iterations", low=0)
+        None, "iterations of each trial of the rate search; none = AdaptConfig.iterations", low=0,
+        high=MAX_ITERATIONS)
     augment_p: float = option(0.9, "probability that a pseudo-query chunk is augmented (one draw per chunk, as P>M>F)",
                                low=0.0, high=1.0)
     proto_grad: bool = option(False, "the loss also reaches the weights through the support prototypes (P>M>F)")
@@ -287,8 +292,8 @@ class MethodOptions:
                              f"{', '.join(cls.keys())}")
         unknown = sorted(set(source) - set(cls.keys()))
         if unknown:
-            raise ValueError(f"{prefix}unknown {cls.method} option(s) {', '.join(unknown)}; valid keys: "
-                             f"{', '.join(cls.keys())}")
+            shown = ", ".join(k if k.isprintable() else repr(k) for k in unknown)   # one line, whatever the key
+            raise ValueError(f"{prefix}unknown {cls.method} option(s) {shown}; valid keys: {', '.join(cls.keys())}")
         try:
             return cls(**source)
         except ValueError as exc:
