@@ -57,7 +57,7 @@ def parse_compute_budget(text: str | int | float) -> float | int:
     if not math.isfinite(value):
         raise ValueError(f"compute budget {text!r} is not a finite number; write e.g. '15%', '0.15' or '6.5M' (MACs)")
     if unit == "%":
-        if not 0 < value <= 100:
+        if not 0 < value <= 100 or value / 100 == 0:       # 1e-322 % is 0.0 as a share
             raise ValueError(f"a percentage compute budget must be in (0, 100] (got {text!r})")
         return value / 100
     if unit.endswith("macs"):
@@ -71,7 +71,10 @@ def parse_compute_budget(text: str | int | float) -> float | int:
     if value * _MAC_UNITS[unit] > MAX_MACS:
         raise ValueError(f"compute budget {text!r} is over {MAX_MACS:.0e} MACs, more than any adaptation needs; "
                          "write e.g. '15%' or '6.5M'")
-    return int(round(value * _MAC_UNITS[unit]))
+    macs = int(round(value * _MAC_UNITS[unit]))
+    if macs < 1:        # e.g. '0.0004k': never a budget of 0 MACs
+        raise ValueError(f"compute budget {text!r} is less than one MAC; write e.g. '15%' or '6.5M'")
+    return macs
 
 
 def format_bytes(n: int | float, digits: int = 3, largest: str = "GiB") -> str:
