@@ -16,7 +16,8 @@ AXIS = {"out": 0, "in": 1}
 
 class Slice(ctypes.Structure):
     _fields_ = [("axis", ctypes.c_int), ("n", ctypes.c_int), ("sel", ctypes.POINTER(ctypes.c_uint16)),
-                ("slot", ctypes.POINTER(ctypes.c_int16)), ("w", FP)]
+                ("slot", ctypes.POINTER(ctypes.c_int16)), ("w", FP),
+                ("q", ctypes.POINTER(ctypes.c_int8)), ("q_scale", FP)]
 
 
 def ptr(a: np.ndarray):

@@ -13,6 +13,11 @@ def register(sub) -> None:
                    help="output file (a FILE.json sidecar is written too); a directory for --format c")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13, loads in most runtimes)")
     p.add_argument("--device", help="with --format c: refuse an arena larger than this device profile's memory budget")
+    p.add_argument("--precision", choices=("float32", "int8"), default=None,
+                   help="with --format c: int8 runs the frozen layers in int8 and keeps every frozen weight in int8 "
+                        "(default float32); needs --calibration DIR, the support images (docs/mcu.md)")
+    p.add_argument("--calibration", metavar="DIR", help="with --precision int8: images whose activation ranges set "
+                   "the int8 scales (the support images, at least two)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing FILE and FILE.json; with --format c, an earlier C export in --out "
                         "(refused while that folder holds other files)")
@@ -20,6 +25,8 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
+    if args.format != "c" and (args.precision or args.calibration):
+        raise ValueError("--precision and --calibration are for --format c")
     if args.format == "c":
         from ..mcu.export import run_export_c
         return run_export_c(args)

@@ -124,17 +124,22 @@ class _Op:
     groups: int = 1
     residual_elems: int = 0
     branch: bool = False
+    nbytes: int = BYTES      # bytes per element (1 in an int8 prefix)
 
     @property
     def tmp_bytes(self) -> int:
         if self.kind == "conv":
-            return BYTES * (self.in_elems + self.out_elems // self.groups)
+            return self.nbytes * (self.in_elems + self.out_elems // self.groups)
         if self.kind in ("bn", "act"):
-            return BYTES * self.in_elems
+            return self.nbytes * self.in_elems
+        if self.kind == "dequant":       # int8 in, fp32 out
+            return self.in_elems + BYTES * self.out_elems
         return 0
 
 
-def _timeline(spec: ArchSpec, resolution: int | None, with_branches: bool) -> list[_Op]:
+def _timeline(spec: ArchSpec, resolution: int | None, with_branches: bool, n_int8: int = 0) -> list[_Op]:
+    """The forward ops; with `n_int8` the layers below it are int8 (1 byte per element) and a dequant op
+    takes the prefix's output to fp32 before layer `n_int8`."""
     layers = conv_layers(spec, resolution)
     branches = {br.block: br for br in lite_residual_branches(spec, resolution)} if with_branches else {}
     ops: list[_Op] = []
@@ -142,10 +147,13 @@ def _timeline(spec: ArchSpec, resolution: int | None, with_branches: bool) -> li
         res = 0
         if 0 <= l.block < len(spec.blocks) and spec.blocks[l.block].residual:
             res = next(x for x in layers if x.block == l.block).input_elems
-        ops.append(_Op("conv", l.index, l.block, l.input_elems, l.output_elems, l.groups, res))
-        ops.append(_Op("bn", l.index, l.block, l.output_elems, l.output_elems, 1, res))
+        nb = 1 if i < n_int8 else BYTES
+        if n_int8 and i == n_int8:
+            ops.append(_Op("dequant", -1, l.block, l.input_elems, l.input_elems))
+        ops.append(_Op("conv", l.index, l.block, l.input_elems, l.output_elems, l.groups, res, nbytes=nb))
+        ops.append(_Op("bn", l.index, l.block, l.output_elems, l.output_elems, 1, res, nbytes=nb))
         if _has_act(l):
-            ops.append(_Op("act", l.index, l.block, l.output_elems, l.output_elems, 1, res))
+            ops.append(_Op("act", l.index, l.block, l.output_elems, l.output_elems, 1, res, nbytes=nb))
         block_ends = l.block >= 0 and (i + 1 == len(layers) or layers[i + 1].block != l.block)
         if block_ends and l.block in branches:
             br = branches[l.block]
@@ -167,7 +175,7 @@ def _peak(ops: list[_Op], saved: Callable[[int, _Op], float]) -> float:
     acc = 0.0
     peak = 0.0
     for pos, op in enumerate(ops):
-        peak = max(peak, op.tmp_bytes + BYTES * op.residual_elems + acc)
+        peak = max(peak, op.tmp_bytes + op.nbytes * op.residual_elems + acc)
         acc += saved(pos, op)
     return peak
 
@@ -214,10 +222,28 @@ def _check_plan(spec: ArchSpec, plan: UpdatePlan, layers: list[ConvLayer]) -> No
         raise ValueError(f"plan names layer(s) {bad} but {spec.name} has conv layers 0..{n - 1}")
 
 
-class CostModel:
-    """Costs of one backbone at one resolution; build once, query many plans cheaply (greedy selection)."""
+PRECISIONS = ("float32", "int8")
 
-    def __init__(self, spec: ArchSpec | str, resolution: int | None = None):
+
+def int8_prefix_layers(layers: list[ConvLayer], earliest: int) -> int:
+    """Layers of an int8 export's int8 prefix: every stage below the block holding `earliest`."""
+    block = layers[earliest].block
+    return min(l.index for l in layers if l.block == block)
+
+
+class CostModel:
+    """Costs of one backbone at one resolution; build once, query many plans cheaply (greedy selection).
+
+    `precision="int8"` prices an int8 deployment (`tinytrain export --format c --precision int8`): the
+    frozen stages below the block of a plan's earliest trained layer hold int8 activations (1 byte), the
+    rest fp32; Table-2 activation memory (`sparse_activation_bytes`, `sparse_memory_bytes`) then walks
+    those sizes. Trained weights, gradients and optimizer state stay fp32."""
+
+    def __init__(self, spec: ArchSpec | str, resolution: int | None = None, precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        self.precision = precision
+        self._walks: dict[int, tuple[list[_Op], dict[int, int], dict[int, int]]] = {}
         self.spec = get_spec(spec) if isinstance(spec, str) else spec
         self.resolution = resolution or self.spec.resolution
         self.layers = conv_layers(self.spec, self.resolution)
@@ -243,10 +269,13 @@ class CostModel:
             wfrac, sfrac = _channel_fraction(self.layers[u.index], u)
             if wfrac > 0:
                 save_in[u.index] = sfrac
-        starts = [self._conv_pos[i] for i in save_in] + [self._bn_pos[i] for i in bias_layers]
-        starts += [self._bn_pos[u.index] for u in updates if u.index not in save_in]
-        if not starts:
+        bias_layers = list(bias_layers)
+        trained = [u.index for u in updates] + bias_layers
+        if not trained:
             return self.peak_buffer_walk()
+        ops, conv_pos, bn_pos = self._walk(min(trained))
+        starts = [conv_pos[i] for i in save_in] + [bn_pos[i] for i in bias_layers]
+        starts += [bn_pos[u.index] for u in updates if u.index not in save_in]
         first = min(starts)
 
         def saved(pos: int, op: _Op) -> float:
@@ -256,7 +285,19 @@ class CostModel:
                 return op.in_elems * SPARSE_RELU_BITS / 8
             return 0.0
 
-        return int(round(_peak(self._ops, saved)))
+        return int(round(_peak(ops, saved)))
+
+    def _walk(self, earliest: int) -> tuple[list[_Op], dict[int, int], dict[int, int]]:
+        """(ops, conv op positions, BN op positions) of a plan whose earliest trained layer is `earliest`:
+        the fp32 walk, or with precision int8 the walk with the int8 prefix below its block."""
+        if self.precision != "int8":
+            return self._ops, self._conv_pos, self._bn_pos
+        n8 = int8_prefix_layers(self.layers, earliest)
+        if n8 not in self._walks:
+            ops = _timeline(self.spec, self.resolution, False, n8)
+            self._walks[n8] = (ops, {op.layer: p for p, op in enumerate(ops) if op.kind == "conv"},
+                               {op.layer: p for p, op in enumerate(ops) if op.kind == "bn"})
+        return self._walks[n8]
 
     def peak_buffer_walk(self) -> int:
         """Peak of the forward walk with nothing saved (inference, residual inputs included)."""
@@ -437,8 +478,12 @@ class RuntimeArena:
         return asdict(self)
 
 
-def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int) -> RuntimeArena:
+def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int, precision: str = "float32") -> RuntimeArena:
     """The arena `tinytrain export --format c` needs for a sparse `plan` at batch 1, by this model's accounting.
+
+    With `precision="int8"` (`--precision int8`) the forward walk holds the int8 prefix's tensors at 1 byte
+    per element and counts the dequantisation of its output (int8 in, fp32 out), and the frame's
+    normalised copy is int8 (3 x R x R bytes); the backward walk, above the prefix, is unchanged.
 
     Working memory is the largest of three walks:
       * forward: the Table-2 activation walk (`CostModel.sparse_activation_bytes`): each conv's input and
@@ -457,7 +502,10 @@ def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int) -> RuntimeAr
     """
     if plan.kind != "sparse":
         raise ValueError(f"the C runtime runs sparse plans only (got a {plan.kind!r} plan)")
-    model = _model_for(get_spec(spec) if isinstance(spec, str) else spec, plan)
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    if plan.model != spec.name:
+        raise ValueError(f"the plan is for {plan.model!r} but the model is {spec.name!r}")
+    model = CostModel(spec, plan.resolution, precision)
     layers = model.layers
     bias_set = sorted(set(plan.bias_layers) | {u.index for u in plan.layers if u.ratio == 0 and not u.channels})
     weighted = {u.index: u for u in plan.layers if _channel_fraction(layers[u.index], u)[0] > 0}
@@ -490,7 +538,7 @@ def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int) -> RuntimeAr
         backward = max(backward, live)
 
     r = plan.resolution
-    frame = 3 * r * r + BYTES * 3 * r * r
+    frame = 3 * r * r + (1 if precision == "int8" else BYTES) * 3 * r * r
     m = OPTIMIZER_STATE[plan.optimizer]
     trained = BYTES * (1 + m) * (model.sparse_weights(weighted.values()) + sum(layers[i].cout for i in bias_set))
     d = model.spec.feature_dim

@@ -156,6 +156,7 @@ class BenchOutput(RunResult):
     reported_predictions: list[int] = field(default_factory=list)
     stack_bytes: int = -1
     heap_bytes: int = -1
+    prefix: dict[int, np.ndarray] = field(default_factory=dict)   # int8 exports: held-out image -> prefix output
 
     @property
     def instructions_per_tick(self) -> float:
@@ -195,6 +196,8 @@ def parse_output(text: str) -> BenchOutput:
             out.weights[int(rest[0])] = _floats(rest[1:])
         elif key == "shift":
             out.shifts[int(rest[0])] = _floats(rest[1:])
+        elif key == "prefix":
+            out.prefix[int(rest[0])] = np.frombuffer(bytes.fromhex(rest[1] if len(rest) > 1 else ""), dtype=np.int8)
         elif key == "stack_bytes":
             out.stack_bytes = int(rest[0])
         elif key == "heap_bytes":

@@ -36,6 +36,7 @@ from ..sparse.engine import EnginePlan
 from . import codegen
 from .memory import MemoryPlan, plan_memory
 from .network import ADAM_BETAS, ADAM_EPS, RuntimeNetwork, engine_plan_of, runtime_network
+from .quant import MIN_CALIBRATION_IMAGES, PRECISIONS, QuantisedNet, quantise
 
 FORMAT = "tinytrain-c-export"
 FORMAT_VERSION = 1
@@ -54,6 +55,15 @@ class CModel:
     memory: MemoryPlan
     predicted: RuntimeArena
     lr: float
+    quant: QuantisedNet | None = None      # int8 exports: the prefix's integers and the suffix's int8 weights
+
+    @property
+    def precision(self) -> str:
+        return self.network.precision
+
+    def trained_channels(self) -> dict[int, tuple[str, tuple[int, ...]]]:
+        """layer -> (axis, channels) of every layer with trained weights."""
+        return {l.index: (l.axis, l.channels) for l in self.network.layers if l.channels}
 
     @property
     def update_plan(self) -> UpdatePlan:
@@ -69,19 +79,46 @@ def runtime_sources() -> list[Path]:
     return files
 
 
-def prepare(model_dir: str | Path | AdaptedModel, lr: float | None = None) -> CModel:
-    """Load a saved model and check that the runtime covers it; plan its memory."""
+def check_precision(precision: str, calibration) -> None:
+    """Refuse an unknown precision, and an int8 export without a calibration set of two or more images."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision == "int8":
+        if calibration is None:
+            raise ValueError("--precision int8 needs calibration images for the activation ranges: give "
+                             "--calibration DIR (the support images, at least two)")
+        if len(calibration) < MIN_CALIBRATION_IMAGES:
+            raise ValueError(f"--calibration holds {len(calibration)} image; int8 calibration needs at least "
+                             f"{MIN_CALIBRATION_IMAGES} (one image's activation ranges do not represent the next): "
+                             "give the support images")
+
+
+def prepare(model_dir: str | Path | AdaptedModel, lr: float | None = None, precision: str = "float32",
+            calibration: np.ndarray | None = None) -> CModel:
+    """Load a saved model and check that the runtime covers it; plan its memory. An int8 export
+    (`precision="int8"`) calibrates its activation ranges on `calibration`, uint8 RGB frames
+    (N, R, R, 3) at the model's resolution (the support images; two or more)."""
+    check_precision(precision, calibration)
     adapted = model_dir if isinstance(model_dir, AdaptedModel) else load_adapted(model_dir)
     spec = adapted.predictor.backbone.spec
     eplan, optimizer = engine_plan_of(adapted.update_plan, spec, adapted.resolution)
-    net = runtime_network(spec, eplan, adapted.resolution, len(adapted.classes), optimizer)
+    net = runtime_network(spec, eplan, adapted.resolution, len(adapted.classes), optimizer, precision)
     if lr is None:
         lr = (adapted.report.get("extra") or {}).get("lr") or DEFAULT_LR
     if not lr > 0:
         raise ValueError(f"learning rate must be positive (got {lr})")
     memory = plan_memory(net)
-    predicted = runtime_arena(spec, UpdatePlan.from_dict(adapted.update_plan), net.n_classes)
-    return CModel(adapted, eplan, net, memory, predicted, float(lr))
+    predicted = runtime_arena(spec, UpdatePlan.from_dict(adapted.update_plan), net.n_classes, precision)
+    qn = None
+    if precision == "int8":
+        from .reference import to_input
+
+        if calibration.dtype != np.uint8 or calibration.shape[1:] != (adapted.resolution, adapted.resolution, 3):
+            raise ValueError(f"calibration images must be uint8 RGB frames of {adapted.resolution} x "
+                             f"{adapted.resolution} x 3 (got {calibration.dtype} {tuple(calibration.shape[1:])})")
+        qn = quantise(adapted.predictor.backbone, c_normalisation(adapted), to_input(calibration), net.n_int8,
+                      adapted.resolution)
+    return CModel(adapted, eplan, net, memory, predicted, float(lr), qn)
 
 
 def check_device(cm: CModel, device: str | None, devices_file: str | None = None) -> None:
@@ -130,12 +167,31 @@ def model_source(cm: CModel) -> str:
            f"arena {mem.arena_bytes} bytes. */\n",
            '#include "tt_model.h"\n\n']
     rows = []
+    qn = cm.quant
+    qlayers = {q.index: q for q in qn.layers} if qn else {}
     for l, o, mod in zip(net.layers, mem.layers, mods):
         i, c = l.index, l.conv
-        scale, shift = _folded_bn(mod.bn)
-        out.append(codegen.float_array(f"L{i}_w", mod.conv.weight.detach().numpy()))
-        out.append(codegen.float_array(f"L{i}_scale", scale))
-        out.append(codegen.float_array(f"L{i}_shift", shift))
+        extra: dict[str, object] = {}
+        if i in qlayers:                 # int8 prefix: integers only, no float arrays
+            out.append(_int8_layer_arrays(qlayers[i]))
+            extra = _int8_layer_fields(qlayers[i])
+            w_name = scale_name = shift_name = "0"
+        else:
+            scale, shift = _folded_bn(mod.bn)
+            if qn:                       # int8 export: frozen weights int8, the trained slice's float master copy
+                out.append(codegen.int_array("int8_t", f"L{i}_wq", qn.suffix_weights[i].ravel(), per_line=24))
+                out.append(codegen.float_array(f"L{i}_wqs", qn.suffix_scales[i]))
+                extra = {"wq": f"L{i}_wq", "wq_scale": f"L{i}_wqs"}
+                if l.channels:
+                    out.append(codegen.float_array(f"L{i}_w0", _slice_values(l, mod.conv.weight.detach().numpy())))
+                    extra["w0"] = f"L{i}_w0"
+                w_name = "0"
+            else:
+                out.append(codegen.float_array(f"L{i}_w", mod.conv.weight.detach().numpy()))
+                w_name = f"L{i}_w"
+            out.append(codegen.float_array(f"L{i}_scale", scale))
+            out.append(codegen.float_array(f"L{i}_shift", shift))
+            scale_name, shift_name = f"L{i}_scale", f"L{i}_shift"
         sel, slot = "0", "0"
         if l.channels:
             size = c.cin if (l.kind == "pw" and l.axis == "in") else c.cout
@@ -144,11 +200,12 @@ def model_source(cm: CModel) -> str:
             sel, slot = f"L{i}_sel", f"L{i}_slot"
         fields = {"kind": {"conv": "TT_CONV", "pw": "TT_PW", "dw": "TT_DW"}[l.kind], "act": l.act,
                   "k": c.kernel, "stride": c.stride, "cin": c.cin, "cout": c.cout, "h_in": c.h_in,
-                  "h_out": c.h_out, "w": f"L{i}_w", "scale": f"L{i}_scale", "shift": f"L{i}_shift",
+                  "h_out": c.h_out, "w": w_name, "scale": scale_name, "shift": shift_name,
                   "train": l.train, "axis": "TT_AXIS_IN" if l.axis == "in" else "TT_AXIS_OUT",
                   "n_sel": len(l.channels), "sel": sel, "slot": slot}
         fields |= {k: getattr(o, k) for k in ("x", "y", "tmp", "res", "mask", "saved", "wt", "gw", "m", "v",
                                               "bt", "gb", "bm", "bv", "gy", "gc", "gx", "gres")}
+        fields |= extra
         rows.append(f"    /* layer {i}: {codegen.comment_text(c.name)} */ " + codegen.struct_initializer(fields))
     protos = adapted.predictor.prototypes.detach().float().numpy()
     out.append(codegen.float_array("init_protos", protos))
@@ -167,9 +224,40 @@ def model_source(cm: CModel) -> str:
                   "std": "{" + ", ".join(codegen.float_literal(float(np.float32(v))) for v in norm["std"]) + "}"}
     net_fields |= {k: g[k] for k in ("image", "x0", "features", "gfeatures", "logits", "protos", "counts")}
     net_fields |= {"arena_floats": f"{mem.arena_floats}u", "init_protos": "init_protos"}
+    if qn:
+        out.append(codegen.int_array("int8_t", "input_lut", qn.lut.ravel(), per_line=24))
+        net_fields |= {"n_int8": qn.n_int8, "lut": "input_lut", "deq_zero": qn.boundary.zero,
+                       "deq_scale": codegen.float_literal(qn.boundary.scale)}
     out.append("const tt_net_t tt_net = " + codegen.struct_initializer(net_fields, indent="") + ";\n\n")
     out.append(f"float tt_arena[{mem.arena_floats}];\n")
     return "".join(out)
+
+
+def _slice_values(l, w: np.ndarray) -> np.ndarray:
+    """The trained slice of weight `w` laid out as the runtime stores it (rows; columns as cout x n)."""
+    ch = list(l.channels)
+    if l.kind == "pw" and l.axis == "in":
+        return w.reshape(w.shape[0], -1)[:, ch]
+    return w.reshape(w.shape[0], -1)[ch]
+
+
+def _int8_layer_arrays(q) -> str:
+    i = q.index
+    return (codegen.int_array("int8_t", f"L{i}_wq", q.weight.ravel(), per_line=24)
+            + codegen.int_array("int32_t", f"L{i}_bias", q.bias)
+            + codegen.int_array("int32_t", f"L{i}_mult", q.mult)
+            + codegen.int_array("int8_t", f"L{i}_rshift", q.shift, per_line=24))
+
+
+def _int8_layer_fields(q) -> dict:
+    i = q.index
+    fields = {"q": 1, "qc": "{" + f".w = L{i}_wq, .bias = L{i}_bias, .mult = L{i}_mult, .shift = L{i}_rshift, "
+              f".zero_in = {q.x.zero}, .zero_out = {q.y.zero}, .lo = {q.lo}, .hi = {q.hi}" + "}"}
+    if q.res_out is not None:
+        from .quant import ADD_SHIFT
+        fields["qa"] = ("{" + f".zero_x = {q.res_in.zero}, .m_x = {q.res_m_in}, .zero_y = {q.y.zero}, "
+                        f".m_y = {q.res_m_y}, .zero_out = {q.res_out.zero}, .shift = {ADD_SHIFT}" + "}")
+    return fields
 
 
 def c_normalisation(adapted) -> dict:
@@ -188,6 +276,8 @@ def metadata(cm: CModel) -> dict:
             "classes": a.classes, "normalisation": c_normalisation(a), "method": a.method,
             "update_plan": a.update_plan, "engine_plan": cm.engine_plan.to_dict(), "optimizer": cm.network.optimizer,
             "lr": cm.lr, "earliest_trained_layer": cm.network.earliest,
+            "precision": cm.precision,
+            **({"quantisation": cm.quant.to_dict()} if cm.quant else {}),
             "arena_bytes": cm.memory.arena_bytes, "predicted_arena": cm.predicted.to_dict(),
             "input": {"layout": "HWC RGB uint8", "shape": [a.resolution, a.resolution, 3],
                       "preprocess": f"resize shorter side to {a.resolution}, centre crop (as `tinytrain predict`)"},
@@ -287,12 +377,32 @@ def write_tree(cm: CModel, out: str | Path, overwrite: bool = False, flag: str =
     return out
 
 
+def calibration_frames(folder: str | Path, resolution: int) -> np.ndarray:
+    """uint8 RGB frames (N, R, R, 3) of every image under `folder`, resized and centre-cropped like
+    `tinytrain predict` (the crop the runtime's frames get)."""
+    from ..data.transforms import resize_crop
+    from ..deploy.images import collect_image_paths, open_rgb
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"--calibration {folder} is not a folder; give the folder of support images")
+    paths, _ = collect_image_paths([folder])
+    return np.stack([np.asarray(resize_crop(open_rgb(p), resolution), dtype=np.uint8) for p in sorted(paths)])
+
+
 def export_c(model_dir: str | Path, out: str | Path, device: str | None = None, lr: float | None = None,
-             devices_file: str | None = None, overwrite: bool = False, flag: str = "out") -> CModel:
+             devices_file: str | None = None, overwrite: bool = False, flag: str = "out",
+             precision: str = "float32", calibration: np.ndarray | str | Path | None = None) -> CModel:
     """Check, plan and write the C source tree of a saved model; returns what was exported. An existing
-    export at `out` is replaced only with `overwrite` (and never when it holds other files)."""
+    export at `out` is replaced only with `overwrite` (and never when it holds other files). An int8
+    export calibrates on `calibration`: uint8 frames, or a folder of images (the support set)."""
     check_out_dir(out, overwrite, flag)          # before anything is loaded
-    cm = prepare(model_dir, lr)
+    if precision not in PRECISIONS:
+        check_precision(precision, calibration)
+    if isinstance(calibration, (str, Path)):
+        adapted = load_adapted(model_dir) if not isinstance(model_dir, AdaptedModel) else model_dir
+        calibration = calibration_frames(calibration, adapted.resolution)
+        model_dir = adapted
+    cm = prepare(model_dir, lr, precision, calibration)
     check_device(cm, device, devices_file)
     write_tree(cm, out, overwrite, flag)
     return cm
@@ -302,11 +412,20 @@ def run_export_c(args) -> int:
     """The `tinytrain export --format c` branch: write the tree and say what is in it."""
     from ..costs.units import format_bytes
 
-    cm = export_c(args.model_dir, args.out, args.device, overwrite=getattr(args, "overwrite", False), flag="--out")
+    precision = getattr(args, "precision", None) or "float32"
+    calibration = getattr(args, "calibration", None)
+    if calibration is not None and precision != "int8":
+        raise ValueError("--calibration is for --precision int8 (a float32 export needs no calibration)")
+    if precision == "int8" and calibration is None:
+        check_precision(precision, None)
+    cm = export_c(args.model_dir, args.out, args.device, overwrite=getattr(args, "overwrite", False), flag="--out",
+                  precision=precision, calibration=calibration)
     n_w = sum(l.trained_weights for l in cm.network.layers)
+    int8 = (f"; layers 0-{cm.network.n_int8 - 1} in int8 (calibrated on {cm.quant.calibration_images} images)"
+            if cm.quant else "")
     print(f"wrote {args.out}/: {len(runtime_sources())} runtime files, {MODEL_FILE} and {META_FILE}; "
-          f"{cm.adapted.model} at {cm.network.resolution} px trains {n_w:,} weights from layer {cm.network.earliest} "
-          f"up; arena {cm.memory.arena_bytes:,} B ({format_bytes(cm.memory.arena_bytes)}), cost model "
-          f"{cm.predicted.total:,} B. Input: {cm.network.resolution}x{cm.network.resolution} RGB bytes; "
+          f"{cm.adapted.model} at {cm.network.resolution} px ({cm.precision}) trains {n_w:,} weights from layer "
+          f"{cm.network.earliest} up{int8}; arena {cm.memory.arena_bytes:,} B ({format_bytes(cm.memory.arena_bytes)}), "
+          f"cost model {cm.predicted.total:,} B. Input: {cm.network.resolution}x{cm.network.resolution} RGB bytes; "
           f"see {args.out}/README.md")
     return 0

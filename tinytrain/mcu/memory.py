@@ -8,7 +8,10 @@ greedy first-fit in order of decreasing size (the scheme TFLite Micro's greedy p
 at the lowest offset where it overlaps no buffer alive at the same time. Inference (`tt_predict`,
 prototypes) runs the same forward offsets.
 
-All sizes are in floats (4 bytes); bit masks and the uint8 frame are rounded up to whole floats.
+All sizes are in floats (4 bytes); bit masks, the uint8 frame and int8 tensors are rounded up to whole
+floats. In an int8 export the prefix's tensors (the quantised image, every layer output below
+`net.n_int8`) are int8, and one more operation dequantises the prefix's output into the first float
+layer's input.
 """
 from __future__ import annotations
 
@@ -139,14 +142,23 @@ def plan_memory(net: RuntimeNetwork) -> MemoryPlan:
 
     # -- working buffers with lifetimes over the operation sequence
     # op 0: frame -> normalised image; op 1 + i: forward of layer i; op 1 + n: pooling and head;
-    # op 2 + n + (n - 1 - i): backward of layer i
-    def fwd(i: int) -> int:
-        return 1 + i
+    # op 2 + n + (n - 1 - i): backward of layer i. An int8 export has one more operation, the
+    # dequantisation, before the first float layer (everything from there on moves by one).
+    n8 = net.n_int8
+    extra = 1 if n8 else 0
 
-    head = 1 + n
+    def fwd(i: int) -> int:
+        return 1 + i + (extra if i >= n8 else 0)
+
+    head = 1 + n + extra
+    deq = 1 + n8
 
     def bwd(i: int) -> int:
-        return 2 + n + (n - 1 - i)
+        return head + 1 + (n - 1 - i)
+
+    def elems(i: int, count: int) -> int:
+        """Floats holding `count` elements of layer i's tensors (int8 in the prefix)."""
+        return _floats_for_bytes(count) if i < n8 else count
 
     buffers: list[Buffer] = []
     owner: dict[str, list[tuple[LayerOffsets | dict, str]]] = {}   # buffer -> (where its offset goes, field)
@@ -158,11 +170,14 @@ def plan_memory(net: RuntimeNetwork) -> MemoryPlan:
         return b
 
     new("frame", _floats_for_bytes(3 * r * r), 0, 0, (glob, "image"))
-    current = new("x0", 3 * r * r, 0, fwd(0), (glob, "x0"), (offs[0], "x"))
+    current = new("x0", elems(0, 3 * r * r), 0, fwd(0), (glob, "x0"), (offs[0], "x"))
     block_input: dict[int, Buffer] = {}          # first layer of a residual block -> its input buffer
     residual_firsts = {l.block_first for l in layers if l.block_first is not None}
     for i, l in enumerate(layers):
         c, o = l.conv, offs[i]
+        if n8 and i == n8:                       # the int8 prefix's output, dequantised
+            current.end = max(current.end, deq)
+            current = new("deq", c.input_elems, deq, fwd(i), (glob, "deq"))
         if i in residual_firsts:
             block_input[i] = current
         if i > 0:
@@ -170,10 +185,10 @@ def plan_memory(net: RuntimeNetwork) -> MemoryPlan:
         if _in_place(net, l):
             out = current
             owner[out.name].append((o, "y"))
-            new(f"tmp{i}", c.h_out * c.h_out, fwd(i), fwd(i), (o, "tmp"))
+            new(f"tmp{i}", elems(i, c.h_out * c.h_out), fwd(i), fwd(i), (o, "tmp"))
         else:
-            out = new(f"y{i}", c.output_elems, fwd(i), fwd(i), (o, "y"))
-        out.end = max(out.end, fwd(i + 1) if i + 1 < n else head)
+            out = new(f"y{i}", elems(i, c.output_elems), fwd(i), fwd(i), (o, "y"))
+        out.end = max(out.end, (deq if i + 1 == n8 else fwd(i + 1)) if i + 1 < n else head)
         if l.block_first is not None:
             src = block_input[l.block_first]
             src.end = max(src.end, fwd(i))

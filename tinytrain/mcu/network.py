@@ -62,6 +62,11 @@ class RuntimeNetwork:
     earliest: int
     n_classes: int
     optimizer: str
+    n_int8: int = 0                # int8 export: layers below this index run in int8 (tinytrain.mcu.quant)
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.n_int8 else "float32"
 
     @property
     def feature_dim(self) -> int:
@@ -80,6 +85,8 @@ def _kind(c: ConvLayer) -> str:
         return "dw"
     if c.kernel == 1 and c.groups == 1:
         return "pw"
+    if c.kernel > 7:
+        raise ValueError(f"layer {c.index} ({c.name}) has a {c.kernel}x{c.kernel} kernel; the C kernels go up to 7x7")
     raise ValueError(f"layer {c.index} ({c.name}) is a {c.kernel}x{c.kernel} conv with {c.groups} groups; "
                      "the C kernels cover the stem, 1x1 and depthwise convs only")
 
@@ -116,8 +123,9 @@ def engine_plan_of(update_plan: dict | None, spec: ArchSpec, resolution: int) ->
 
 
 def runtime_network(spec: ArchSpec, eplan: EnginePlan, resolution: int, n_classes: int,
-                    optimizer: str) -> RuntimeNetwork:
-    """The runtime's view of `spec` training `eplan`; a ValueError for what it does not cover."""
+                    optimizer: str, precision: str = "float32") -> RuntimeNetwork:
+    """The runtime's view of `spec` training `eplan`; a ValueError for what it does not cover. With
+    precision "int8" the stages below the block of the earliest trained layer run in int8."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer {optimizer!r} is not in the C runtime; use {' or '.join(OPTIMIZERS)}")
     if n_classes < 2:
@@ -130,8 +138,9 @@ def runtime_network(spec: ArchSpec, eplan: EnginePlan, resolution: int, n_classe
                          "stores channels and sizes in 16 bits")
     earliest = eplan.earliest
     if earliest == 0:
-        raise ValueError("the plan trains the stem (layer 0); the C runtime trains layers 1 and up only: "
-                         "drop layer 0 from the plan")
+        what = "the int8 runtime runs the stem in int8 and" if precision == "int8" else "the C runtime"
+        raise ValueError(f"the plan trains the stem (layer 0); {what} trains layers 1 and up only: "
+                         "drop layer 0 from the plan (adapt again with a plan that leaves the stem frozen)")
     sel = {w.index: w for w in eplan.weights}
     last_of_block = {}
     for b, blk in enumerate(spec.blocks):
@@ -146,4 +155,7 @@ def runtime_network(spec: ArchSpec, eplan: EnginePlan, resolution: int, n_classe
         layers.append(RuntimeLayer(c, kind, c.kind != "pw2", c.index >= earliest, axis,
                                    tuple(w.channels) if w else (), c.index in eplan.biases,
                                    last_of_block.get(c.index)))
-    return RuntimeNetwork(spec, resolution, tuple(layers), earliest, n_classes, optimizer)
+    if precision not in ("float32", "int8"):
+        raise ValueError(f"precision must be float32 or int8 (got {precision!r})")
+    n_int8 = min(c.index for c in convs if c.block == convs[earliest].block) if precision == "int8" else 0
+    return RuntimeNetwork(spec, resolution, tuple(layers), earliest, n_classes, optimizer, n_int8)

@@ -48,6 +48,24 @@ static void put_hex(float f)
     put(b);
 }
 
+/* bytes as hex, 32 per chunk written */
+static void put_bytes(const uint8_t *a, long n)
+{
+    static const char digits[] = "0123456789abcdef";
+    char b[65];
+    long i = 0;
+    while (i < n) {
+        int k = 0;
+        for (; k < 32 && i < n; k++, i++) {
+            b[2 * k] = digits[a[i] >> 4];
+            b[2 * k + 1] = digits[a[i] & 15];
+        }
+        b[2 * k] = 0;
+        put(b);
+    }
+    put("\n");
+}
+
 static void put_floats(const float *a, int n)
 {
     for (int i = 0; i < n; i++)
@@ -124,6 +142,15 @@ int main(void)
         put(" ");
         put_i(cls);
         put_floats(tt_arena + tt_net.logits, tt_num_classes());
+    }
+    for (int j = 0; j < bench_n_test && tt_net.n_int8; j++) {   /* int8 exports: the prefix's output */
+        const int8_t *q;
+        memcpy(frame, bench_test_images + (long)j * bench_image_bytes, (size_t)bench_image_bytes);
+        const long n = tt_int8_prefix(frame, &q);
+        put("prefix ");
+        put_i(j);
+        put(" ");
+        put_bytes((const uint8_t *)q, n);
     }
     for (int i = 0; i < tt_net.n_layers; i++) {
         const tt_layer *l = &tt_layers[i];

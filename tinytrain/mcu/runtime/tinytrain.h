@@ -53,6 +53,11 @@ int tt_prototypes_end(void);
 /* The same from n images in memory (e.g. in flash). Returns what tt_prototypes_end returns. */
 int tt_update_prototypes(const uint8_t *const *rgb, const int *labels, int n);
 
+/* int8 exports: run only the int8 prefix on `rgb` and point `out` at its int8 output (inside the
+ * arena, valid until the next call); returns its element count (C x H x W), or 0 in a float export.
+ * For checking the integer arithmetic, or for caching frozen features. */
+long tt_int8_prefix(const uint8_t *rgb, const int8_t **out);
+
 int tt_resolution(void);
 int tt_num_classes(void);
 int tt_feature_dim(void);

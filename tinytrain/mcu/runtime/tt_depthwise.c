@@ -8,10 +8,18 @@
 #include "tt_kernels.h"
 #include "tt_model.h"
 
-static const float *kernel_of(const float *w, const tt_slice *s, int c, int kk)
+#define TT_MAX_KK 49   /* kernels up to 7 x 7 */
+
+/* channel c's kernel: from the trained slice, the float array, or the int8 array dequantised into buf */
+static const float *kernel_of(const float *w, const tt_slice *s, int c, int kk, float *buf)
 {
     if (s->n > 0 && s->slot[c] >= 0)
         return s->w + (long)s->slot[c] * kk;
+    if (s->q) {
+        for (int i = 0; i < kk; i++)
+            buf[i] = (float)s->q[(long)c * kk + i] * s->q_scale[c];
+        return buf;
+    }
     return w + (long)c * kk;
 }
 
@@ -42,9 +50,10 @@ void tt_dw_forward(const float *x, float *y, float *tmp, int c, int h_in, int h_
 {
     const int in_place = (x == y);
     const long hw_in = (long)h_in * h_in, hw_out = (long)h_out * h_out;
+    float buf[TT_MAX_KK];
     for (int ch = 0; ch < c; ch++) {
         float *out = in_place ? tmp : y + ch * hw_out;
-        channel_forward(x + ch * hw_in, out, h_in, h_out, k, stride, kernel_of(w, s, ch, k * k));
+        channel_forward(x + ch * hw_in, out, h_in, h_out, k, stride, kernel_of(w, s, ch, k * k, buf));
         if (in_place) {
             float *dst = y + ch * hw_out;
             for (long p = 0; p < hw_out; p++)
@@ -58,8 +67,9 @@ void tt_dw_backward_input(const float *gy, float *gx, int c, int h_in, int h_out
 {
     const int pad = k / 2;
     const long hw_in = (long)h_in * h_in, hw_out = (long)h_out * h_out;
+    float buf[TT_MAX_KK];
     for (int ch = 0; ch < c; ch++) {
-        const float *wk = kernel_of(w, s, ch, k * k);
+        const float *wk = kernel_of(w, s, ch, k * k, buf);
         const float *g = gy + ch * hw_out;
         float *gxc = gx + ch * hw_in;
         for (long p = 0; p < hw_in; p++)

@@ -2,7 +2,9 @@
  *
  * Tensors are float32, channel-major (C x H x W), batch 1, square maps, "same" padding k/2.
  * A conv whose weights are partly trained reads the selected channels from a RAM slice
- * (`tt_slice`) and every other weight from the frozen (flash) array.
+ * (`tt_slice`) and every other weight from the frozen (flash) array: float32, or in an int8 export
+ * int8 with a float scale per output channel (`q`, `q_scale`), read as q * q_scale[co].
+ * The int8 prefix of an int8 export has its own kernels (tt_int8.c): int8 tensors, integers only.
  */
 #ifndef TT_KERNELS_H
 #define TT_KERNELS_H
@@ -15,7 +17,23 @@ typedef struct {
     const uint16_t *sel;     /* selected channel indices, sorted */
     const int16_t *slot;     /* channel -> position in sel, or -1 */
     float *w;                /* the trained slice: n x cin (out), cout x n (in), n x k x k (depthwise) */
+    const int8_t *q;         /* int8 export: the frozen weights as int8 (the float array is then unused) */
+    const float *q_scale;    /* ... and their scale per output channel */
 } tt_slice;
+
+/* an int8 conv of the prefix: weights (BN folded), int32 bias, per-channel fixed-point
+ * requantisation (mult, shift), zero points of input and output, output clamp [lo, hi] */
+typedef struct {
+    const int8_t *w;
+    const int32_t *bias, *mult;
+    const int8_t *shift;
+    int32_t zero_in, zero_out, lo, hi;
+} tt_qconv;
+
+/* an int8 residual add: multipliers of both inputs in 2^-shift units, zero points */
+typedef struct {
+    int32_t zero_x, m_x, zero_y, m_y, zero_out, shift;
+} tt_qadd;
 
 /* tt_conv.c: general k x k conv, groups 1 (the stem) */
 void tt_conv_forward(const float *x, float *y, int cin, int cout, int h_in, int h_out, int k,
@@ -60,6 +78,16 @@ void tt_head_forward(const float *f, const float *protos, int k, int d, float sc
                      float *logits);
 float tt_head_backward(const float *f, const float *protos, const float *logits, int k, int d,
                        float scale, int label, float *gf);
+
+/* tt_int8.c: the int8 prefix (integers only) and the dequantisation at its end */
+void tt_q_image(const uint8_t *rgb, int8_t *x, long hw, const int8_t *lut);
+void tt_q_conv_forward(const int8_t *x, int8_t *y, int cin, int cout, int h_in, int h_out, int k,
+                       int stride, const tt_qconv *q);
+void tt_q_pw_forward(const int8_t *x, int8_t *y, int cin, int cout, long hw, const tt_qconv *q);
+void tt_q_dw_forward(const int8_t *x, int8_t *y, int8_t *tmp, int c, int h_in, int h_out, int k,
+                     int stride, const tt_qconv *q);
+void tt_q_add(int8_t *y, const int8_t *x, long n, const tt_qadd *a);
+void tt_dequantise(const int8_t *q, float *x, long n, int zero, float scale);
 
 /* tt_optim.c: SGD and Adam (PyTorch's update rules) on a trained tensor */
 void tt_sgd_step(float *p, const float *g, int n, double lr);

@@ -20,11 +20,24 @@
 #define TT_SGD 0
 #define TT_ADAM 1
 
+#include "tt_kernels.h"
+
 typedef struct {
     uint8_t kind, act, k, stride;
     uint16_t cin, cout, h_in, h_out;
-    const float *w;              /* frozen weights, cout x cin/groups x k x k (flash) */
+    const float *w;              /* frozen weights, cout x cin/groups x k x k (flash); 0 in an int8 export */
     const float *scale, *shift;  /* folded BatchNorm */
+
+    /* int8 export: a float layer's frozen weights as int8 with a scale per output channel, and the
+     * initial values of its trained slice (the float master copy, laid out as the slice) */
+    const int8_t *wq;
+    const float *wq_scale;
+    const float *w0;
+    /* int8 export: q = 1 for a layer of the int8 prefix, which runs `qc` (and `qa` after it when
+     * res >= 0) on int8 tensors at x, y, tmp, res; nothing of it is trained */
+    uint8_t q;
+    tt_qconv qc;
+    tt_qadd qa;
 
     /* forward: input, output (== x: a depthwise conv in place), one-channel temporary of an
      * in-place depthwise conv, block input to add after this layer (residual) */
@@ -51,7 +64,14 @@ typedef struct {
     double lr, beta1, beta2, eps;
     float head_scale, head_bias;
     float mean[3], std[3];
-    int32_t image, x0;           /* uint8 frame slot, normalised image (3 x R x R) */
+    int32_t image, x0;           /* uint8 frame slot, normalised image (3 x R x R; int8 in an int8 export) */
+    /* int8 export: layers 0 .. n_int8 - 1 run in int8 (0: a float export); the input table
+     * (3 x 256: pixel -> int8), and the dequantisation of the prefix's output into the first float
+     * layer's input */
+    int32_t n_int8;
+    const int8_t *lut;
+    int32_t deq_zero;
+    float deq_scale;
     int32_t features, gfeatures, logits, protos, counts;
     uint32_t arena_floats;
     const float *init_protos;    /* exported prototypes (n_classes x feature_dim) */

@@ -19,6 +19,8 @@ static float weight(const float *w, const tt_slice *s, int co, int ci, int cin)
                 return s->w[co * s->n + k];
         }
     }
+    if (s->q)
+        return (float)s->q[(long)co * cin + ci] * s->q_scale[co];
     return w[(long)co * cin + ci];
 }
 

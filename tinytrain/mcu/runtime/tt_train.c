@@ -28,6 +28,8 @@ static tt_slice slice_of(const tt_layer *l)
     s.sel = l->sel;
     s.slot = l->slot;
     s.w = l->n_sel ? A(l->wt) : 0;
+    s.q = l->wq;
+    s.q_scale = l->wq_scale;
     return s;
 }
 
@@ -47,7 +49,9 @@ void tt_init(void)
     memset(tt_arena, 0, sizeof(float) * tt_net.arena_floats);
     for (int i = 0; i < tt_net.n_layers; i++) {
         const tt_layer *l = &tt_layers[i];
-        if (l->n_sel) {
+        if (l->n_sel && l->w0) {
+            memcpy(A(l->wt), l->w0, sizeof(float) * l->n_sel * slice_row(l));
+        } else if (l->n_sel) {
             float *wt = A(l->wt);
             if (l->kind == TT_PW && l->axis == TT_AXIS_IN) {
                 for (int co = 0; co < l->cout; co++)
@@ -69,19 +73,46 @@ void tt_init(void)
 
 uint8_t *tt_input_buffer(void) { return (uint8_t *)A(tt_net.image); }
 
-/* RGB bytes (HWC) -> normalised float CHW, as to_tensor + normalize in Python */
+/* RGB bytes (HWC) -> normalised float CHW, as to_tensor + normalize in Python; in an int8 export
+ * int8 CHW through the input table */
 static void load_image(const uint8_t *rgb)
 {
     const long hw = (long)tt_net.resolution * tt_net.resolution;
+    if (tt_net.n_int8) {
+        tt_q_image(rgb, (int8_t *)A(tt_net.x0), hw, tt_net.lut);
+        return;
+    }
     float *x = A(tt_net.x0);
     for (int c = 0; c < 3; c++)
         for (long p = 0; p < hw; p++)
             x[c * hw + p] = ((float)rgb[p * 3 + c] / 255.0f - tt_net.mean[c]) / tt_net.std[c];
 }
 
+/* layer i of the int8 prefix */
+static void forward_int8(const tt_layer *l)
+{
+    int8_t *x = (int8_t *)A(l->x), *y = (int8_t *)A(l->y);
+    if (l->kind == TT_PW)
+        tt_q_pw_forward(x, y, l->cin, l->cout, (long)l->h_out * l->h_out, &l->qc);
+    else if (l->kind == TT_DW)
+        tt_q_dw_forward(x, y, l->tmp >= 0 ? (int8_t *)A(l->tmp) : 0, l->cout, l->h_in, l->h_out, l->k,
+                        l->stride, &l->qc);
+    else
+        tt_q_conv_forward(x, y, l->cin, l->cout, l->h_in, l->h_out, l->k, l->stride, &l->qc);
+    if (l->res >= 0)
+        tt_q_add(y, (const int8_t *)A(l->res), out_elems(l), &l->qa);
+}
+
 static void forward(int training)
 {
-    for (int i = 0; i < tt_net.n_layers; i++) {
+    for (int i = 0; i < tt_net.n_int8; i++)
+        forward_int8(&tt_layers[i]);
+    if (tt_net.n_int8) {
+        const tt_layer *last = &tt_layers[tt_net.n_int8 - 1], *first = &tt_layers[tt_net.n_int8];
+        tt_dequantise((const int8_t *)A(last->y), A(first->x), out_elems(last), tt_net.deq_zero,
+                      tt_net.deq_scale);
+    }
+    for (int i = tt_net.n_int8; i < tt_net.n_layers; i++) {
         const tt_layer *l = &tt_layers[i];
         const int keep = training && l->train;
         float *x = A(l->x), *y = A(l->y);
@@ -268,6 +299,19 @@ int tt_update_prototypes(const uint8_t *const *rgb, const int *labels, int n)
         if (tt_prototypes_add(rgb[i], labels[i]) != 0)
             return -1;
     return tt_prototypes_end();
+}
+
+long tt_int8_prefix(const uint8_t *rgb, const int8_t **out)
+{
+    if (!tt_net.n_int8)
+        return 0;
+    load_image(rgb);
+    for (int i = 0; i < tt_net.n_int8; i++)
+        forward_int8(&tt_layers[i]);
+    const tt_layer *last = &tt_layers[tt_net.n_int8 - 1];
+    if (out)
+        *out = (const int8_t *)A(last->y);
+    return out_elems(last);
 }
 
 int tt_resolution(void) { return tt_net.resolution; }
