@@ -104,8 +104,8 @@ def is_adapted_dir(folder: str | Path) -> bool:
         return False
     try:
         return json.loads(meta.read_text()).get("format") == FORMAT
-    except (json.JSONDecodeError, OSError, UnicodeDecodeError, AttributeError):
-        return False
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError, AttributeError, RecursionError):
+        return False    # RecursionError: JSON nested too deeply to read
 
 
 def _pid_alive(pid: int) -> bool:
@@ -321,7 +321,7 @@ def check_metadata(meta: dict, path: Path) -> None:
     ok = (isinstance(norm, dict) and all(isinstance(norm.get(k), list) and len(norm[k]) == 3 and
                                          all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in norm[k])
                                          for k in ("mean", "std")))
-    if not ok or any(abs(float(a) - b) > 1e-6 for k in ("mean", "std") for a, b in zip(norm[k], want[k])):
+    if not ok or not all(abs(float(a) - b) <= 1e-6 for k in ("mean", "std") for a, b in zip(norm[k], want[k])):
         raise bad("normalisation", f"{json.dumps(want)}, the mean/std tinytrain applies to every image (predict "
                   "and exports alike; another would make them disagree)")
     bg = meta.get("background", list(WHITE))

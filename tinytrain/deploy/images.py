@@ -89,7 +89,11 @@ def parse_background(text: str | tuple | list | None) -> tuple[int, int, int]:
                 v = int(v) if v.lstrip("+-").isdigit() else float(v)
             except ValueError:
                 raise bad from None
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        try:
+            finite = math.isfinite(float(v))
+        except (OverflowError, TypeError, ValueError):     # e.g. an integer of 400 digits
+            finite = False
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not finite:
             raise bad
         values.append(v)
     if any(not isinstance(v, numbers.Integral) for v in values):
@@ -168,6 +172,9 @@ def scan_class_folder(folder: str | Path, report: bool = True
                          "(DIR/<class name>/<image>)")
     classes, ignored, skipped = {}, 0, []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not sub.name.strip():        # a saved model could not hold it (adapted.json refuses blank names)
+            raise ValueError(f"class folder {str(sub)!r} has a blank name (only spaces or other white space); "
+                             "rename it to the name of its class")
         listing = _files_under(sub)
         ignored += listing.metadata
         if not listing.images:
