@@ -45,3 +45,23 @@ def test_bench_mcu_without_the_cross_toolchain_says_how_to_install_it(tiny_model
     assert main(["bench", "mcu", "--model-dir", str(tiny_model)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tinytrain bench: error:") and "apt-get install" in err and "gcc-arm-none-eabi" in err
+
+
+@needs_board
+def test_bench_mcu_int8_is_bit_identical_on_the_board(tiny_model, tmp_path, capsys):
+    train, labels = frames(6, 32, 3)
+    test, test_labels = frames(3, 32, 3, seed=1)
+    support = write_folder(tmp_path / "support", train, labels, ["a", "b", "c"])
+    query = write_folder(tmp_path / "query", test, test_labels, ["a", "b", "c"])
+    assert main(["bench", "mcu", "--model-dir", str(tiny_model), "--support", str(support), "--query", str(query),
+                 "--precision", "int8", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["precision"] == "int8" and r["int8_layers"] == 6 and r["calibration_images"] == 6
+    assert r["prefix_equal_pytorch"] is True and r["prefix_equal_host"] is True
+    assert r["predictions_equal_host"] is True and r["logits_max_rel_diff_host"] == 0.0
+    assert r["predictions_equal_pytorch"] is True and r["weights_max_rel_diff_pytorch"] <= 1e-4
+    assert r["arena_bytes"] == r["predicted_arena_bytes"]
+    # the constants: the cost model's estimate covers all but libm's tables (about 6.2 KiB for expf and pow),
+    # the layer table (180 B a layer on the M7) and the class names
+    extra = r["constant_bytes"] - r["predicted_flash_constants_bytes"]
+    assert 0 <= extra <= 8192 + 256 * 16

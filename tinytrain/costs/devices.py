@@ -43,6 +43,7 @@ class DeviceProfile:
     compute_budget: float            # fraction of FullTrain's backward MACs
     frozen_weights_in_flash: bool
     frozen_weight_bits: int = 32
+    frozen_activation_bits: int = 32             # 8: the frozen prefix runs in int8 (export --precision int8)
     batch_size: int = 1
     cores: int | None = None
     notes: str = ""
@@ -120,6 +121,9 @@ class DeviceProfile:
         bits = number("frozen_weight_bits", 32, int)
         if bits not in (8, 16, 32):
             raise ValueError(f"{where}: frozen_weight_bits must be 8, 16 or 32 (got {bits})")
+        act_bits = number("frozen_activation_bits", 32, int)
+        if act_bits not in (8, 32):
+            raise ValueError(f"{where}: frozen_activation_bits must be 8 (an int8 frozen prefix) or 32 (got {act_bits})")
         in_flash = d.get("frozen_weights_in_flash", False)
         if not isinstance(in_flash, bool):
             raise ValueError(f"{where}: frozen_weights_in_flash must be true or false (got {json.dumps(in_flash)[:40]})")
@@ -133,7 +137,7 @@ class DeviceProfile:
         return DeviceProfile(
             name=name, description=text("description"), ram_bytes=ram, flash_bytes=size("flash", False),
             memory_budget_bytes=budget, compute_budget=compute,
-            frozen_weights_in_flash=in_flash, frozen_weight_bits=bits,
+            frozen_weights_in_flash=in_flash, frozen_weight_bits=bits, frozen_activation_bits=act_bits,
             batch_size=batch, cores=cores, notes=text("notes"),
             train_macs_per_second=positive("train_macs_per_second"), power_watts=positive("power_watts"),
             estimate_basis=text("estimate_basis"),
@@ -191,13 +195,60 @@ def model_weight_bytes(spec: ArchSpec, bits: int = 32) -> int:
     return CostModel(spec).all_weights_bytes() * bits // 32
 
 
+def precision_of(device: DeviceProfile | None) -> str:
+    """The precision a device's plans are priced at: "int8" where its frozen activations are 8-bit (the
+    C runtime's `--precision int8`), else "float32"."""
+    return "int8" if device is not None and device.frozen_activation_bits == 8 else "float32"
+
+
+def cost_model(spec: ArchSpec, resolution: int, device: DeviceProfile | None = None) -> CostModel:
+    """The cost model a plan for `device` is priced with (int8 frozen activations where it has them)."""
+    return CostModel(spec, resolution, precision_of(device))
+
+
 def memory_needed(spec: ArchSpec, plan: UpdatePlan, device: DeviceProfile) -> int:
-    """RAM the plan needs on `device`: Table-2 backward memory, plus all weights on a Linux board (Table 8)."""
-    model = CostModel(spec, plan.resolution)
+    """RAM the plan needs on `device`: Table-2 backward memory (its frozen prefix's activations in int8
+    where the device runs them so), plus all weights on a Linux board (Table 8)."""
+    model = cost_model(spec, plan.resolution, device)
     need = model.backward_memory(plan).total
     if not device.frozen_weights_in_flash:
         need += model.all_weights_bytes()
     return need
+
+
+def cheapest_plan(spec: ArchSpec, resolution: int, optimizer: str = "adam") -> UpdatePlan:
+    """The least memory any sparse plan needs: the last layer's BN shift alone."""
+    last = len(conv_layers(spec, resolution)) - 1
+    return UpdatePlan(spec.name, [], [last], 1, optimizer, "sparse", resolution)
+
+
+def largest_fitting_resolution(spec: ArchSpec, device: DeviceProfile, below: int, optimizer: str = "adam",
+                               step: int = 8, smallest: int = 8) -> int | None:
+    """The largest resolution under `below` (a multiple of `step`) at which the cheapest sparse plan fits
+    `device`'s memory budget, or None down to `smallest` px: what to say when a plan does not fit."""
+    r = (below - 1) // step * step
+    while r >= smallest:
+        if memory_needed(spec, cheapest_plan(spec, r, optimizer), device) <= device.memory_budget_bytes:
+            return r
+        r -= step
+    return None
+
+
+def resolution_advice(spec: ArchSpec, device: DeviceProfile, resolution: int, optimizer: str = "adam") -> str:
+    """One sentence for a plan that does not fit `device` at `resolution`: the largest resolution at which
+    any plan does, or that none does."""
+    from .units import format_bytes
+
+    floor = memory_needed(spec, cheapest_plan(spec, resolution, optimizer), device)
+    budget = format_bytes(device.memory_budget_bytes)
+    if floor <= device.memory_budget_bytes:
+        return (f"at {resolution} px a plan fits {device.name} if it trains less (the cheapest, one BN shift, needs "
+                f"{format_bytes(floor)} of its {budget} budget)")
+    best = largest_fitting_resolution(spec, device, resolution, optimizer)
+    why = f"at {resolution} px even the cheapest plan (one BN shift) needs {format_bytes(floor)} of {device.name}'s {budget} budget"
+    if best is None:
+        return f"{why}; no --resolution from 8 px up fits {device.name}: choose a device with more RAM"
+    return f"{why}; the largest resolution that fits {device.name} is {best} px: adapt with --resolution {best}"
 
 
 @dataclass(frozen=True)

@@ -546,3 +546,38 @@ def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int, precision: s
     working = max(forward, backward, frame)
     total = int(round(working + trained + classifier))
     return RuntimeArena(int(forward), int(round(backward)), frame, int(round(trained)), classifier, total)
+
+
+def flash_constants(spec: ArchSpec | str, plan: UpdatePlan, n_classes: int, precision: str = "float32") -> int:
+    """Bytes of the constants `tinytrain export --format c` puts in flash for a sparse `plan`: every conv
+    weight (fp32, or int8 with `precision="int8"`), the per-channel tables (fp32: BN scale and shift; the
+    int8 prefix: int32 bias and multiplier and an int8 shift; the int8 export's float layers: a weight
+    scale besides BN's two), the trained channels' fp32 master copies (int8 only: the float export reads
+    them from its fp32 weights), the channel lists, the exported prototypes and, for int8, the 3 x 256
+    input table. Not counted: the layer table, class names and code (a few KiB, measured by the bench)."""
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    layers = conv_layers(spec, plan.resolution)
+    weighted = {u.index: u for u in plan.layers if _channel_fraction(layers[u.index], u)[0] > 0}
+    trained = list(weighted) + list(plan.bias_layers)
+    n8 = int8_prefix_layers(layers, min(trained)) if precision == "int8" and trained else 0
+    total = 0
+    for l in layers:
+        if l.index < n8:
+            total += l.params + 9 * l.cout
+        elif precision == "int8":
+            total += l.params + 12 * l.cout
+        else:
+            total += BYTES * l.params + 8 * l.cout
+        if l.index in weighted:
+            u = weighted[l.index]
+            axis_size = l.cin if (u.axis == "in" and not l.is_depthwise) else l.cout
+            n = u.n_channels(axis_size)
+            total += 2 * n + 2 * axis_size
+            if precision == "int8":
+                total += int(round(BYTES * l.params * _channel_fraction(l, u)[0]))
+    total += BYTES * n_classes * spec.feature_dim
+    if precision == "int8":
+        total += 3 * 256
+    return total

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ..costs.baselines import fulltrain_plan
-from ..costs.model import backward_memory
+from ..costs.model import backward_memory, flash_constants
 from ..costs.units import format_bytes
 from . import build
 from .export import META_FILE, CModel, prepare, write_tree
+from .quant import PRECISIONS, integer_prefix
 from .reference import RunResult, run_reference
 
 DEFAULT_DEVICE = "mcu-1mb"
@@ -40,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", metavar="DIR", help="held-out images to predict (default: the last training image "
                    "of each class is held out instead)")
     p.add_argument("--epochs", type=int, default=1, help="passes over the training images (default 1)")
+    p.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                   help="float32 (default), or int8: the frozen prefix in int8 and every frozen weight int8, "
+                        "calibrated on the training images (docs/mcu.md)")
     p.add_argument("--device", default=DEFAULT_DEVICE,
                    help=f"device profile whose RAM and flash the measurement is checked against (default {DEFAULT_DEVICE})")
     p.add_argument("--out", metavar="DIR", help="keep the exported tree and builds here (default: a temporary folder)")
@@ -125,12 +129,16 @@ def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure(model_dir: str | Path, support: str | None = None, query: str | None = None, epochs: int = 1,
-            device: str | None = DEFAULT_DEVICE, out: str | Path | None = None, timeout: float = 1800) -> dict:
-    """Run the whole bench and return its figures as a JSON-ready dict."""
+            device: str | None = DEFAULT_DEVICE, out: str | Path | None = None, timeout: float = 1800,
+            precision: str = "float32") -> dict:
+    """Run the whole bench and return its figures as a JSON-ready dict. With `precision="int8"` the
+    export is calibrated on the training images."""
     if epochs < 1:
         raise ValueError(f"--epochs must be >= 1 (got {epochs})")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         raise ValueError(f"--timeout must be a positive number of seconds (got {timeout!r}); the default is 1800")
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     tools = build.require_cross_tools()
     cm = prepare(model_dir)
     if out and Path(out).is_dir() and any(Path(out).iterdir()) and not (Path(out) / "tree" / META_FILE).is_file():
@@ -139,7 +147,9 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
         work = Path(out) if out else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         train, labels, test, test_labels, source = bench_images(cm, support, query, work)
-        tree = write_tree(cm, work / "tree")
+        if precision == "int8":
+            cm = prepare(cm.adapted, precision="int8", calibration=train)
+        tree = write_tree(cm, work / "tree", overwrite=True)
         bench_dir = work / "bench"
         bench_dir.mkdir(exist_ok=True)
         build.write_bench_data(bench_dir / "bench_data.c", train, labels, test, epochs)
@@ -156,12 +166,12 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
                              "--timeout, or use fewer --epochs or images") from None
         board = build.parse_output(board_text)
     ref = run_reference(cm, train, labels, test, epochs)
-    return report(cm, host, board, sizes, ref, device, source, len(train), len(test), epochs, test_labels)
+    return report(cm, host, board, sizes, ref, device, source, len(train), len(test), epochs, test_labels, test)
 
 
 def report(cm: CModel, host: build.BenchOutput, board: build.BenchOutput, sizes: build.ElfSizes,
            ref: RunResult, device: str | None, source: str, n_train: int, n_test: int, epochs: int,
-           test_labels: np.ndarray) -> dict:
+           test_labels: np.ndarray, test_rgb: np.ndarray | None = None) -> dict:
     """The bench's figures from the two runs, the ELF and the PyTorch reference."""
     spec, plan = cm.network.spec, cm.update_plan
     ipt = board.instructions_per_tick
@@ -172,7 +182,8 @@ def report(cm: CModel, host: build.BenchOutput, board: build.BenchOutput, sizes:
     total_ram = data + bss + max(board.stack_bytes, 0) + max(board.heap_bytes, 0)
     fulltrain = backward_memory(spec, fulltrain_plan(spec, cm.network.resolution, cm.network.optimizer, 1)).total
     out = {
-        "model": cm.adapted.model, "resolution": cm.network.resolution, "classes": len(cm.adapted.classes),
+        "model": cm.adapted.model, "precision": cm.precision, "resolution": cm.network.resolution,
+        "classes": len(cm.adapted.classes),
         "optimizer": cm.network.optimizer, "lr": cm.lr, "earliest_trained_layer": cm.network.earliest,
         "trained_weights": sum(l.trained_weights for l in cm.network.layers),
         "images": {"source": source, "train": n_train, "held_out": n_test, "epochs": epochs,
@@ -193,9 +204,17 @@ def report(cm: CModel, host: build.BenchOutput, board: build.BenchOutput, sizes:
         "weights_max_rel_diff_pytorch": max([_max_rel(host.weights[i], w) for i, w in ref.weights.items()]
                                             + [_max_rel(host.shifts[i], s) for i, s in ref.shifts.items()]),
         "held_out_accuracy": float((board.predictions == test_labels).mean()),
+        "predicted_flash_constants_bytes": flash_constants(spec, plan, cm.network.n_classes, cm.precision),
         "table2_bytes": backward_memory(spec, plan).total,
         "fulltrain_bytes": fulltrain,
     }
+    if cm.quant is not None:
+        want = integer_prefix(test_rgb, cm.quant, spec).numpy().astype(np.int8)
+        out |= {"int8_layers": cm.network.n_int8, "calibration_images": cm.quant.calibration_images,
+                "prefix_equal_pytorch": all(host.prefix.get(j, np.zeros(0, np.int8)).tobytes() == want[j].tobytes()
+                                            for j in range(len(want))),
+                "prefix_equal_host": all(np.array_equal(board.prefix.get(j), host.prefix.get(j))
+                                         for j in range(len(want)))}
     if device:
         from ..costs.devices import get_device
 
@@ -210,7 +229,7 @@ def format_report(r: dict) -> str:
     def b(n: int) -> str:
         return f"{n:,} B ({format_bytes(n)})"
 
-    lines = [f"{r['model']} at {r['resolution']} px, {r['classes']} classes: {r['trained_weights']:,} trained "
+    lines = [f"{r['model']} at {r['resolution']} px ({r['precision']}), {r['classes']} classes: {r['trained_weights']:,} trained "
              f"weights from layer {r['earliest_trained_layer']} up, {r['optimizer']} lr {r['lr']:g}",
              f"images: {r['images']['train']} training x {r['images']['epochs']} epoch(s), "
              f"{r['images']['held_out']} held out ({r['images']['source']})",
@@ -230,17 +249,22 @@ def format_report(r: dict) -> str:
              f"{'equal' if r['predictions_equal_pytorch'] else 'DIFFERENT'}, logits within "
              f"{r['logits_max_rel_diff_pytorch']:.1e}, trained slices within {r['weights_max_rel_diff_pytorch']:.1e} "
              f"relative",
+             *([f"int8 prefix (layers 0-{r['int8_layers'] - 1}, calibrated on {r['calibration_images']} images): "
+                f"host {'EQUAL' if r['prefix_equal_pytorch'] else 'NOT equal'} to the PyTorch integer reference, board "
+                f"{'equal' if r['prefix_equal_host'] else 'DIFFERENT'} to the host (bit for bit)"] if 'int8_layers' in r
+               else []),
              f"analytic: Table-2 memory of this plan {b(r['table2_bytes'])}; FullTrain at batch 1 "
              f"{b(r['fulltrain_bytes'])}"]
     if "device" in r:
         lines.append(f"{r['device']}: RAM {format_bytes(r['device_ram_bytes'])} -> "
                      f"{'fits' if r['fits_device_ram'] else 'does NOT fit'}; flash "
                      f"{format_bytes(r['device_flash_bytes']) if r['device_flash_bytes'] else 'n/a'} -> "
-                     f"{'fits' if r['fits_device_flash'] else 'does NOT fit (fp32 weights)'}")
+                     f"{'fits' if r['fits_device_flash'] else 'does NOT fit'}")
     return "\n".join(lines)
 
 
 def run(args) -> int:
-    r = measure(args.model_dir, args.support, args.query, args.epochs, args.device, args.out, args.timeout)
+    r = measure(args.model_dir, args.support, args.query, args.epochs, args.device, args.out, args.timeout,
+                getattr(args, "precision", "float32"))
     print(json.dumps(r, indent=1) if args.json else format_report(r))
     return 0

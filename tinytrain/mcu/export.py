@@ -122,17 +122,20 @@ def prepare(model_dir: str | Path | AdaptedModel, lr: float | None = None, preci
 
 
 def check_device(cm: CModel, device: str | None, devices_file: str | None = None) -> None:
-    """Refuse an arena larger than the device profile's memory budget."""
+    """Refuse an arena larger than the device profile's RAM, saying the largest resolution that fits it."""
     if not device:
         return
-    from ..costs.devices import get_device
+    from ..costs.devices import get_device, resolution_advice
     from ..costs.units import format_bytes
 
     prof = get_device(device, devices_file)
-    if cm.memory.arena_bytes > prof.memory_budget_bytes:
+    if cm.memory.arena_bytes > prof.ram_bytes:
+        hint = ("" if cm.precision == "int8" or prof.frozen_activation_bits == 32 else
+                f"; {prof.name} is sized for --precision int8")
         raise ValueError(f"the arena needs {cm.memory.arena_bytes:,} B ({format_bytes(cm.memory.arena_bytes)}) but "
-                         f"{prof.name} has a memory budget of {format_bytes(prof.memory_budget_bytes)}; adapt at a "
-                         f"lower --resolution or with --device {prof.name} so that the plan is sized for it")
+                         f"{prof.name} has {format_bytes(prof.ram_bytes)} of RAM{hint}; adapt again with --device "
+                         f"{prof.name} so that the plan is sized for it ("
+                         + resolution_advice(cm.network.spec, prof, cm.network.resolution, cm.network.optimizer) + ")")
 
 
 # ---------------------------------------------------------------------------------------------------
