@@ -41,7 +41,10 @@ def tree(root: Path) -> dict[str, bytes | None]:
 def fails(capsys, root: Path, argv: list[str], *names) -> str:
     """Exit 2, one error line naming each of `names`, no traceback, and nothing under `root` changed."""
     before = tree(root)
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:       # argparse's own checks (a flag's type) exit while reading the command line
+        code = e.code
     out, err = capsys.readouterr()
     assert code == 2, (code, out, err)
     assert "Traceback" not in err and "weights_only" not in err
@@ -398,9 +401,19 @@ def test_support_folder_errors(support, tmp_path, capsys):
 
 
 def test_divergence_is_refused_and_nothing_saved(support, tmp_path, capsys):
-    msg = fails(capsys, tmp_path, ["adapt", *TINY, "--support", support, "--method", "lastlayer",
-                                   "--iterations", "2", "--lr", "1e30", "--save", tmp_path / "m"], "diverged", "--lr")
-    assert "1e+30" in msg
+    msg = fails(capsys, tmp_path, ["adapt", *TINY, "--support", support, "--method", "fulltrain",
+                                   "--iterations", "3", "--lr", "100", "--save", tmp_path / "m"], "diverged", "--lr")
+    assert "learning rate 100" in msg
+
+
+def test_a_rate_above_the_limit_is_refused_before_any_work(tmp_path, capsys):
+    """--lr 1e30 used to train and then be refused as diverged; it is refused as the command line is read (as
+    eval's rates are), naming the limit, before the support folder is even looked at."""
+    with pytest.raises(SystemExit) as e:
+        main(["adapt", *TINY, "--support", str(tmp_path / "no-such-folder"), "--lr", "1e30"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("tinytrain adapt: error: argument --lr: ") and "up to 100" in err
 
 
 # --- friction: defaults that follow the checkpoint, applied budgets, text output for every method --------------

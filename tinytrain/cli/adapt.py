@@ -1,17 +1,74 @@
 """`tinytrain adapt` (personalise a model on a support folder) and `tinytrain predict` (use it)."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
 from . import UserError
+
+# Bounds of the numeric flags, checked when the command line is read (before any import of torch, any model
+# or image is loaded): the same as the library's (deploy.session.MAX_ITERATIONS, adapted.MAX_RESOLUTION,
+# bench.harness.MAX_LR), written here so that reading them costs nothing.
+MAX_ITERATIONS = 100_000
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
+MAX_LR = 100.0
+MAX_SEED = 2 ** 63 - 1
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """argparse's own errors (a bad number, a missing or unknown value) as one line, exit status 2, like every
+    other error of the command: `tinytrain CMD: error: ...`, pointing to --help instead of printing the usage."""
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message} (see `{parser.prog} --help`)\n")
+    parser.error = error
+    return parser
+
+
+def whole_number(flag: str, low: int, high: int | None = None, hint: str = "", span: str | None = None):
+    """An argparse type: a whole number in [low, high], else one line naming the flag, the range (or `span`,
+    the words for it) and `hint`."""
+    def parse(text: str) -> int:
+        t = str(text).strip()
+        try:
+            value = int(t)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            words = span or (f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}")
+            raise argparse.ArgumentTypeError(f"must be a whole number {words} (got {text!r})"
+                                             + (f"; {hint}" if hint else ""))
+        return value
+    parse.__name__ = flag
+    return parse
+
+
+def learning_rate(flag: str = "--lr", default: str = "1e-3", note: str = ""):
+    """An argparse type: a finite rate in (0, MAX_LR] (larger ones only diverge), else one line."""
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 < value <= MAX_LR):
+            raise argparse.ArgumentTypeError(
+                f"must be a positive number up to {MAX_LR:g} (got {text!r}); the default is {default}, and rates "
+                f"above {MAX_LR:g} only diverge{note}")
+        return value
+    parse.__name__ = flag
+    return parse
+
+
+ITERATIONS = whole_number("--iterations", 0, MAX_ITERATIONS, "the paper uses 40")
+RESOLUTION = whole_number("--resolution", MIN_RESOLUTION, MAX_RESOLUTION, "e.g. 128, the paper's")
+SEED = whole_number("--seed", 0, MAX_SEED, "e.g. 0", span="from 0 to 2**63 - 1")
 
 
 def add_model_arguments(p, default_model: str = "mcunet-5fps") -> None:
     p.add_argument("--model", default=default_model, help=f"backbone from the zoo (default {default_model})")
     p.add_argument("--checkpoint", default="default",
                    help="'default' (the model's best shipped checkpoint: `tinytrain models`), 'pocket', 'pocket-long' or 'distilled' (shipped), 'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint path")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--resolution", type=RESOLUTION, default=None,
                    help="input resolution in pixels (default: the checkpoint's training resolution, else 128)")
     p.add_argument("--background", default=None, metavar="COLOUR",
                    help="what transparent pixels are composited onto: white (default), black, grey, R,G,B or #RRGGBB")
@@ -31,7 +88,7 @@ def add_policy_argument(p) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("adapt", help="adapt a model to a few labelled images (one folder per class)")
+    p = one_line_errors(sub.add_parser("adapt", help="adapt a model to a few labelled images (one folder per class)"))
     add_model_arguments(p)
     p.add_argument("--support", required=True, metavar="DIR", help="support images, DIR/<class>/<image>")
     p.add_argument("--query", metavar="DIR", help="optional labelled query images to report accuracy on")
@@ -41,9 +98,10 @@ def register(sub) -> None:
                    help="a method option, e.g. ratio_policy=largest or stop_rule=first for tinytrain, bias=no for "
                         "tinytl, augment_pool=8 for any trained method (repeatable; an unknown key is refused with "
                         "the method's valid keys; docs/engine.md lists them)")
-    p.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations (default 40, as the paper)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=ITERATIONS, default=40,
+                   help=f"fine-tuning iterations, 0 to {MAX_ITERATIONS:,} (default 40, as the paper)")
+    p.add_argument("--lr", type=learning_rate(note="; --method none trains nothing"), default=1e-3, help=f"learning rate, up to {MAX_LR:g} (default 1e-3)")
+    p.add_argument("--seed", type=SEED, default=0)
     add_policy_argument(p)
     p.add_argument("--save", metavar="OUT", help="write the adapted model and prototypes to this directory")
     p.add_argument("--overwrite", action="store_true", help="let --save replace a model saved there before")
@@ -51,21 +109,16 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal's stderr)")
     p.set_defaults(func=run_adapt)
 
-    q = sub.add_parser("predict", help="classify images with a model saved by `tinytrain adapt --save`")
+    q = one_line_errors(sub.add_parser("predict", help="classify images with a model saved by `tinytrain adapt --save`"))
     q.add_argument("--model-dir", required=True, metavar="OUT", help="directory written by `adapt --save`")
     q.add_argument("images", nargs="+", help="image files or folders (an unreadable file is reported and skipped; "
                    "the exit status is then 2)")
-    q.add_argument("--top", type=int, default=1, help="also list the top-k classes (default 1)")
+    q.add_argument("--top", type=whole_number("--top", 1, hint="e.g. 3 to list the three likeliest classes"),
+                   default=1, help="also list the top-k classes (default 1)")
     q.add_argument("--background", default=None, metavar="COLOUR",
                    help="what transparent pixels are composited onto (default: what the model was adapted with)")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=run_predict)
-
-
-def check_learning_rate(lr: float) -> None:
-    if not math.isfinite(lr) or lr <= 0:
-        raise UserError(f"--lr must be a positive number (got {lr}); the default is 1e-3, "
-                        "and --method none trains nothing")
 
 
 def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
@@ -93,9 +146,7 @@ def run_adapt(args) -> int:
     from ..methods.options import parse_options
     from ..progress import ProgressBars, report_to
 
-    if args.iterations < 0:
-        raise UserError(f"--iterations must be >= 0 (got {args.iterations})")
-    check_learning_rate(args.lr)
+    # --iterations, --lr, --seed and --resolution were checked as the command line was read
     if args.sparseupdate_policy and args.method != "sparseupdate":
         raise UserError("--sparseupdate-policy is for --method sparseupdate")
     try:    # the method's options class checks keys and values, before any work
@@ -179,8 +230,6 @@ def run_predict(args) -> int:
     from ..deploy.adapted import classify, load_adapted
     from ..deploy.images import collect_image_paths, load_images_skipping, parse_background
 
-    if args.top < 1:
-        raise UserError(f"--top must be >= 1 (got {args.top})")
     background = parse_background(args.background) if args.background else None
     adapted = load_adapted(args.model_dir)
     paths, ignored = collect_image_paths(args.images)

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import json
 
+from .adapt import SEED, one_line_errors, whole_number
+
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="datasets: list, build the pocket benchmark, stats, sample episodes")
+    p = one_line_errors(sub.add_parser("data", help="datasets: list, build the pocket benchmark, stats, sample "
+                                                    "episodes"))
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
 
-    q = dsub.add_parser("list", help="named datasets and where the pocket benchmark lives")
+    q = one_line_errors(dsub.add_parser("list", help="named datasets and where the pocket benchmark lives"))
     q.set_defaults(func=_list)
 
-    q = dsub.add_parser("build", help="build a benchmark from installed packages (offline)")
+    q = one_line_errors(dsub.add_parser("build", help="build a benchmark from installed packages (offline)"))
     q.add_argument("name", choices=["pocket"], help="what to build")
     q.add_argument("--root", default=None, help="target folder (default: $TINYTRAIN_DATA/pocket or user cache)")
     q.add_argument("--force", action="store_true", help="rebuild even if a build exists")
@@ -20,15 +23,19 @@ def register(sub) -> None:
 
     for name, helptext in (("stats", "classes, images and Table-5 style episode statistics"),
                            ("episodes", "sample episodes and save them as JSON for identical evaluation")):
-        q = dsub.add_parser(name, help=helptext)
+        q = one_line_errors(dsub.add_parser(name, help=helptext))
         q.add_argument("dataset", help="folder (ROOT/<class>/<image>), pocket domain, or <source>:<path>")
         q.add_argument("--split", default="all", choices=["train", "val", "test", "all"])
-        q.add_argument("--episodes", type=int, default=200, help="number of episodes (default 200)")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--episodes", type=whole_number("--episodes", 1, 1_000_000, "e.g. 200"), default=200,
+                       help="number of episodes (default 200)")
+        q.add_argument("--seed", type=SEED, default=0)
         q.add_argument("--mode", default="metadataset", choices=["metadataset", "fixed"])
-        q.add_argument("--ways", type=int, default=None, help="fixed mode: classes per episode")
-        q.add_argument("--shots", type=int, default=None, help="fixed mode: support images per class")
-        q.add_argument("--queries", type=int, default=None, help="fixed mode: query images per class")
+        q.add_argument("--ways", type=whole_number("--ways", 2, hint="e.g. 5"), default=None,
+                       help="fixed mode: classes per episode")
+        q.add_argument("--shots", type=whole_number("--shots", 1, hint="e.g. 5"), default=None,
+                       help="fixed mode: support images per class")
+        q.add_argument("--queries", type=whole_number("--queries", 1, hint="e.g. 10"), default=None,
+                       help="fixed mode: query images per class")
         q.add_argument("--pocket-root", default=None, help="where the pocket benchmark lives")
         if name == "stats":
             q.add_argument("--json", action="store_true", help="print JSON")

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 
 from . import UserError
-from .adapt import add_budget_arguments, add_model_arguments, load_model_for_task
+from .adapt import SEED, add_budget_arguments, add_model_arguments, load_model_for_task, one_line_errors
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plan", help="show what an adaptation would update and cost, and whether it fits a device")
+    p = one_line_errors(sub.add_parser("plan", help="show what an adaptation would update and cost, and whether it "
+                                                    "fits a device"))
     add_model_arguments(p)
     p.add_argument("--support", metavar="DIR", help="support images, DIR/<class>/<image> (needed for tinytrain)")
     p.add_argument("--method", default="tinytrain",
@@ -19,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--list-devices", action="store_true", help="list the device profiles and exit")
     p.add_argument("--paper-check", action="store_true",
                    help="with --device: its end-to-end time/energy estimate against the paper's own figures, and exit")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run_plan)
 

@@ -15,16 +15,17 @@ from pathlib import Path
 
 from ..jsonfile import write_json_atomic
 from . import UserError
+from .adapt import MAX_ITERATIONS, RESOLUTION, SEED, learning_rate, one_line_errors
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sparseupdate-policy",
+    p = one_line_errors(sub.add_parser("sparseupdate-policy",
                        help="derive SparseUpdate's static policy by contribution analysis (offline, validation "
                             "classes of the source domain)",
                        description="Run SparseUpdate's contribution analysis once: fine-tune the biases of the last "
                                    "k layers, and each candidate layer at input-channel ratios 1, 1/2, 1/4, 1/8, on "
                                    "validation episodes; choose the policy with the largest summed query-loss gain "
-                                   "within the memory budget; write it as JSON.")
+                                   "within the memory budget; write it as JSON."))
     p.add_argument("--model", required=True, help="zoo model id (see `tinytrain models`)")
     p.add_argument("--checkpoint", default="pocket",
                    help="'pocket' or 'pocket-long' (shipped), 'imagenet' (mobilenetv2-1.0), 'random' or a "
@@ -36,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--memory-budget", default=None,
                    help="Table-2 memory budget, e.g. 1MB, 512KB (default: TinyTrain's, 1MB; overrides --device)")
     p.add_argument("--device", default=None, help="device profile whose memory budget to use")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--resolution", type=RESOLUTION, default=None,
                    help="input size (default: the checkpoint's training resolution, else 128)")
     p.add_argument("--episodes", type=int, default=5, help="calibration episodes, averaged (default: %(default)s)")
     p.add_argument("--ways", type=int, default=5, help="classes per episode (at most the validation classes; "
@@ -45,10 +46,10 @@ def register(sub) -> None:
     p.add_argument("--queries", type=int, default=10, help="held-out query images per class (default: %(default)s)")
     p.add_argument("--iterations", type=int, default=40,
                    help="fine-tuning iterations per measurement, as the method uses (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=learning_rate(), default=1e-3, help="fine-tuning learning rate (default: %(default)s)")
     p.add_argument("--bias-blocks", default="1-6",
                    help="bias options: the biases of the last b blocks for b in this range (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="episodes and augmentation draws (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0, help="episodes and augmentation draws (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="JSON", help="where to write the policy (written atomically)")
     p.add_argument("--json", action="store_true", help="print the whole policy JSON instead of a summary")
     p.add_argument("--quiet", action="store_true", help="no per-measurement progress lines")
@@ -63,6 +64,9 @@ def _check_args(args) -> tuple[tuple[int, int], Path]:
                              ("--ways", args.ways, 2), ("--shots", args.shots, 1), ("--queries", args.queries, 1)):
         if value < low:
             raise UserError(f"{flag} must be >= {low} (got {value})")
+    if args.iterations > MAX_ITERATIONS:
+        raise UserError(f"--iterations must be at most {MAX_ITERATIONS:,} (got {args.iterations:,}); the method "
+                        "uses 40")
     if not args.lr > 0:
         raise UserError(f"--lr must be positive (got {args.lr})")
     if args.resolution is not None and args.resolution < 8:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from ..models.specs import ZOO, conv_layers, get_spec
+from .adapt import MAX_RESOLUTION, one_line_errors, whole_number
 
 
 def cmd_models(args) -> int:
@@ -27,8 +28,6 @@ def cmd_profile(args) -> int:
     from ..costs.report import format_profile, profile
 
     spec = get_spec(args.model)
-    if args.resolution is not None and args.resolution < 16:
-        raise ValueError(f"--resolution must be at least 16 pixels (got {args.resolution})")
     device = get_device(args.device, args.devices_file) if args.device else None
     p = profile(spec, args.resolution or 128, args.optimizer, device)
     print(json.dumps(p, indent=1) if args.json else format_profile(p))
@@ -77,7 +76,7 @@ def cmd_import(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("import", help="convert an MIT tiny-training int8 .pkl into a float tinytrain checkpoint")
+    p = one_line_errors(sub.add_parser("import", help="convert an MIT tiny-training int8 .pkl into a float tinytrain checkpoint"))
     p.add_argument("file", help="the .pkl (mcunet-5fps.pkl, mbv2-w0.35.pkl or proxyless-w0.3.pkl)")
     p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.add_argument("--model", default=None, help="refuse the file unless it holds this model")
@@ -87,12 +86,14 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("models", help="list the model zoo")
+    p = one_line_errors(sub.add_parser("models", help="list the model zoo"))
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("profile", help="per-layer costs and the Table-2 style backward-pass comparison of a model")
+    p = one_line_errors(sub.add_parser("profile", help="per-layer costs and the Table-2 style backward-pass "
+                                                       "comparison of a model"))
     p.add_argument("model", help=f"one of: {', '.join(ZOO)}")
-    p.add_argument("--resolution", type=int, default=None, help="input size in pixels (default 128, the paper's)")
+    p.add_argument("--resolution", type=whole_number("--resolution", 16, MAX_RESOLUTION, "e.g. 128, the paper's"),
+                   default=None, help="input size in pixels (default 128, the paper's)")
     p.add_argument("--optimizer", choices=["adam", "sgd", "sgdm"], default="adam",
                    help="optimizer state counted per trained weight: adam 3x, sgd 1x (gradient only), sgdm 2x")
     p.add_argument("--device", default=None, help="also say which methods fit this device profile")
@@ -100,7 +101,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("devices", help="list the device profiles (built in, $TINYTRAIN_DEVICES, --devices-file)")
+    p = one_line_errors(sub.add_parser("devices", help="list the device profiles (built in, $TINYTRAIN_DEVICES, "
+                                                       "--devices-file)"))
     p.add_argument("--devices-file", default=None, help="JSON file with extra device profiles")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
