@@ -113,11 +113,13 @@ def test_a_mac_count_is_its_number_times_the_decimal_unit_or_refused_below_one_m
         b = parse_compute_budget(text)
     except ValueError as exc:
         one_line(exc)
-        assert x == 0 or (round(want) < 1 and not (unit == "" and x <= 1)), (text, exc)
+        assert x == 0 or (round(want) < 1 and not (unit == "" and x <= 1)) or (unit == "" and 1 < x <= 100), \
+            (text, exc)
         return
     if unit == "" and x <= 1:
         assert b == x and isinstance(b, float)
     else:
+        assert unit or x > 100, (text, b)             # '15' is refused as ambiguous
         assert b == round(want) and b >= 1, (text, b)
 
 
@@ -196,3 +198,13 @@ def test_a_percentage_too_small_to_be_a_share_is_refused_not_zero():
     """Before: '1e-322%' gave the share 0.0, refused only later without the text that was given."""
     with pytest.raises(ValueError, match=r"percentage compute budget must be in \(0, 100\] \(got '1e-322%'\)"):
         parse_compute_budget("1e-322%")
+
+
+@pytest.mark.parametrize("text", ["15", "2", "100", " 50 "])
+def test_a_bare_number_between_1_and_100_is_refused_as_ambiguous(text):
+    """Before: '--compute-budget 15' was 15 MACs (no layer fits; the error said 'compute 15 MACs' without saying
+    that 15% was probably meant)."""
+    with pytest.raises(ValueError, match=f"compute budget {text!r} is ambiguous: write '{text.strip()}%'"):
+        parse_compute_budget(text)
+    assert parse_compute_budget(text.strip() + "%") == pytest.approx(float(text) / 100)
+    assert parse_compute_budget("100.5") == 100 and parse_compute_budget("1") == 1.0

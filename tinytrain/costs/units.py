@@ -44,8 +44,8 @@ def parse_bytes(text: str | int | float) -> int:
 def parse_compute_budget(text: str | int | float) -> float | int:
     """A compute budget: a fraction of FullTrain's backward MACs ("15%", "0.15") or absolute MACs ("6.5M").
 
-    A bare number <= 1 is a fraction; a bare number > 1 is a MAC count. Fractions come back as float,
-    MAC counts as int.
+    A bare number <= 1 is a fraction; a bare number > 100 is a MAC count; bare text between (e.g. "15") is
+    refused as ambiguous (15 % or 15 MACs?). Fractions come back as float, MAC counts as int.
     """
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value, unit = float(text), ""
@@ -68,6 +68,11 @@ def parse_compute_budget(text: str | int | float) -> float | int:
         raise ValueError(f"a compute budget must be positive (got {text!r})")
     if unit == "" and value <= 1:
         return value
+    if unit == "" and value <= 100 and not isinstance(text, (int, float)):
+        # '15' is far too few MACs to train any layer, and reads like the paper's 15 %: ask which was meant
+        raise ValueError(f"compute budget {text!r} is ambiguous: write '{m.group(1)}%' for a share of FullTrain's "
+                         f"backward MACs, or a MAC count with its unit (e.g. '{m.group(1)}M' for "
+                         f"{m.group(1)} million); a bare number is a share only up to 1 (0.15 = 15%)")
     if value * _MAC_UNITS[unit] > MAX_MACS:
         raise ValueError(f"compute budget {text!r} is over {MAX_MACS:.0e} MACs, more than any adaptation needs; "
                          "write e.g. '15%' or '6.5M'")
