@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tinytrain.cli import main
 
-SETTINGS = settings(max_examples=60, deadline=None, database=None,
+SETTINGS = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 TINY = ["--model", "tiny-test", "--checkpoint", "random"]
 MISSING = "/nonexistent-tinytrain-support"

@@ -25,7 +25,7 @@ from tinytrain.deploy.images import normalisation, parse_background, scan_class_
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-FEW = settings(SETTINGS, max_examples=40)
+FEW = settings(SETTINGS, max_examples=25)
 
 VALID = {"format": "tinytrain-adapted", "version": 1, "model": "tiny-test", "resolution": 32,
          "classes": ["blue", "green", "red"], "normalisation": normalisation(), "background": [255, 255, 255],
