@@ -49,3 +49,21 @@ def test_records_need_key_and_metrics(tmp_path):
         store.append({"domain": "d", "task": 0, "method": "m"})
     with pytest.raises(ValueError, match="method"):
         record_key({"domain": "d", "task": 0})
+
+
+def test_rank_files_are_merged_on_read_and_folded_once(tmp_path):
+    path = tmp_path / "results.jsonl"
+    main, rank1, rank2 = ResultStore(path), ResultStore(path, rank=1), ResultStore(path, rank=2)
+    main.append(rec(task=0))
+    rank1.append(rec(task=1))
+    rank2.append(rec(task=2))
+    assert rank1.write_path.name == "results.rank1.jsonl" and main.write_path == path
+    with open(rank2.write_path, "a") as f:
+        f.write(json.dumps(rec(task=1, acc=0.25)) + "\n")   # a key in two files: the lower rank's wins
+        f.write(json.dumps(rec(task=3))[:20])                # a rank killed mid-record
+    got = ResultStore(path).load()
+    assert [r["task"] for r in got] == [0, 1, 2] and got[1]["accuracy"] == 0.5
+    assert ResultStore(path).fold_shards() == 2
+    assert not rank1.write_path.exists() and not rank2.write_path.exists()
+    assert [r["task"] for r in ResultStore(path).load()] == [0, 1, 2]
+    assert len(path.read_text().splitlines()) == 3 and ResultStore(path).fold_shards() == 0

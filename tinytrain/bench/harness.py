@@ -9,7 +9,9 @@ Run directory layout (everything JSON, a user can read and diff it):
     DIR/episodes/<domain>.tval.json held-out episodes of the target domain itself, used by `--lr target-val`
     DIR/lr.json                  learning rates chosen on validation episodes (with `--lr auto` / `target-val`)
     DIR/static_plan.json         the one TinyTrain plan of `--ablate-static`, chosen on validation episodes
-    DIR/results.jsonl            one record per (domain, task, method), append-only (see results.py)
+    DIR/results.jsonl            one record per (domain, task, method), append-only (see results.py); while
+                                 ranks of a torch.distributed run write, rank R > 0 appends to results.rankR.jsonl
+    DIR/eval.lock                while a launch runs: its pid and host (distributed.py), so a second one refuses
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import multiprocessing as mp
 import re
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -28,6 +31,7 @@ import torch
 
 from ..jsonfile import write_json_atomic
 from ..methods.base import AdaptConfig
+from .distributed import Ranks, rank_device, run_lock
 from .results import ResultStore
 
 TRAINING_FREE = {"none"}                 # methods whose result does not depend on the learning rate
@@ -228,10 +232,11 @@ def validation_source(domain: str) -> str | None:
 # --- one worker's view: cached datasets, episodes and backbones --------------------------------------
 
 class Runner:
-    """Runs single (domain, task, variant) jobs; caches what repeated jobs share. One per process."""
+    """Runs single (domain, task, variant) jobs; caches what repeated jobs share. One per process. `device`:
+    where the backbone and the task tensors live (a rank's GPU with `--device cuda`)."""
 
-    def __init__(self, config: EvalConfig, out_dir: str | Path):
-        self.config, self.out_dir = config, Path(out_dir)
+    def __init__(self, config: EvalConfig, out_dir: str | Path, device: str = "cpu"):
+        self.config, self.out_dir, self.device = config, Path(out_dir), device
         self._datasets: dict[tuple[str, str], object] = {}
         self._episodes: dict[str, list] = {}
         self._backbones: dict[str, object] = {}
@@ -250,10 +255,16 @@ class Runner:
         if ckpt not in self._backbones:
             from ..models.head import CosineClassifier
             from ..models.weights import load_backbone
-            backbone, meta = load_backbone(self.config.model, ckpt)
+            # building a backbone draws its initial weights (all of them for `random`) from torch's global
+            # generator: draw them from the run's seed in a forked generator, so that they do not depend on which
+            # job this process ran first (workers, ranks, resumes) and every job starts from its own seed alone.
+            # seed * 100_003 is what a fresh single-process run had drawn them from (task 0's seed).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed * 100_003)
+                backbone, meta = load_backbone(self.config.model, ckpt)
             h = meta.get("head") or {}
             head = CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))
-            self._backbones[ckpt] = (backbone.eval(), head)
+            self._backbones[ckpt] = (backbone.eval().to(self.device), head.to(self.device))
         return self._backbones[ckpt]
 
     def episodes(self, domain: str, kind: str = "test") -> list:
@@ -274,7 +285,12 @@ class Runner:
             split = self.config.split if kind in ("test", "tval") else _val_split_of(self.out_dir, domain)
             ds_domain = domain if kind in ("test", "tval") else _val_domain_of(self.out_dir, domain)
             ep = self.episodes(domain, kind)[index]
-            self._task_cache[key] = (ep, load_task(self.dataset(ds_domain, split), ep, self.config.resolution))
+            task = load_task(self.dataset(ds_domain, split), ep, self.config.resolution)
+            if self.device != "cpu":
+                task = replace(task, **{k: getattr(task, k).to(self.device)
+                                        for k in ("support_x", "support_y", "query_x", "query_y")
+                                        if getattr(task, k) is not None})
+            self._task_cache[key] = (ep, task)
         return self._task_cache[key]
 
     def adapt_config(self, variant: Variant, lr: float, task_index: int) -> AdaptConfig:
@@ -367,15 +383,17 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(0)
 
 
-def _worker_init(config_dict: dict, out_dir: str, parent: int | None = None) -> None:
+def _worker_init(config_dict: dict, out_dir: str, parent: int | None = None, device: str = "cpu") -> None:
     torch.set_num_threads(1)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
     if parent is not None:       # a pool worker: the parent handles Ctrl-C and SIGTERM, and terminates us
         import signal
         import threading
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    _WORKER["runner"] = Runner(EvalConfig.from_dict(config_dict), out_dir)
+    _WORKER["runner"] = Runner(EvalConfig.from_dict(config_dict), out_dir, device)
 
 
 def _job(job: tuple) -> dict:
@@ -383,7 +401,10 @@ def _job(job: tuple) -> dict:
     domain, index, variant_dict, lr, kind = job
     variant = Variant(**variant_dict)
     try:
-        return _WORKER["runner"].run(domain, index, variant, lr, kind)
+        rec = _WORKER["runner"].run(domain, index, variant, lr, kind)
+        if _WORKER["runner"].device != "cpu":     # CPU records stay as they always were
+            rec["device"] = _WORKER["runner"].device
+        return rec
     except Exception as exc:  # noqa: BLE001 - reported to the parent with its traceback
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
                 "recurs": isinstance(exc, ValueError),    # bad settings or data: a rerun fails the same way
@@ -391,7 +412,7 @@ def _job(job: tuple) -> dict:
 
 
 def _run_jobs(config: EvalConfig, out_dir: Path, jobs: list[tuple], workers: int,
-              on_result: Callable[[dict], None], desc: str, progress: bool) -> None:
+              on_result: Callable[[dict], None], desc: str, progress: bool, device: str = "cpu") -> None:
     import os
     import signal
     import threading
@@ -404,7 +425,7 @@ def _run_jobs(config: EvalConfig, out_dir: Path, jobs: list[tuple], workers: int
     try:
         if workers <= 1 or len(jobs) <= 1:
             threads = torch.get_num_threads()
-            _worker_init(config.to_dict(), str(out_dir))     # one thread, like a pool worker: comparable times
+            _worker_init(config.to_dict(), str(out_dir), None, device)   # one thread, like a pool worker
             try:
                 for job in jobs:
                     on_result(_job(job))
@@ -415,7 +436,7 @@ def _run_jobs(config: EvalConfig, out_dir: Path, jobs: list[tuple], workers: int
             return
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init,
-                      initargs=(config.to_dict(), str(out_dir), os.getpid())) as pool:
+                      initargs=(config.to_dict(), str(out_dir), os.getpid(), device)) as pool:
             for rec in pool.imap_unordered(_job, jobs, chunksize=1):
                 on_result(rec)
                 bar.update(1)
@@ -615,13 +636,16 @@ def ensure_target_val_episodes(config: EvalConfig, out: Path, log: Callable[[str
 
 
 def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress: bool,
-                          log: Callable[[str], None] = print) -> dict:
+                          log: Callable[[str], None] = print, ranks: Ranks | None = None,
+                          device: str = "cpu") -> dict:
     """`--lr auto` / `--lr target-val`: per domain and method, the grid lr with the best mean accuracy on
     validation episodes (ties: the smaller lr): the source's held-out classes (auto) or held-out episodes of
     the target itself (target-val). The same procedure for every method; stored in DIR/lr.json and reused
-    on resume."""
+    on resume. Distributed (`ranks`): the search jobs are shared out, their scores gathered, rank 0 chooses
+    and writes, and every rank returns the same choices (so every rank's test jobs train at the same rates)."""
+    ranks = ranks or Ranks()
     path = out / "lr.json"
-    choices = json.loads(path.read_text()) if path.exists() else {}
+    choices = ranks.rank0(lambda: json.loads(path.read_text()) if path.exists() else {}, share=True)
     # lr key -> the column its rate is searched with, options included (e.g. a given SparseUpdate policy):
     # the method's main column, or an own-lr --variant
     searched = {}
@@ -634,12 +658,15 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     if not todo:
         return choices
     kind = "tval" if config.lr == "target-val" else "val"
-    if kind == "tval":
-        ensure_target_val_episodes(config, out, log)
-        info = {d: {"domain": f"{d} (held-out target episodes)", "split": config.split} for d in config.domains}
-    else:
+
+    def episodes() -> dict:
+        if kind == "tval":
+            ensure_target_val_episodes(config, out, log)
+            return {d: {"domain": f"{d} (held-out target episodes)", "split": config.split} for d in config.domains}
         ensure_validation_episodes(config, out, log)
-        info = _val_info(out)
+        return _val_info(out)
+
+    info = ranks.rank0(episodes, share=True)
     # domains whose validation episodes come from the same data (e.g. all pocket targets -> the pocket
     # source) share identical validation episodes: search once and copy the choice
     first_of = {}
@@ -648,42 +675,45 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     run_todo = [(d, m) for d, m in todo if first_of[info[d]["domain"]] == d]
     jobs = [(d, i, asdict(replace(searched[m], label=f"{m}|lr={lr:g}")), lr, kind)
             for d, m in run_todo for lr in config.lr_grid for i in range(config.lr_episodes)]
-    scores: dict[tuple[str, str, float], list[float]] = {}
-    failures: list[dict] = []
+    mine, got = ranks.share(jobs), []
+    if mine:
+        _run_jobs(config, out, mine, workers, got.append, "lr search (validation)", progress, device)
+    gathered = [rec for part in ranks.gather(got) for rec in part]
 
-    def collect(rec: dict) -> None:
-        if "error" in rec:
-            failures.append(rec)
-            return
-        m, lr = rec["method"].rsplit("|lr=", 1)
-        scores.setdefault((rec["domain"], m, float(lr)), []).append(rec["accuracy"])   # None: diverged
+    def decide() -> dict:
+        failures = [rec for rec in gathered if "error" in rec]
+        if failures:     # one line (exit 2); the tracebacks go to a file, never to the terminal
+            (out / "failures.json").write_text(json.dumps(failures, indent=1))
+            again = ("a rerun repeats it: change the settings" if any(f.get("recurs") for f in failures)
+                     else "rerun the same command to retry")
+            raise ValueError(f"the lr search failed on {len(failures)} jobs (details in {out / 'failures.json'}); "
+                             f"first: {failures[0]['error']}; {again}")
+        scores: dict[tuple[str, str, float], list[float]] = {}
+        # in episode order, whoever ran them: the means do not depend on workers or ranks
+        for rec in sorted(gathered, key=lambda r: (r["domain"], r["method"], r["task"])):
+            m, lr = rec["method"].rsplit("|lr=", 1)
+            scores.setdefault((rec["domain"], m, float(lr)), []).append(rec["accuracy"])   # None: diverged
+        for d, m in todo:
+            src = first_of[info[d]["domain"]]
+            if (src, m, config.lr_grid[0]) not in scores:     # chosen by an earlier run: copy it
+                scores.update({(src, m, lr): [choices[src]["scores"][m][f"{lr:g}"]] for lr in config.lr_grid})
+            # a candidate that diverged on any validation episode is never chosen (its score is stored as null)
+            means = {lr: None if any(a is None for a in scores[(src, m, lr)])
+                     else sum(scores[(src, m, lr)]) / len(scores[(src, m, lr)]) for lr in config.lr_grid}
+            usable = sorted(lr for lr in means if means[lr] is not None)
+            if not usable:
+                raise ValueError(f"--lr {config.lr}: {m} diverged at every --lr-grid rate "
+                                 f"({', '.join(f'{lr:g}' for lr in config.lr_grid)}) on the validation episodes of "
+                                 f"{d}; add smaller rates (e.g. 0,1e-4,1e-3) to --lr-grid")
+            best = min(usable, key=lambda lr: -round(means[lr], 6))   # float noise is a tie: smaller lr
+            label = info[d]["domain"] if kind == "tval" else f"{info[d]['domain']} (val)"
+            entry = choices.setdefault(d, {"split": label, "chosen": {}, "scores": {}})
+            entry["chosen"][m] = best
+            entry["scores"][m] = {f"{lr:g}": means[lr] for lr in sorted(means)}
+        write_json_atomic(path, choices)
+        return choices
 
-    _run_jobs(config, out, jobs, workers, collect, "lr search (validation)", progress)
-    if failures:     # one line (exit 2); the tracebacks go to a file, never to the terminal
-        (out / "failures.json").write_text(json.dumps(failures, indent=1))
-        again = ("a rerun repeats it: change the settings" if any(f.get("recurs") for f in failures)
-                 else "rerun the same command to retry")
-        raise ValueError(f"the lr search failed on {len(failures)} jobs (details in {out / 'failures.json'}); first: "
-                         f"{failures[0]['error']}; {again}")
-    for d, m in todo:
-        src = first_of[info[d]["domain"]]
-        if (src, m, config.lr_grid[0]) not in scores:     # chosen by an earlier run: copy it
-            scores.update({(src, m, lr): [choices[src]["scores"][m][f"{lr:g}"]] for lr in config.lr_grid})
-        # a candidate that diverged on any validation episode is never chosen (its score is stored as null)
-        means = {lr: None if any(a is None for a in scores[(src, m, lr)])
-                 else sum(scores[(src, m, lr)]) / len(scores[(src, m, lr)]) for lr in config.lr_grid}
-        usable = sorted(lr for lr in means if means[lr] is not None)
-        if not usable:
-            raise ValueError(f"--lr {config.lr}: {m} diverged at every --lr-grid rate "
-                             f"({', '.join(f'{lr:g}' for lr in config.lr_grid)}) on the validation episodes of "
-                             f"{d}; add smaller rates (e.g. 0,1e-4,1e-3) to --lr-grid")
-        best = min(usable, key=lambda lr: -round(means[lr], 6))   # float noise is a tie: smaller lr
-        label = info[d]["domain"] if kind == "tval" else f"{info[d]['domain']} (val)"
-        entry = choices.setdefault(d, {"split": label, "chosen": {}, "scores": {}})
-        entry["chosen"][m] = best
-        entry["scores"][m] = {f"{lr:g}": means[lr] for lr in sorted(means)}
-    write_json_atomic(path, choices)
-    return choices
+    return ranks.rank0(decide, share=True)
 
 
 def ensure_static_plan(config: EvalConfig, out: Path, log: Callable[[str], None] = print) -> None:
@@ -734,48 +764,113 @@ def lr_for(config: EvalConfig, choices: dict, domain: str, method: str) -> float
     return float(config.lr)
 
 
-def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress: bool = True,
-             log: Callable[[str], None] = print, max_jobs: int | None = None) -> list[dict]:
-    """Evaluate every variant on every stored episode; returns all records of DIR (old and new).
+def in_job_order(config: EvalConfig, records: list[dict]) -> list[dict]:
+    """Records in the order one process runs the jobs (task-major, then domain, then column), whatever
+    workers or ranks finished them in: reports sum in one order, so their numbers do not depend on either.
+    Records of other domains or columns keep their place at the end."""
+    domains = {d: i for i, d in enumerate(config.domains)}
+    labels = {v.label: i for i, v in enumerate(config.variants)}
+    last = (len(domains), len(labels))
 
-    Safe to interrupt at any point: rerunning with the same settings skips finished (domain, task,
-    method) keys. `max_jobs` stops after that many new results (tests use it to simulate a kill).
-    """
+    def key(r: dict):
+        d, m = domains.get(r["domain"]), labels.get(r["method"])
+        return (1, 0, *last) if d is None or m is None else (0, r["task"], d, m)
+    return sorted(records, key=key)
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _prepare(config: EvalConfig, out_dir: str | Path, log: Callable[[str], None]) -> Path:
+    """Rank 0's set-up: the run folder, rank files of an earlier launch merged, episodes sampled."""
     out = prepare_run_dir(config, out_dir)
+    moved = ResultStore(out / "results.jsonl").fold_shards()
+    if moved:
+        log(f"merged {moved} result(s) of an earlier distributed launch into {out / 'results.jsonl'}")
     ensure_episodes(config, out, log)
     check_support_split(config, out)
-    choices = (choose_learning_rates(config, out, workers, progress, log)
-               if config.lr in ("auto", "target-val") else {})
-    ensure_static_plan(config, out, log)
-    store = ResultStore(out / "results.jsonl")
-    done = store.keys()
-    if store.skipped:
-        log(f"note: {store.skipped} line(s) of {store.path} are not complete results (e.g. no accuracy); "
-            "running those jobs again")
-    jobs = [(d, t, asdict(v), lr_for(config, choices, d, lr_key(config, v)), "test")
-            for t in range(config.tasks) for d in config.domains for v in config.variants
-            if (d, t, v.label) not in done]    # task-major: a partial run covers every domain and method evenly
-    if done:
-        log(f"resuming: {len(done)} results already in {store.path}, {len(jobs)} to run")
-    if max_jobs is not None:
-        jobs = jobs[:max_jobs]
-    failures: list[dict] = []
+    return out
 
-    def collect(rec: dict) -> None:
-        if "error" in rec:
-            failures.append(rec)
-            log(f"FAILED {rec['domain']} task {rec['task']} {rec['method']}: {rec['error']}")
-        else:
-            store.append(rec)
 
-    if jobs:
-        _run_jobs(config, out, jobs, workers, collect, "evaluate", progress)
-    if failures:
-        (out / "failures.json").write_text(json.dumps(failures, indent=1))
-        recurring = [f for f in failures if f.get("recurs")]
-        if recurring:
-            log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); {len(recurring)} with an error that "
-                f"a rerun repeats, first: {recurring[0]['error']}; change the settings, then rerun")
-        else:
-            log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); rerun the same command to retry them")
-    return store.load()
+def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress: bool = True,
+             log: Callable[[str], None] = print, max_jobs: int | None = None, device: str = "cpu",
+             lock: bool = True, ranks: Ranks | None = None) -> list[dict]:
+    """Evaluate every variant on every stored episode; returns all records of DIR (old and new), in job order.
+
+    Safe to interrupt at any point: rerunning with the same settings skips finished (domain, task,
+    method) keys. `max_jobs` stops after that many new results (per rank; tests use it to simulate a kill).
+    `lock`: hold DIR/eval.lock for the run, so that a second launch on DIR refuses (pass False when the
+    caller holds it). `device`: cpu, or cuda (each rank's local GPU).
+
+    Under torch.distributed (an initialised process group: torchrun, `tinytrain eval --nproc`) every rank
+    calls this with the same arguments and gets the same records; `ranks` defaults to the process group's
+    (distributed.py says how the work is divided). The records do not depend on the number of ranks.
+    """
+    ranks = ranks or Ranks.current()
+    if ranks.rank != 0:
+        log, progress = _silent, False
+    config.validate()
+    device = rank_device(device, ranks)
+    with ExitStack() as held:
+        if lock:
+            ranks.rank0(lambda: held.enter_context(run_lock(out_dir, log)))
+        out = Path(ranks.rank0(lambda: str(_prepare(config, out_dir, log)), share=True))
+        choices = (choose_learning_rates(config, out, workers, progress, log, ranks, device)
+                   if config.lr in ("auto", "target-val") else {})
+        ranks.rank0(lambda: ensure_static_plan(config, out, log))
+
+        def snapshot() -> set:
+            store = ResultStore(out / "results.jsonl")
+            done = store.keys()
+            if store.skipped:
+                log(f"note: {store.skipped} line(s) of {store.path} are not complete results (e.g. no accuracy); "
+                    "running those jobs again")
+            return done
+
+        done = ranks.rank0(snapshot, share=True)
+        jobs = [(d, t, asdict(v), lr_for(config, choices, d, lr_key(config, v)), "test")
+                for t in range(config.tasks) for d in config.domains for v in config.variants
+                if (d, t, v.label) not in done]    # task-major: a partial run covers every domain and method evenly
+        if done:
+            log(f"resuming: {len(done)} results already in {out / 'results.jsonl'}, {len(jobs)} to run")
+        if ranks.distributed:
+            log(f"{len(jobs)} jobs over {ranks.world} ranks, {workers} worker process(es) each, on {device}")
+        jobs = ranks.share(jobs)
+        if max_jobs is not None:
+            jobs = jobs[:max_jobs]
+        store = ResultStore(out / "results.jsonl", rank=ranks.rank)
+        failures: list[dict] = []
+
+        def collect(rec: dict) -> None:
+            if "error" in rec:
+                failures.append(rec)
+                if not ranks.distributed:
+                    log(f"FAILED {rec['domain']} task {rec['task']} {rec['method']}: {rec['error']}")
+            else:
+                store.append(rec)
+
+        if jobs:
+            _run_jobs(config, out, jobs, workers, collect, "evaluate", progress, device)
+        failures = [f for part in ranks.gather(failures) for f in part]    # also: every rank has stopped writing
+        records = in_job_order(config, ResultStore(out / "results.jsonl").load())
+        ranks.barrier()                                                    # every rank has read the rank files
+
+        def finish() -> None:
+            ResultStore(out / "results.jsonl").fold_shards()
+            if not failures:
+                return
+            if ranks.distributed:
+                for f in failures:
+                    log(f"FAILED {f['domain']} task {f['task']} {f['method']}: {f['error']}")
+            (out / "failures.json").write_text(json.dumps(failures, indent=1))
+            recurring = [f for f in failures if f.get("recurs")]
+            if recurring:
+                log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); {len(recurring)} with an "
+                    f"error that a rerun repeats, first: {recurring[0]['error']}; change the settings, then rerun")
+            else:
+                log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); rerun the same command to "
+                    "retry them")
+
+        ranks.rank0(finish)
+    return records

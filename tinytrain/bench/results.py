@@ -9,11 +9,20 @@ A record holds an accuracy (a number in [0, 1]) or, for a job whose training div
 with `diverged` naming why: never a made-up accuracy. A line that is not such a record (hand-edited, or
 missing a field) is left out of `load()` and counted in `skipped`, so a resume runs that job again and
 the report says how many were left out.
+
+Several writers (ranks of a torch.distributed evaluation, see distributed.py) never share a file: rank 0
+appends to `results.jsonl`, rank R > 0 to `results.rankR.jsonl` beside it. Every read merges them (the main
+file first, then the rank files in rank order; first record of a key wins), and rank 0 folds the rank files
+into `results.jsonl` when no rank writes (see `fold_shards`). Per-rank files rather than one file under a lock:
+appends from several hosts to one file are not atomic on NFS, and `flock`/`fcntl` locks are off or local-only
+on many cluster filesystems (Lustre without `-o flock`), so a file with one writer is the only arrangement that
+is safe everywhere.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 KEY_FIELDS = ("domain", "task", "method")
@@ -44,6 +53,48 @@ def record_problem(record: dict) -> str | None:
     return None
 
 
+def shard_path(path: str | Path, rank: int) -> Path:
+    """Where rank `rank` appends: the run's `results.jsonl` for rank 0, `results.rankR.jsonl` otherwise."""
+    path = Path(path)
+    return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def shard_paths(path: str | Path) -> list[Path]:
+    """The rank files (rank >= 1) beside `path` that exist now, in rank order."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.stem) + r"\.rank([1-9][0-9]*)" + re.escape(path.suffix) + "$")
+    found = [(int(m.group(1)), p) for p in path.parent.glob(f"{path.stem}.rank*{path.suffix}")
+             if (m := pattern.match(p.name))] if path.parent.is_dir() else []
+    return [p for _, p in sorted(found)]
+
+
+def _repair_file(path: Path) -> int:
+    """Cut a partial last line (left by a crash mid-write) of one file; the number of bytes removed."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1          # 0 when the only line is partial
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data) - keep
+
+
+def _append_lines(path: Path, records: list[dict]) -> None:
+    """Append records as JSON lines, durably (flushed and fsync'ed before returning)."""
+    if not records:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def record_key(record: dict) -> tuple[str, int, str]:
     """The identity of a result: which domain, which stored episode, which method (or ablation variant)."""
     missing = [k for k in KEY_FIELDS if k not in record]
@@ -53,34 +104,26 @@ def record_key(record: dict) -> tuple[str, int, str]:
 
 
 class ResultStore:
-    """`results.jsonl` of one run directory. Not shared between processes: only the parent writes."""
+    """`results.jsonl` of one run directory, with its rank files merged on read. Each process writes only
+    its own file (`rank`: 0 writes `results.jsonl`, as a run without torch.distributed always does)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, rank: int = 0):
         self.path = Path(path)
+        self.write_path = shard_path(self.path, rank)
         self._keys: set[tuple[str, int, str]] | None = None
         self.skipped = 0                       # lines of the last load() that were not usable records
 
     def repair(self) -> int:
-        """Cut a partial last line (left by a crash mid-write). Returns the number of bytes removed."""
-        if not self.path.exists():
-            return 0
-        data = self.path.read_bytes()
-        if not data or data.endswith(b"\n"):
-            return 0
-        keep = data.rfind(b"\n") + 1          # 0 when the only line is partial
-        with open(self.path, "r+b") as f:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        return len(data) - keep
+        """Cut a partial last line of the file this store writes. Returns the number of bytes removed."""
+        return _repair_file(self.write_path)
 
-    def load(self) -> list[dict]:
-        """Every complete, valid record once (first occurrence of a key wins), in file order."""
-        if not self.path.exists():
-            return []
-        records, seen = [], set()
-        self.skipped = 0
-        with open(self.path, encoding="utf-8", errors="replace") as f:
+    @staticmethod
+    def _read(path: Path) -> tuple[list[dict], int]:
+        """(valid records in file order, unusable lines) of one file; a partial last line is ignored."""
+        records, skipped = [], 0
+        if not path.exists():
+            return records, skipped
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if not line.endswith("\n"):
                     break                      # truncated tail: ignored (repair() removes it)
@@ -90,12 +133,26 @@ class ResultStore:
                 try:
                     rec = json.loads(line)
                     bad = record_problem(rec)
-                    key = None if bad else record_key(rec)
+                    if not bad:
+                        record_key(rec)
                 except (json.JSONDecodeError, ValueError, TypeError):
                     bad = "not JSON"
                 if bad:
-                    self.skipped += 1          # a corrupt or incomplete line never stops a resume or a report
+                    skipped += 1               # a corrupt or incomplete line never stops a resume or a report
                     continue
+                records.append(rec)
+        return records, skipped
+
+    def load(self) -> list[dict]:
+        """Every complete, valid record once (first occurrence of a key wins): `results.jsonl` in file order,
+        then the records only rank files hold."""
+        records, seen = [], set()
+        self.skipped = 0
+        for path in [self.path, *shard_paths(self.path)]:
+            recs, skipped = self._read(path)
+            self.skipped += skipped
+            for rec in recs:
+                key = record_key(rec)
                 if key not in seen:
                     seen.add(key)
                     records.append(rec)
@@ -119,11 +176,30 @@ class ResultStore:
         keys = self.keys()
         if key in keys:
             return False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        _append_lines(self.write_path, [record])
         keys.add(key)
         return True
+
+    def fold_shards(self) -> int:
+        """Move every record of the rank files into `results.jsonl` (keys it lacks only), then delete them;
+        the number of records moved. Call it only while no process writes (rank 0 of a run that holds the
+        run lock, before or after the ranks' work). A crash at any point loses nothing: a rank file is
+        deleted only after its records are fsync'ed into `results.jsonl`, and reads dedupe by key."""
+        shards = shard_paths(self.path)
+        if not shards:
+            return 0
+        _repair_file(self.path)
+        have = {record_key(r) for r in self._read(self.path)[0]}
+        moved = 0
+        for shard in shards:
+            new = []
+            for rec in self._read(shard)[0]:
+                key = record_key(rec)
+                if key not in have:
+                    have.add(key)
+                    new.append(rec)
+            _append_lines(self.path, new)
+            moved += len(new)
+            shard.unlink()
+        self._keys = None
+        return moved

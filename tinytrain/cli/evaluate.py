@@ -1,9 +1,11 @@
-"""`tinytrain eval`: every method on identical stored episodes of each domain, resumable, in parallel,
-with Table-1/Table-2 style reports, plots and ablations."""
+"""`tinytrain eval`: every method on identical stored episodes of each domain, resumable, in parallel (worker
+processes, and torch.distributed ranks: torchrun or --nproc), with Table-1/Table-2 style reports, plots and
+ablations."""
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -107,7 +109,8 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="TinyTrain at these memory budgets, e.g. 128KB,256KB,512KB,1MB")
     g = p.add_argument_group("running")
     g.add_argument("--workers", type=int, default=defaults["workers"],
-                   help="worker processes, one thread each (default: %(default)s)")
+                   help="worker processes, one thread each (default: %(default)s)" if defaults["workers"] else
+                   "worker processes per rank, one thread each (default: the CPUs per rank on this node, at most 4)")
     g.add_argument("--out", default=defaults["out"], help="run directory (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -129,6 +132,8 @@ def config_from_args(args: argparse.Namespace):
         # never ignore them silently: Meta-Dataset episodes draw their own way and shot
         raise UserError("--ways, --shots and --queries shape fixed episodes: add --mode fixed, or drop them for "
                         "Meta-Dataset-style episodes (--max-ways and --max-support cap those)")
+    if args.workers is None:
+        args.workers = default_workers(getattr(args, "nproc", 1))
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1 (got {args.workers})")
     from ..deploy.session import check_iterations
@@ -201,12 +206,124 @@ def print_summary(text: str, files: list[Path], out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One process (as always), `--nproc N` local ranks, or one rank of torchrun. The folder is locked for the
+    whole launch (OUT/eval.lock), so a second launch on it refuses; the report is written once, when every
+    rank is done."""
+    from ..bench import distributed as dist_eval
     from ..bench.harness import run_eval
+
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be at least 1 (got {args.nproc}); 1 evaluates in this process")
+    if args.nproc > 1 and dist_eval.under_torchrun():
+        raise UserError("--nproc starts its own ranks; under torchrun leave it out (torchrun's --nproc-per-node "
+                        "and --nnodes set the ranks)")
+    try:
+        device = dist_eval.check_device(args.device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.workers is None:
+        args.workers = default_workers(args.nproc)
+    if dist_eval.under_torchrun():
+        return _torchrun_rank(args, device)
+    config = lr_protocol_for_domains(config_from_args(args))
+    config.validate()                    # bad settings: refused before the folder (and its lock) exist
+    out = Path(args.out)
+    progress = not args.no_progress
+    with dist_eval.run_lock(out):
+        if args.nproc == 1:
+            records = run_eval(config, out, workers=args.workers, progress=progress, device=device, lock=False)
+        else:
+            code = _launch_ranks(config, out, args.nproc, args.workers, progress, device)
+            if code:
+                return code
+            from ..bench.harness import in_job_order
+            from ..bench.results import ResultStore
+            records = in_job_order(config, ResultStore(out / "results.jsonl").load())
+        return finish(config, out, records)
+
+
+def default_workers(nproc: int = 1) -> int:
+    """Worker processes per rank: this node's CPUs shared by its ranks, at most 4 (the default of old)."""
+    from ..bench.distributed import local_world_size
+    return max(1, min(4, (os.cpu_count() or 1) // local_world_size(nproc)))
+
+
+def _eval_rank(config_dict: dict, out: str, workers: int, progress: bool, device: str) -> None:
+    """One rank of `--nproc N` (a spawned process): its share of the jobs. Rank 0 prints a refusal once;
+    the exit status tells the launcher (2: bad input, said already)."""
+    from ..bench.distributed import RankStopped
+    from ..bench.harness import EvalConfig, run_eval
+    from ..fewshot.distributed import exit_rank
+    try:
+        run_eval(EvalConfig.from_dict(config_dict), out, workers=workers, progress=progress, device=device,
+                 lock=False)
+    except RankStopped:
+        exit_rank(2)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        print(f"tinytrain eval: error: {exc}", file=sys.stderr)
+        exit_rank(2)
+
+
+def _launch_ranks(config, out: Path, nproc: int, workers: int, progress: bool, device: str) -> int:
+    """`--nproc N`: N local ranks over gloo; 0 when all finished, else the exit status after one line."""
+    import torch.multiprocessing as tmp
+
+    from ..bench.distributed import launch
+    try:
+        launch(_eval_rank, nproc, (config.to_dict(), str(out), workers, progress, device))
+    except tmp.ProcessExitedException as exc:
+        if exc.exit_code == 2:       # a refusal, printed by the rank
+            return 2
+        how = f"was killed ({exc.signal_name})" if exc.signal_name else f"exited with status {exc.exit_code}"
+        print(f"tinytrain eval: rank {exc.error_index} {how}; the other ranks were stopped. Finished results are "
+              f"kept in {out}; the same command resumes (with any number of ranks)", file=sys.stderr)
+        return 1
+    except tmp.ProcessRaisedException as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(f"tinytrain eval: internal error in rank {exc.error_index}: {last} (a bug in tinytrain; finished "
+              f"results are kept in {out} and the same command resumes)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _torchrun_rank(args: argparse.Namespace, device: str) -> int:
+    """One rank of torchrun: rank 0 reads the settings (building data on first use) and holds the lock while
+    every rank runs its share; rank 0 writes the report. Ranks leave through exit_rank (gloo's threads can
+    abort a normal interpreter exit)."""
+    from contextlib import ExitStack
+
+    from ..bench.distributed import Ranks, RankStopped, init_from_env, run_lock
+    from ..bench.harness import run_eval
+    from ..fewshot.distributed import exit_rank
+
+    init_from_env()
+    ranks = Ranks.current()
+    try:
+        config = ranks.rank0(lambda: lr_protocol_for_domains(config_from_args(args)), share=True)
+        config.validate()
+        out = Path(args.out)
+        with ExitStack() as held:
+            ranks.rank0(lambda: held.enter_context(run_lock(out)))
+            records = run_eval(config, out, workers=args.workers, progress=not args.no_progress, device=device,
+                               lock=False, ranks=ranks)
+            code = finish(config, out, records) if ranks.rank == 0 else 0
+    except RankStopped:
+        exit_rank(2)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        print(f"tinytrain eval: error: {exc}", file=sys.stderr)
+        exit_rank(2)
+    except KeyboardInterrupt:
+        if ranks.rank == 0:
+            print("interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
+        exit_rank(130)
+    exit_rank(code)
+
+
+def finish(config, out: Path, records: list[dict]) -> int:
+    """Write the report of a finished launch, print where it is, and the exit status (diverged or missing
+    jobs are not a success)."""
     from ..bench.summary import write_run_report
 
-    config = lr_protocol_for_domains(config_from_args(args))
-    out = Path(args.out)
-    records = run_eval(config, out, workers=args.workers, progress=not args.no_progress)
     text, files = write_run_report(out, config, records)
     print_summary(text, files, out)
     expected = len(config.domains) * config.tasks * len(config.variants)
@@ -276,7 +393,8 @@ def report(args: argparse.Namespace) -> int:
         raise UserError(f"{out} is not an evaluation directory (no config.json); pass the --out of a `tinytrain eval` run")
     config = config_from_stored(read_stored_config(out), out / "config.json")
     store = ResultStore(out / "results.jsonl")
-    records = store.load()
+    from ..bench.harness import in_job_order
+    records = in_job_order(config, store.load())
     labels, domains = {v.label for v in config.variants}, set(config.domains)
     strangers = sorted({f"{r['method']} on {r['domain']}" for r in records
                         if r["method"] not in labels or r["domain"] not in domains})
@@ -298,7 +416,7 @@ def note_skipped(store) -> None:
 EVAL_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "default",
                  "domains": "pocket-scripts,pocket-digits,pocket-textures", "methods": "all", "tasks": 200,
                  "iterations": 40, "lr": "auto", "mode": "metadataset",
-                 "workers": max(1, min(4, os.cpu_count() or 1)), "out": "tinytrain-eval"}
+                 "workers": None, "out": "tinytrain-eval"}    # workers: per rank, resolved in run()
 
 
 def register(sub) -> None:
@@ -306,6 +424,13 @@ def register(sub) -> None:
                        description="Run every method on identical stored episodes of each domain. Results are "
                                    "appended to OUT/results.jsonl as they finish; rerunning the same command resumes.")
     add_run_arguments(p, EVAL_DEFAULTS)
+    g = p.add_argument_group("distributed (docs/distributed.md)")
+    g.add_argument("--nproc", type=int, default=1,
+                   help="ranks on this machine, each with its own --workers, over torch.distributed (gloo); under "
+                        "torchrun leave it out (default: %(default)s)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where each rank trains: cpu, or cuda (the rank's local GPU) (default: cuda when torch sees "
+                        "a GPU, else cpu)")
     p.set_defaults(func=run)
     r = sub.add_parser("eval-report", help="rebuild the tables and plots of an evaluation directory")
     r.add_argument("dir", help="the --out directory of a `tinytrain eval` run")
