@@ -332,3 +332,15 @@ def test_shipping_a_checkpoint_keeps_its_pretrained_branches(setup):
     assert all(torch.equal(bare.state_dict()[k], v) for k, v in tl.state_dict().items() if not k.startswith("classifier."))
     plain, _, _ = initial_model("tiny-test", str(tmp / "with-lite.safetensors"))
     assert not isinstance(plain, TinyTLBackbone) and not any(k.startswith("lite.") for k in plain.state_dict())
+
+
+def test_distill_leaves_denormals_alone_afterwards(setup, capsys):
+    """Distillation flushes denormals to zero while it runs; the flag is process-wide, so it must be off
+    again afterwards (it once stayed on and broke the float arithmetic of everything that ran next)."""
+    import math
+    torch.set_flush_denormal(False)
+    tiny = math.ldexp(1.0, -1060)                 # a float64 subnormal
+    assert torch.tensor([tiny], dtype=torch.float64).item() > 0
+    tmp, args = setup
+    assert main(args + ["--out", str(tmp / "run"), "--max-steps", "1"]) == 0
+    assert torch.tensor([tiny], dtype=torch.float64).item() > 0

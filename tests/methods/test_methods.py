@@ -36,10 +36,11 @@ def test_fit_changes_exactly_the_plan(task, name):
     if name == "none":
         return
     assert rep.train_seconds > 0 and rep.measured_saved_bytes > 0
-    up = rep.extra["update_plan"]
-    if "engine_plan" in rep.extra:
+    up = rep.update_plan.to_dict()
+    assert rep.to_dict()["extra"]["update_plan"] == up                 # the saved layout carries the one plan
+    if rep.engine_plan is not None:
         assert rep.measured_saved_bytes == rep.extra["predicted_saved_bytes"]
-        ep = rep.extra["engine_plan"]
+        ep = rep.engine_plan.to_dict()
         mods = bb.conv_modules()
         names = dict((i, l.name) for i, l in enumerate(bb.conv_layers()))
         changed_keys = {k for k in before if not torch.equal(after[k], before[k])}
@@ -68,9 +69,9 @@ def test_tinytrain_plan_respects_budgets(task, mem, comp, score):
     bb, x, y = task
     m = make_method("tinytrain", bb, _cfg(memory_budget=mem, compute_budget=comp, options={"score": score}))
     rep = m.plan(x, y)
-    assert rep.plan and rep.predicted_memory_bytes <= mem
-    assert rep.backward_macs <= rep.extra["compute_budget_macs"]
-    for row in rep.plan:
+    assert rep.rows and rep.predicted_memory_bytes <= mem
+    assert rep.backward_macs <= rep.compute_budget_macs
+    for row in rep.to_dict()["plan"]:
         assert set(row) == {"layer", "name", "channels_updated", "channels_total", "score"}
         assert 1 <= row["channels_updated"] <= row["channels_total"]
 
@@ -120,7 +121,7 @@ def test_automatic_learning_rate(task):
     bb, x, y = task
     m = make_method("lastlayer", bb, _cfg(lr=None, options={"lr_candidates": [1e-3, 1e-2]}))
     m.fit(x, y)
-    assert m.report.extra["lr"] in (1e-3, 1e-2) and set(m.report.extra["lr_search"]) == {"0.001", "0.01"}
+    assert m.report.lr in (1e-3, 1e-2) and set(m.report.extra["lr_search"]) == {"0.001", "0.01"}
 
 
 def _colour_tasks():
@@ -151,7 +152,7 @@ def test_plans_follow_where_each_task_carries_its_information():
     plans = []
     for x in (xa, xb):
         rep = make_method("tinytrain", bb, cfg).plan(x, y)
-        plans.append({w["index"]: set(w["channels"]) for w in rep.extra["engine_plan"]["weights"]})
+        plans.append({w.index: set(w.channels) for w in rep.engine_plan.weights})
     a, b = plans
     for layer in (0, 1):                                           # the stem and blocks.0.dw (one filter per channel)
         assert layer in a and layer in b
@@ -205,7 +206,7 @@ def test_channel_ablation_changes_the_plan_at_the_default_budgets():
     for choice in ("fisher", "l2", "random"):
         cfg = AdaptConfig(iterations=1, resolution=128, augment=False, options={"channel_choice": choice})
         rep = make_method("tinytrain", bb, cfg).plan(x, y)
-        plans[choice] = {(w["index"], c) for w in rep.extra["engine_plan"]["weights"] for c in w["channels"]}
+        plans[choice] = {(w.index, c) for w in rep.engine_plan.weights for c in w.channels}
         assert rep.predicted_memory_bytes <= 1024 * 1024
     jaccard = lambda a, b: len(a & b) / len(a | b)
     # mostly different channels, not one layer's half (the plan of the former defaults: Jaccard 0.88)

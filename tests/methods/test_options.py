@@ -158,10 +158,10 @@ def test_bias_no_really_turns_bias_training_off(task):
     bb, x, y = task
     for value in ("False", "no", "OFF", False):
         rep = make_method("tinytl", bb, _cfg(options={"bias": value})).plan(x, y)
-        assert rep.extra["train_biases"] is False and not any("BN shift" in r["name"] for r in rep.plan)
-        assert rep.extra["options"]["bias"] is False
+        assert rep.extra["train_biases"] is False and not any("BN shift" in r.name for r in rep.rows)
+        assert rep.options["bias"] is False
     rep = make_method("tinytl", bb, _cfg(options={"bias": "yes"})).plan(x, y)
-    assert rep.extra["train_biases"] is True and any("BN shift" in r["name"] for r in rep.plan)
+    assert rep.extra["train_biases"] is True and any("BN shift" in r.name for r in rep.rows)
 
 
 @pytest.mark.parametrize("item, words", [
@@ -231,7 +231,7 @@ def test_augment_pool_is_accepted_by_the_cli_and_the_library(task, support, tmp_
     bb, x, y = task
     m = make_method("tinytrain", bb, _cfg(iterations=3, lr=1e-3, options={"augment_pool": 8}))
     m.fit(x, y)
-    assert m.report.extra["caches"]["pool_views"] == 3 and m.report.extra["options"]["augment_pool"] == 8
+    assert m.report.extra["caches"]["pool_views"] == 3 and m.report.options["augment_pool"] == 8
 
 
 def test_python_adapt_takes_options_and_they_change_the_plan(support):
@@ -257,7 +257,7 @@ def test_adapt_config_takes_an_options_object_as_well_as_a_dict(task):
     kw = dict(memory_budget=60_000, compute_budget=0.6)
     as_dict = make_method("tinytrain", bb, _cfg(options={"ratio_policy": "largest"}, **kw)).plan(x, y)
     as_object = make_method("tinytrain", bb, _cfg(options=TinyTrainOptions(ratio_policy="largest"), **kw)).plan(x, y)
-    assert as_dict.plan == as_object.plan and as_dict.extra["options"] == as_object.extra["options"]
+    assert as_dict.rows == as_object.rows and as_dict.options == as_object.options
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -268,7 +268,7 @@ def test_every_report_lists_the_applied_options(task, name):
     expect = METHODS[name].options_class(prefix_batch_size=5).to_dict()
     if name == "tinytrain":
         expect.pop("fixed_plan")          # its plan is the report's plan; extra["static_plan"] says so
-    assert m.report.extra["options"] == expect
+    assert m.report.options == expect and m.report.to_dict()["extra"]["options"] == expect
     json.dumps(m.report.to_dict())        # plain values
 
 

@@ -172,8 +172,8 @@ def test_method_uses_a_derived_policy_and_reports_its_source(setup, policy_file,
                             ({"derived_policy": str(path.parent)}, f"derived ({path})")):
         rep = _plan(bb, eps, options)
         assert rep.extra["policy_source"] == source
-        assert sorted(r["layer"] for r in rep.plan) == expect_layers
-        assert rep.extra["engine_plan"]["biases"][0] == n - p["n_bias"]
+        assert sorted(r.layer for r in rep.rows) == expect_layers
+        assert rep.engine_plan.biases[0] == n - p["n_bias"]
         assert rep.extra["policy"]["n_bias"] == p["n_bias"]
     # a folder without this model's file, and no shipped one: the structural fallback
     monkeypatch.setattr(su, "shipped_policy_path", lambda model: tmp_path / f"{model}-sparseupdate.json")

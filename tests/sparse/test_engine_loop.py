@@ -206,7 +206,7 @@ def test_redraw_trains_more_channels_than_any_one_iteration_holds():
                                "crossed_biases": False})
     method = make_method("tinytrain", bb, cfg, CosineClassifier())
     pred = method.fit(x, y)
-    rows = method.report.plan
+    rows = [r.to_dict() for r in method.report.rows]
     assert rows and all(r["channels_updated"] < r["channels_total"] for r in rows)
     before, after = bb.conv_modules(), pred.backbone.conv_modules()
     for r in rows:

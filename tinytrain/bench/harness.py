@@ -317,14 +317,13 @@ class Runner:
         accuracy = predictor.accuracy(task.query_x, task.query_y)
         total_s = time.perf_counter() - t0
         rep = method.report
-        extra = rep.extra or {}
+        trained_lr = lr if rep.lr is None else rep.lr
         diverged = None      # adapt's check: a fit whose loss or weights blew up has no accuracy
-        if variant.method not in TRAINING_FREE and extra.get("lr", lr) != 0:
+        if variant.method not in TRAINING_FREE and trained_lr != 0:
             from ..deploy.session import divergence_reason
-            diverged = divergence_reason(backbone, predictor, task.support_x, task.support_y, extra.get("final_loss"))
-        fisher = extra.get("fisher_potential")
-        eplan = extra.get("engine_plan") or {}
-        mem_budget, comp_budget = extra.get("memory_budget"), extra.get("compute_budget_macs")
+            diverged = divergence_reason(backbone, predictor, task.support_x, task.support_y, rep.final_loss)
+        fisher, eplan = rep.fisher_potential, rep.engine_plan
+        mem_budget, comp_budget = rep.memory_budget, rep.compute_budget_macs
         return {
             "domain": domain, "task": index, "method": variant.label, "base_method": variant.method,
             "checkpoint": variant.checkpoint or self.config.checkpoint,
@@ -333,13 +332,13 @@ class Runner:
             "measured_saved_bytes": None if rep.measured_saved_bytes is None else int(rep.measured_saved_bytes),
             "backward_macs": int(rep.backward_macs or 0), "seconds": total_s, "fit_seconds": fit_s,
             "selection_seconds": float(rep.selection_seconds or 0.0), "train_seconds": float(rep.train_seconds or 0.0),
-            "lr": (rep.extra or {}).get("lr", lr), "memory_budget": acfg.memory_budget, "options": variant.options,
+            "lr": trained_lr, "memory_budget": acfg.memory_budget, "options": variant.options,
             "ways": ep.ways, "support": len(ep.support), "query": len(ep.query),
-            "plan": [[int(r["layer"]), int(r.get("channels_updated", 0)), int(r.get("channels_total", 0))]
-                     for r in rep.plan if r.get("layer") is not None and r.get("channels_updated", 0)],
-            "fisher_potential": {str(k): float(v) for k, v in fisher.items()} if isinstance(fisher, dict) else None,
-            "plan_channels": {str(w["index"]): list(w["channels"]) for w in eplan.get("weights", [])} or None,
-            "plan_biases": list(eplan.get("biases", [])) if eplan else None,
+            "plan": [[r.layer, r.channels_updated, r.channels_total]
+                     for r in rep.rows if r.layer is not None and r.channels_updated],
+            "fisher_potential": None if fisher is None else {str(k): float(v) for k, v in fisher.items()},
+            "plan_channels": {str(w.index): list(w.channels) for w in eplan.weights} or None if eplan else None,
+            "plan_biases": list(eplan.biases) if eplan else None,
             "budget_share": ({"memory": int(rep.predicted_memory_bytes or 0) / mem_budget,
                               "compute": int(rep.backward_macs or 0) / comp_budget}
                              if mem_budget and comp_budget else None),

@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from ..methods.base import AdaptConfig
+from ..methods.base import AdaptConfig, plan_rows
 from ..methods.common import FineTuner, check_support, storages_of
 from ..methods.fulltrain import FullTrainMethod
 from ..methods.sparseupdate import SparseUpdateMethod
@@ -126,7 +126,7 @@ def run(args) -> int:
     ratios["tinytrain_measured_over_predicted_saved_bytes"] = t["measured_saved_bytes"] / max(1, t["predicted_saved_bytes"])
     out = {"model": args.model, "resolution": res, "support": len(x), "batch_size": batch, "rounds": args.iterations,
            "augment_pool": args.augment_pool, "caches": tuners["tinytrain"].caches.to_dict(), **pinned,
-           "tinytrain_plan": tt_built.rows, "methods": results, "ratios": ratios}
+           "tinytrain_plan": [r.to_dict() for r in plan_rows(spec, tt_built.update_plan, tt_built.scores)], "methods": results, "ratios": ratios}
     if args.profile:
         out["profile"] = profile_steps(tuners[args.profile].step)
     if args.json:

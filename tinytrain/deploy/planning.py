@@ -15,7 +15,7 @@ from ..costs.devices import DeviceProfile, check_fit
 from ..costs.model import CostModel
 from ..costs.plan import UpdatePlan
 from ..costs.units import format_bytes
-from ..methods.base import AdaptConfig
+from ..methods.base import AdaptConfig, plan_rows
 from ..models.backbone import Backbone
 from ..models.specs import ArchSpec, conv_layers
 from ..methods import make_method
@@ -24,18 +24,6 @@ from .session import Budgets, compute_budget_macs
 FIXED_PLANS = {"fulltrain": fulltrain_plan, "lastlayer": lastlayer_plan, "tinytl": tinytl_plan,
                "sparseupdate": sparseupdate_plan}
 PLANNED_METHODS = ("tinytrain",) + tuple(FIXED_PLANS)
-
-
-def plan_rows(spec: ArchSpec, plan: UpdatePlan) -> list[dict]:
-    """{layer, name, channels_updated, channels_total, score} rows for a plan without scores."""
-    layers = conv_layers(spec, plan.resolution)
-    rows = []
-    for u in plan.layers:
-        layer = layers[u.index]
-        total = layer.cin if (u.axis == "in" and layer.groups == 1) else layer.cout
-        rows.append({"layer": u.index, "name": layer.name, "channels_updated": u.n_channels(total),
-                     "channels_total": total, "score": None})
-    return rows
 
 
 def fixed_plan(method: str, spec: ArchSpec, resolution: int, optimizer: str = "adam") -> UpdatePlan:
@@ -54,11 +42,9 @@ def tinytrain_plan(backbone: Backbone, support_x: torch.Tensor, support_y: torch
     t0 = time.perf_counter()
     report = method.plan(support_x, support_y)
     seconds = report.selection_seconds or (time.perf_counter() - t0)
-    raw = (report.extra or {}).get("update_plan")
-    if raw is None:
+    if report.update_plan is None:
         raise ValueError("the tinytrain method returned no update plan; it cannot be priced")
-    plan = raw if isinstance(raw, UpdatePlan) else UpdatePlan.from_dict(raw.to_dict() if hasattr(raw, "to_dict") else raw)
-    return plan, list(report.plan), float(seconds)
+    return report.update_plan, [r.to_dict() for r in report.rows], float(seconds)
 
 
 def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
@@ -160,7 +146,7 @@ def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
         result |= {"selection_seconds": seconds}
     else:
         plan = fixed_plan(method, spec, resolution)
-        rows = plan_rows(spec, plan)
+        rows = [r.to_dict() for r in plan_rows(spec, plan)]
     result |= {"batch_size": plan.batch_size, "plan": rows, "update_plan": plan.to_dict()}
     result |= price_plan(spec, plan, budgets)
     result |= cache_and_estimate(spec, plan, budgets, result, None if support_x is None else len(support_x), method)

@@ -138,17 +138,6 @@ def load_task_folders(support_dir: str | Path, query_dir: str | Path | None, res
     return support, query
 
 
-def _update_plan_of(report) -> dict | None:
-    extra = report.extra or {}
-    for key in ("update_plan", "plan", "UpdatePlan"):
-        value = extra.get(key)
-        if isinstance(value, dict):
-            return value
-        if hasattr(value, "to_dict"):
-            return value.to_dict()
-    return None
-
-
 def check_within_budgets(report_dict: dict, budgets: Budgets, compute_macs: int | None) -> None:
     """The method promised to respect the budgets; refuse to save a model that does not."""
     mem, macs = report_dict.get("predicted_memory_bytes"), report_dict.get("backward_macs")
@@ -229,37 +218,36 @@ def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, que
     rd = report.to_dict()
     rd["method"] = rd.get("method") or method
     if method != "none":
-        check_not_diverged(backbone, predictor, support, (rd.get("extra") or {}).get("final_loss"),
-                           (rd.get("extra") or {}).get("lr", config.lr))
+        check_not_diverged(backbone, predictor, support, report.final_loss,
+                           config.lr if report.lr is None else report.lr)
     given_macs = compute_budget_macs(backbone.spec, budgets.compute, config.resolution)
     check_within_budgets(rd, budgets, given_macs)
     summary = {k: rd.get(k) for k in ("method", "plan", "predicted_memory_bytes", "measured_saved_bytes",
                                       "backward_macs", "selection_seconds", "train_seconds")}
     summary |= {"model": model, "resolution": config.resolution, "classes": list(support.classes),
                 "support_images": len(support.y), "mixed_image_sizes": support.mixed_sizes,
-                "seed": config.seed} | budgets.to_dict() | applied_budgets(rd, budgets, given_macs)
+                "seed": config.seed} | budgets.to_dict() | applied_budgets(report, budgets, given_macs)
     if support.ignored_metadata:
         summary["ignored_metadata_files"] = support.ignored_metadata
     if query is not None:
         acc = predictor.accuracy(query.x, query.y)
         summary |= {"query_accuracy": acc, "query_images": len(query.y)}
     adapted = AdaptedModel(predictor, model, config.resolution, list(support.classes), normalisation(),
-                           rd["method"], rd, _update_plan_of(report),
+                           rd["method"], rd, None if report.update_plan is None else report.update_plan.to_dict(),
                            (info or {}) | {k: summary[k] for k in summary if k in ("seed", "query_accuracy")},
                            tuple(background))
     return adapted, summary
 
 
-def applied_budgets(report: dict, budgets: Budgets, given_macs: int | None) -> dict:
+def applied_budgets(report, budgets: Budgets, given_macs: int | None) -> dict:
     """The budgets the method actually worked to: the given ones, or the method's own defaults (TinyTrain:
     1 MiB and 15 % of FullTrain's backward MACs), in bytes and MACs; None only where no budget applies."""
-    extra = report.get("extra") or {}
-    mem = extra.get("memory_budget", budgets.memory_bytes)
-    macs = extra.get("compute_budget_macs", given_macs)
+    mem = budgets.memory_bytes if report.memory_budget is None else report.memory_budget
+    macs = given_macs if report.compute_budget_macs is None else report.compute_budget_macs
     if budgets.memory_bytes is not None or budgets.compute is not None:
         source = f"device {getattr(budgets.device, 'name', budgets.device)}" if budgets.device is not None else "given"
     elif mem is not None or macs is not None:
-        source = f"{report.get('method')}'s defaults"
+        source = f"{report.method}'s defaults"
     else:
         source = None
     return {"memory_budget_bytes": None if mem is None else int(mem),

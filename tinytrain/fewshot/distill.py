@@ -280,12 +280,23 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
 
     In a distributed run each rank computes its slice of every batch and gradients are all-reduced; BN
     statistics are those of the slice (as with any data-parallel training) and averaged after each step."""
+    # KL at a high temperature gives tiny gradients; once Adam's second moments and the weights' small parts
+    # fall into the denormal range a CPU step became ~20x slower (measured here); flush them to zero while
+    # distilling, and only then: the flag is process-wide (it broke float arithmetic of whatever ran next)
+    torch.set_flush_denormal(True)
+    try:
+        return _distill(student, teacher, batches, config, out, heldout=heldout, restart=restart,
+                        stop_at_step=stop_at_step, progress=progress)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: DistillConfig, out: str | Path,
+             *, heldout=None, restart: bool = False, stop_at_step: int | None = None,
+             progress: bool = True) -> TrainResult:
     config.check()
     rank, world = _world()
     device = pick_device(config.device)
-    # KL at a high temperature gives tiny gradients; once Adam's second moments and the weights' small parts
-    # fall into the denormal range a CPU step became ~20x slower (measured here); flush them to zero.
-    torch.set_flush_denormal(True)
     student.to(device).to(memory_format=torch.channels_last)
     teacher.to(device).to(memory_format=torch.channels_last)
     run = RunDir(out)

@@ -15,8 +15,11 @@ from typing import ClassVar
 
 import torch
 
+from ..costs.plan import UpdatePlan
 from ..models.backbone import Backbone
 from ..models.head import CosineClassifier, class_prototypes
+from ..models.specs import ArchSpec, conv_layers, lite_residual_branches
+from ..sparse.engine import EnginePlan
 from .options import MethodOptions
 
 
@@ -38,19 +41,81 @@ class AdaptConfig:
     options: dict | MethodOptions = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PlanRow:
+    """One trained layer as a report shows it: `layer` None for modules outside the conv list (TinyTL's
+    lite-residual branches); `score` is the selection's score where the method scores layers."""
+
+    layer: int | None
+    name: str
+    channels_updated: int
+    channels_total: int
+    score: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_rows(spec: ArchSpec, plan: UpdatePlan, scores: dict[int, float] | None = None) -> list[PlanRow]:
+    """The rows a report shows for `plan`: one per conv layer with trained weights (channels along the
+    layer's axis), and for TinyTL plans the BN shifts and the lite-residual branches."""
+    layers = conv_layers(spec, plan.resolution)
+    scores = scores or {}
+    rows = []
+    for u in plan.layers:
+        layer = layers[u.index]
+        total = layer.cin if (u.axis == "in" and layer.groups == 1) else layer.cout
+        rows.append(PlanRow(u.index, layer.name, u.n_channels(total), total, scores.get(u.index)))
+    if plan.kind == "tinytl":
+        rows += [PlanRow(i, layers[i].name + " (BN shift)", layers[i].cout, layers[i].cout) for i in plan.bias_layers]
+        rows += [PlanRow(None, f"lite.{b.block}", b.cout, b.cout) for b in lite_residual_branches(spec, plan.resolution)]
+    return rows
+
+
 @dataclass
 class AdaptReport:
+    """What one adaptation updated and what it cost. Typed fields are what consumers (CLI, harness, exports)
+    read; `extra` holds diagnostics only (phases, caches, memory breakdown, method-specific notes)."""
+
     method: str
-    plan: list[dict] = field(default_factory=list)  # {layer, name, channels_updated, channels_total, score}
+    rows: list[PlanRow] = field(default_factory=list)
+    update_plan: UpdatePlan | None = None        # the one plan: every trained tensor, channels explicit
     predicted_memory_bytes: int = 0
     backward_macs: int = 0
     measured_saved_bytes: int | None = None
     selection_seconds: float = 0.0
     train_seconds: float = 0.0
+    lr: float | None = None                      # the rate trained with (chosen or given); None: nothing trained
+    final_loss: float | None = None
+    memory_budget: int | None = None             # bytes / backward MACs the method worked to (its own
+    compute_budget_macs: int | None = None       # defaults when none were given); None: it has no budget
+    fisher_potential: dict[int, float] | None = None
+    options: dict = field(default_factory=dict)  # every option the method ran with, plain values
     extra: dict = field(default_factory=dict)
 
+    @property
+    def engine_plan(self) -> EnginePlan | None:
+        """The sparse engine's form of `update_plan` (None for dense and TinyTL plans)."""
+        if self.update_plan is None or self.update_plan.kind != "sparse":
+            return None
+        return EnginePlan.from_update_plan(self.update_plan)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The JSON layout saved in adapted.json and printed by `tinytrain adapt --json` (unchanged since the
+        report was a dict: the typed fields other than the costs and times sit in "extra")."""
+        eplan = self.engine_plan
+        typed = {"update_plan": None if self.update_plan is None else self.update_plan.to_dict(),
+                 "engine_plan": None if eplan is None else eplan.to_dict(), "lr": self.lr,
+                 "final_loss": self.final_loss, "memory_budget": self.memory_budget,
+                 "compute_budget_macs": self.compute_budget_macs,
+                 "fisher_potential": None if self.fisher_potential is None
+                 else {str(k): v for k, v in self.fisher_potential.items()},
+                 "options": dict(self.options)}
+        extra = {k: v for k, v in typed.items() if v is not None} | dict(self.extra)
+        return {"method": self.method, "plan": [r.to_dict() for r in self.rows],
+                "predicted_memory_bytes": self.predicted_memory_bytes, "backward_macs": self.backward_macs,
+                "measured_saved_bytes": self.measured_saved_bytes, "selection_seconds": self.selection_seconds,
+                "train_seconds": self.train_seconds, "extra": extra}
 
 
 class Predictor:
@@ -93,10 +158,10 @@ class Method(ABC):
         # every option read goes through this typed object (ValueError here for an unknown key or a bad value)
         self.opts = self.options_class.parse(self.config.options)
         self.head = head if head is not None else CosineClassifier()
-        self.report = AdaptReport(method=self.name, extra={"options": self.applied_options()})
+        self.report = AdaptReport(method=self.name, options=self.applied_options())
 
     def applied_options(self) -> dict:
-        """The options this method runs with, as a plain dict (reported in `report.extra["options"]`)."""
+        """The options this method runs with, as a plain dict (`report.options`)."""
         return self.opts.to_dict()
 
     def fresh_backbone(self) -> Backbone:

@@ -11,7 +11,7 @@ from torch import nn
 from ..costs.baselines import fulltrain_plan
 from ..models.backbone import Backbone
 from .options import MethodOptions
-from .trained import Built, TrainedMethod, full_rows, private_copy
+from .trained import Built, TrainedMethod, private_copy
 
 
 @dataclass(frozen=True)
@@ -49,5 +49,4 @@ class FullTrainMethod(TrainedMethod):
     def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
         backbone = private_copy(self.source_backbone)
         up = fulltrain_plan(backbone.spec, int(x.shape[-1]), self.config.optimizer, self.batch_size)
-        layers = [l.index for l in backbone.conv_layers()]
-        return Built(DenseModel(backbone), backbone, up, full_rows(backbone, layers))
+        return Built(DenseModel(backbone), backbone, up)

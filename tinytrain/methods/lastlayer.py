@@ -6,10 +6,10 @@ from typing import ClassVar
 
 import torch
 
-from ..costs.baselines import lastlayer_plan
-from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
+from ..costs.plan import LayerUpdate
+from ..sparse.engine import SparseEngine
 from .options import MethodOptions
-from .trained import Built, TrainedMethod, full_rows, private_copy
+from .trained import Built, TrainedMethod, private_copy, sparse_plan
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,6 @@ class LastLayerMethod(TrainedMethod):
     def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
         backbone = private_copy(self.source_backbone)
         last = backbone.conv_layers()[-1]
-        up = lastlayer_plan(backbone.spec, int(x.shape[-1]), self.config.optimizer, self.batch_size)
-        eplan = EnginePlan((LayerSelection(last.index, tuple(range(last.cout)), "out"),))
-        return Built(SparseEngine(backbone, eplan), backbone, up, full_rows(backbone, [last.index]), eplan)
+        up = sparse_plan(backbone.spec, [LayerUpdate(last.index, 1.0, "out", list(range(last.cout)))], [],
+                         self.batch_size, self.config.optimizer, int(x.shape[-1]))
+        return Built(SparseEngine(backbone, up), backbone, up)

@@ -28,5 +28,5 @@ class NoneMethod(Method):
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
         backbone = self.fresh_backbone()
         protos = support_prototypes(backbone, support_x, support_y, batch_size=self.opts.prefix_batch_size)
-        self.report = AdaptReport(method=self.name, extra={"options": self.applied_options()})
+        self.report = AdaptReport(method=self.name, options=self.applied_options())
         return Predictor(backbone, protos, self.head)

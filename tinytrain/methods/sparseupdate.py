@@ -29,13 +29,13 @@ import torch.nn.functional as F
 
 from ..costs.baselines import SPARSEUPDATE_DEFAULT_KB, SPARSEUPDATE_POLICIES
 from ..costs.model import CostModel
-from ..costs.plan import LayerUpdate, UpdatePlan
+from ..costs.plan import LayerUpdate
 from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
 from ..sparse.selection import select_channels
 from .base import AdaptConfig
 from .options import MethodOptions, option
 from .tinytrain import DEFAULT_MEMORY_BUDGET, candidate_layers
-from .trained import Built, TrainedMethod, private_copy
+from .trained import Built, TrainedMethod, private_copy, sparse_plan
 
 RATIOS = (1.0, 0.5, 0.25, 0.125)
 BIAS_BLOCKS = (1, 2, 3, 4, 5, 6)
@@ -446,7 +446,7 @@ class SparseUpdateMethod(TrainedMethod):
         n = len(layers)
         policy, source = self._policy(backbone, res)
         mods = backbone.conv_modules()
-        sels, rows, ups = [], [], []
+        ups = []
         if policy["n_bias"] > n:
             raise ValueError(f"policy trains the biases of the last {policy['n_bias']} layers but "
                              f"{backbone.spec.name} has {n}")
@@ -459,12 +459,8 @@ class SparseUpdateMethod(TrainedMethod):
                 continue
             total = _channels_total(mods[i].conv)
             ch = _l2_channels(mods[i].conv, r)
-            sels.append(LayerSelection(i, ch, "in"))
             ups.append(LayerUpdate(i, len(ch) / total, "in", list(ch)))
-            rows.append({"layer": i, "name": layers[i].name, "channels_updated": len(ch), "channels_total": total,
-                         "score": None})
-        eplan = EnginePlan(tuple(sels), tuple(sorted(biases)))
-        up = UpdatePlan(backbone.spec.name, ups, sorted(biases), self.batch_size, self.config.optimizer, "sparse", res)
+        up = sparse_plan(backbone.spec, ups, sorted(biases), self.batch_size, self.config.optimizer, res)
         extra = {"policy": {"n_bias": policy["n_bias"], "ratios": {str(k): v for k, v in policy["ratios"].items()}},
                  "policy_source": source}
-        return Built(SparseEngine(backbone, eplan), backbone, up, rows, eplan, 0.0, extra)
+        return Built(SparseEngine(backbone, up), backbone, up, extra=extra)

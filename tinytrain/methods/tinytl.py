@@ -32,7 +32,7 @@ from torch import nn
 from ..costs.baselines import tinytl_plan
 from ..models.tinytl import TinyTLBackbone
 from .options import MethodOptions, option
-from .trained import Built, TrainedMethod, full_rows, private_copy
+from .trained import Built, TrainedMethod, private_copy
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,4 @@ class TinyTLMethod(TrainedMethod):
             tl.lite.load_state_dict(lite)
         bias = self.opts.bias
         up = tinytl_plan(tl.spec, res, self.config.optimizer, self.batch_size, train_biases=bias)
-        rows = full_rows(tl, list(up.bias_layers)) if bias else []
-        for r in rows:
-            r["channels_updated"], r["name"] = r["channels_total"], r["name"] + " (BN shift)"
-        rows += [{"layer": None, "name": f"lite.{b}", "channels_updated": m.conv2.out_channels,
-                  "channels_total": m.conv2.out_channels, "score": None} for b, m in enumerate(tl.lite)]
-        return Built(_TinyTLModel(tl, bias), tl, up, rows, None, 0.0, {"train_biases": bias,
-                                                                        "lite_pretrained": pretrained})
+        return Built(_TinyTLModel(tl, bias), tl, up, extra={"train_biases": bias, "lite_pretrained": pretrained})

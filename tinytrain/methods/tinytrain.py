@@ -16,14 +16,14 @@ from typing import ClassVar, Literal
 import torch
 
 from ..costs.model import CostModel, compute_budget_macs
-from ..costs.plan import LayerUpdate, UpdatePlan
+from ..costs.plan import LayerUpdate
 from ..sparse.accounting import predicted_saved_bytes
-from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
+from ..sparse.engine import EnginePlan, SparseEngine
 from ..sparse.fisher import fisher_information
 from ..sparse.selection import (LayerChoice, fisher_mass_ratio, layer_scores, select_channels,
                                 select_layers)
 from .options import MethodOptions, _Reject, option
-from .trained import Built, TrainedMethod, private_copy
+from .trained import Built, TrainedMethod, private_copy, sparse_plan
 
 DEFAULT_MEMORY_BUDGET = 1024 * 1024     # "around 1 MB" (paper 4.5), 1 MiB like the paper's MB
 DEFAULT_COMPUTE_BUDGET = 0.15           # of FullTrain's backward MACs
@@ -204,7 +204,7 @@ class TinyTrainMethod(TrainedMethod):
         chosen = select_layers(order, scores, channels_for, totals, cost, mem_budget, comp_budget, ratios,
                                o.stop_rule, axis, ratio_cap=cap)
         extra = {"memory_budget": mem_budget, "compute_budget_macs": comp_budget, "candidates": cands,
-                 "fisher_potential": {str(i): p for i, p in potential.items()},
+                 "fisher_potential": dict(potential),
                  "scores": {str(i): v for i, v in scores.items()}}
         return chosen, biases_of(chosen), extra
 
@@ -229,7 +229,6 @@ class TinyTrainMethod(TrainedMethod):
         backbone = private_copy(self.source_backbone)
         spec = backbone.spec
         res = int(x.shape[-1])
-        layers = backbone.conv_layers(res)
         if self.opts.fixed_plan:
             chosen, biases, extra = self._fixed(backbone, res)
             extra["fisher_seconds"] = 0.0
@@ -239,16 +238,16 @@ class TinyTrainMethod(TrainedMethod):
             fisher = self._fisher(backbone, x, y, cands, mem_budget, res)
             chosen, biases, extra = self.select(backbone, fisher.channel, res)
             extra |= {"fisher_batch_size": fisher.batch_size, "fisher_seconds": fisher.seconds}
-        up = UpdatePlan(spec.name, [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis,
-                                                list(c.channels)) for c in chosen],
-                        biases, self.batch_size, self.config.optimizer, "sparse", res)
-        eplan = EnginePlan(tuple(LayerSelection(c.index, c.channels, c.axis) for c in chosen), tuple(biases))
-        engine = SparseEngine(backbone, eplan)
+        up = sparse_plan(spec, [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis, list(c.channels))
+                                for c in chosen], biases, self.batch_size, self.config.optimizer, res)
+        engine = SparseEngine(backbone, up)
         after_step = self._redraw(engine, chosen) if self.opts.channel_choice == "redraw" else None
-        rows = [{"layer": c.index, "name": layers[c.index].name, "channels_updated": len(c.channels),
-                 "channels_total": c.channels_total, "score": c.score} for c in chosen]
         extra["static_plan"] = bool(self.opts.fixed_plan)
-        return Built(engine, backbone, up, rows, eplan, time.perf_counter() - t0, extra, after_step=after_step)
+        budgets = (extra.pop("memory_budget"), extra.pop("compute_budget_macs"))
+        potential = extra.pop("fisher_potential", None)
+        return Built(engine, backbone, up, {c.index: c.score for c in chosen}, time.perf_counter() - t0, extra,
+                     after_step=after_step, budgets=budgets,
+                     fisher_potential=None if potential is None else {int(k): v for k, v in potential.items()})
 
     def _redraw(self, engine: SparseEngine, chosen: list[LayerChoice]):
         """After each iteration: K new random channels in every selected layer (same layers, same K, so the

@@ -21,28 +21,42 @@ import torch
 from torch import nn
 
 from ..costs.model import backward_macs, backward_memory
-from ..costs.plan import UpdatePlan
+from ..costs.plan import LayerUpdate, UpdatePlan
 from ..models.backbone import Backbone
 from ..sparse.accounting import predicted_saved_bytes, stage_input_elems
 from ..sparse.engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
-from .base import AdaptReport, Method, Predictor
+from .base import AdaptReport, Method, Predictor, plan_rows
 from .common import FineTuner, check_support, plan_caches, split_support, storages_of
 from .options import DEFAULT_CACHE_BUDGET, LR_CANDIDATES  # noqa: F401  (their home is methods/options.py)
 
 
 @dataclass
 class Built:
-    """What a method trains for one support set."""
+    """What a method trains for one support set: the model that trains it and the one plan it follows."""
 
     model: nn.Module                 # has trainable_parameters(), sync(), forward (and maybe prefix/suffix)
     backbone: Backbone               # the private backbone that ends up holding the adapted weights
-    update_plan: UpdatePlan          # for the Table-2 cost model
-    rows: list[dict]                 # report plan rows
-    engine_plan: EnginePlan | None = None
+    update_plan: UpdatePlan          # every trained tensor (sparse plans name their channels)
+    scores: dict[int, float] = field(default_factory=dict)   # the selection's score per chosen layer
     selection_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)   # diagnostics for the report (method-specific)
     before_step: object = None
     after_step: object = None        # after_step(optimizer), once per iteration (TinyTrain's dynamic channels)
+    budgets: tuple[int | None, int | None] = (None, None)   # (memory bytes, backward MACs) worked to
+    fisher_potential: dict[int, float] | None = None
+
+    @property
+    def engine_plan(self) -> EnginePlan | None:
+        """The sparse engine's form of the plan (None for dense and TinyTL plans)."""
+        return EnginePlan.from_update_plan(self.update_plan) if self.update_plan.kind == "sparse" else None
+
+
+def sparse_plan(spec, layers: list[LayerUpdate], biases, batch_size: int, optimizer: str,
+                resolution: int) -> UpdatePlan:
+    """A sparse `UpdatePlan` whose layers name their channels (what the engine trains)."""
+    if any(u.channels is None for u in layers):
+        raise ValueError("a sparse plan for the engine names the channels of every layer")
+    return UpdatePlan(spec.name, list(layers), list(biases), batch_size, optimizer, "sparse", resolution)
 
 
 class TrainedMethod(Method):
@@ -101,23 +115,21 @@ class TrainedMethod(Method):
         spec = built.backbone.spec
         up = built.update_plan
         mem = backward_memory(spec, up)
-        rep = AdaptReport(method=self.name, plan=built.rows, predicted_memory_bytes=int(mem.total),
-                          backward_macs=int(backward_macs(spec, up)),
-                          selection_seconds=built.selection_seconds)
         extra = dict(built.extra)
-        extra["update_plan"] = up.to_dict()
         extra["memory_breakdown"] = mem.to_dict()
         extra["batch_size"] = self.batch_size
         extra["trainable_parameters"] = int(sum(p.numel() for p in built.model.trainable_parameters()))
-        extra["options"] = self.applied_options()
-        if built.engine_plan is not None:
-            extra["engine_plan"] = built.engine_plan.to_dict()
-            extra["predicted_saved_bytes"] = predicted_saved_bytes(spec, built.engine_plan,
-                                                                   min(self.batch_size, n), up.resolution)
+        eplan = built.engine_plan
+        if eplan is not None:
+            extra["predicted_saved_bytes"] = predicted_saved_bytes(spec, eplan, min(self.batch_size, n), up.resolution)
         extra["caches"] = plan_caches(built.model, n, tuple(image_shape), self.augment_pool, self.config.iterations,
                                       self.cache_budget).to_dict()
-        rep.extra = extra
-        return rep
+        mem_budget, macs_budget = built.budgets
+        return AdaptReport(method=self.name, rows=plan_rows(spec, up, built.scores), update_plan=up,
+                           predicted_memory_bytes=int(mem.total), backward_macs=int(backward_macs(spec, up)),
+                           selection_seconds=built.selection_seconds, memory_budget=mem_budget,
+                           compute_budget_macs=macs_budget, fisher_potential=built.fisher_potential,
+                           options=self.applied_options(), extra=extra)
 
     def plan(self, support_x: torch.Tensor, support_y: torch.Tensor) -> AdaptReport:
         x, y = check_support(support_x, support_y)
@@ -181,25 +193,14 @@ class TrainedMethod(Method):
         rep.train_seconds = train_seconds
         sp = stats["seconds_per_iteration"]
         fisher = float(built.extra.get("fisher_seconds") or 0.0)
-        rep.extra.update(lr=lr, lr_search=lr_scores, final_loss=stats["losses"][-1] if stats["losses"] else None,
-                         seconds_per_iteration=(sum(sp) / len(sp)) if sp else 0.0, iterations=len(sp),
+        rep.lr, rep.final_loss = lr, (stats["losses"][-1] if stats["losses"] else None)
+        rep.extra.update(lr_search=lr_scores, seconds_per_iteration=(sum(sp) / len(sp)) if sp else 0.0, iterations=len(sp),
                          caches=stats["caches"],
                          phases={"prefix": prefix_in_build + tuner.cache_seconds, "fisher": fisher,
                                  "selection": max(0.0, built_seconds - fisher - prefix_in_build),
                                  "training": train_seconds - tuner.cache_seconds, "prototypes": proto_seconds})
         self.report = rep
         return Predictor(backbone, protos, self.head)
-
-
-def full_rows(backbone: Backbone, indices: list[int], axis: str = "out") -> list[dict]:
-    """Plan rows for layers trained in full."""
-    layers = backbone.conv_layers()
-    rows = []
-    for i in indices:
-        total = layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin
-        rows.append({"layer": i, "name": layers[i].name, "channels_updated": total, "channels_total": total,
-                     "score": None})
-    return rows
 
 
 def private_copy(backbone: Backbone) -> Backbone:

@@ -89,6 +89,16 @@ class EnginePlan:
         return EnginePlan(tuple(sels), tuple(sorted(int(b) for b in plan.bias_layers)))
 
 
+def engine_plan(plan, backbone: Backbone) -> EnginePlan:
+    """The engine form of a sparse `UpdatePlan` (layers at ratio 1 without channel lists train every channel)."""
+    if getattr(plan, "kind", "sparse") != "sparse":
+        raise ValueError(f"the sparse engine trains sparse plans, not {plan.kind!r} ones")
+    layers = backbone.conv_layers()
+    totals = {u.index: layers[u.index].cout if u.axis == "out" or layers[u.index].groups > 1 else layers[u.index].cin
+              for u in plan.layers if 0 <= u.index < len(layers)}
+    return EnginePlan.from_update_plan(plan, layer_channels=totals)
+
+
 # --------------------------------------------------------------------------------------------
 # Memory-light autograd functions
 
@@ -293,8 +303,12 @@ class SparseEngine(nn.Module):
     not through `.data`, so that the engine sees the new version (or call `refresh()`).
     """
 
-    def __init__(self, backbone: Backbone, plan: EnginePlan, channels_last: bool = True, owns_backbone: bool = True):
+    def __init__(self, backbone: Backbone, plan, channels_last: bool = True, owns_backbone: bool = True):
+        """`plan`: an `UpdatePlan` of kind "sparse" (the methods' one plan; every layer names its channels
+        or trains them all) or its engine form `EnginePlan`."""
         super().__init__()
+        if not isinstance(plan, EnginePlan):
+            plan = engine_plan(plan, backbone)
         # activations and folded weights in channels-last layout: oneDNN's CPU convolutions ran MCUNet's
         # prefix in half the time of the default layout here (docs/engine.md); results equal up to rounding
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
