@@ -10,7 +10,7 @@ from PIL import Image
 from tinytrain.cli import main
 from tinytrain.costs.model import CostModel
 from tinytrain.methods import AdaptConfig, make_method
-from tinytrain.methods import sparseupdate as su
+from tinytrain.methods import sparseupdate_policy as su
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.head import CosineClassifier, class_prototypes
 
@@ -61,7 +61,7 @@ def setup():
 def _smallest_budget(bb) -> int:
     cm = CostModel(bb.spec, RES)
     n = len(bb.conv_layers(RES))
-    return min(su._policy_memory(cm, n, {"n_bias": k, "ratios": {}}, "adam") for _, k in su.bias_options(bb))
+    return min(su.policy_memory(cm, n, {"n_bias": k, "ratios": {}}, "adam") for _, k in su.bias_options(bb))
 
 
 def _without_timing(p: dict) -> dict:
@@ -80,7 +80,7 @@ def test_derived_policy_respects_budget_and_is_deterministic(setup):
     assert p["model"] == "tiny-test" and p["resolution"] == RES and p["memory_budget"] == budget
     cm = CostModel(bb.spec, RES)
     n = len(bb.conv_layers(RES))
-    assert p["memory_bytes"] == su._policy_memory(cm, n, p, "adam") <= budget
+    assert p["memory_bytes"] == su.policy_memory(cm, n, p, "adam") <= budget
     assert p["ratios"]                                         # the budget allows some weights, and they help
     assert p["n_bias"] in {k for _, k in su.bias_options(bb, (1, 2))}
     assert all(int(i) in SMALL["candidates"] and r in SMALL["ratios"] for i, r in p["ratios"].items())

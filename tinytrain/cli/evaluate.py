@@ -173,7 +173,7 @@ def config_from_args(args: argparse.Namespace):
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if getattr(args, "sparseupdate_policy", None):
-        from ..methods.sparseupdate import read_policy
+        from ..methods.sparseupdate_policy import read_policy
         if "sparseupdate" not in methods:
             raise UserError("--sparseupdate-policy needs sparseupdate in --methods")
         policy, _ = read_policy(args.sparseupdate_policy, args.model)   # embedded: the run stays reproducible

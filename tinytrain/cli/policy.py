@@ -106,7 +106,7 @@ def run(args) -> int:
     from ..data.sampler import EpisodeSampler, load_task
     from ..deploy.session import resolve_budgets
     from ..models.head import CosineClassifier
-    from ..methods.sparseupdate import derive_static_policy
+    from ..methods.sparseupdate_policy import derive_static_policy
     from ..methods.tinytrain import DEFAULT_MEMORY_BUDGET
     from ..models.weights import load_backbone
 
