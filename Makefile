@@ -41,6 +41,7 @@ mcu: $(STAMP)
 	test -d $(MCU_DIR)/mcunet-128 || $(BIN)/tinytrain adapt --model mcunet-5fps --checkpoint pocket $(MCU_IMG) \
 	  --method tinytrain --resolution 128 --save $(MCU_DIR)/mcunet-128
 	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-128 $(MCU_IMG)
+	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-128 $(MCU_IMG) --precision int8
 	test -d $(MCU_DIR)/mcunet-88 || $(BIN)/tinytrain adapt --model mcunet-5fps --checkpoint pocket $(MCU_IMG) \
 	  --method tinytrain --resolution 88 --device mcu-320kb --save $(MCU_DIR)/mcunet-88
 	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-88 $(MCU_IMG) --device mcu-320kb

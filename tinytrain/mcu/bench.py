@@ -8,7 +8,8 @@ analytic need and the PyTorch engine running the same schedule:
 
 * RAM: .data and .bss from the ELF (the arena is a .bss symbol), the stack high-water mark (stack
   painted at reset, scanned at exit) and what malloc took from the C library (the runtime takes none);
-* flash: code, constants (the fp32 frozen weights) and .data's initial values, bench images excluded;
+* flash: code, constants (the frozen weights: fp32, or int8 with `--precision int8`) and .data's initial
+  values, bench images excluded;
 * instructions per training step and per prediction: SysTick counts under `-icount shift=0`,
   calibrated against a loop of known length; QEMU counts instructions, it models no cycles.
 """

@@ -240,14 +240,12 @@ def quantise(backbone, normalisation: dict, calib_x: torch.Tensor, n_int8: int, 
         if i in last_of_block.values():
             block_in[i] = cur
         w, t = _folded(mod)
-        ws = _weight_scales(w)
+        # a channel whose weights are (near) zero but whose shift is not: widen its weight scale so that the
+        # int32 bias, shift / (input scale x weight scale), stays within 2**30
+        ws = torch.maximum(_weight_scales(w), (t.abs() / (cur.scale * 2.0 ** 30)).float().double())
         wq = _quantise_weights(w, ws)
         yq = qparams_of_range(*outs[i])
-        bias_scale = cur.scale * ws
-        bias = torch.round(t / bias_scale)
-        if float(bias.abs().max()) >= 2 ** 31 - 2 ** 28:
-            raise ValueError(f"layer {i}: the int8 bias does not fit 32 bits (its weights are near zero while its "
-                             "BN shift is not); this checkpoint cannot be exported in int8")
+        bias = torch.round(t / (cur.scale * ws))
         mults, shifts = zip(*(fixed_point(float(cur.scale * float(s) / yq.scale)) for s in ws))
         act = c.kind != "pw2"
         lo = max(-128, yq.zero) if act else -128
