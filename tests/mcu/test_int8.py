@@ -194,3 +194,21 @@ def test_cost_model_int8_walk_counts_one_byte_in_the_prefix():
     assert f32 == 655360 and i8 == 163840          # block 1's expansion: (16 + 64) x 64 x 64 elements
     plan = UpdatePlan("mcunet-5fps", ups, [], 1, "adam", "sparse", 128)
     assert runtime_arena("mcunet-5fps", plan, 5, "int8").forward == i8
+
+
+def test_a_channel_with_zero_weights_and_a_shift_keeps_its_bias_in_32_bits(tmp_path):
+    """As in the ImageNet mcunet-5fps stem: BN scale ~0 on a channel whose shift is not 0."""
+    from tinytrain.mcu.export import prepare
+
+    from .conftest import random_backbone
+
+    bb = random_backbone()
+    with torch.no_grad():
+        bb.stem.bn.weight[3] = 2.5e-6
+        bb.stem.bn.bias[3] = -0.85
+        bb.stem.conv.weight[5] = 0.0
+    train, _ = frames(4, 32, 3)
+    cm = prepare(save_model(tmp_path / "m", TINY_PLAN, backbone=bb), precision="int8", calibration=train)
+    stem = cm.quant.layers[0]
+    assert np.abs(stem.bias.astype(np.int64)).max() <= 1.001 * 2 ** 30     # room left for the accumulator
+    assert stem.weight[5].tolist() == np.zeros_like(stem.weight[5]).tolist()
