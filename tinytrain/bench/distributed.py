@@ -143,9 +143,27 @@ def local_world_size(nproc: int = 1) -> int:
 def launch(fn: Callable, nproc: int, args: tuple) -> None:
     """`--nproc N`: run `fn(*args)` in N local ranks joined over gloo on 127.0.0.1 (a rank that fails stops
     the others; the failure is raised here as torch.multiprocessing's ProcessExitedException /
-    ProcessRaisedException)."""
-    from ..fewshot.distributed import launch as spawn
-    spawn(fn, nproc, args, backend="gloo", timeout_s=TIMEOUT_S)
+    ProcessRaisedException). Interrupted here (Ctrl-C, SIGTERM), the ranks are stopped before this returns:
+    none writes on after the launcher has let go of the run lock."""
+    import torch.multiprocessing as tmp
+
+    from ..fewshot.distributed import _entry, free_port
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+    ctx = tmp.start_processes(_entry, args=(fn, nproc, free_port(), "gloo", TIMEOUT_S, args), nprocs=nproc,
+                              join=False, start_method="spawn")
+    try:
+        while not ctx.join():
+            pass
+    except BaseException:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+        for p in ctx.processes:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+        raise
 
 
 # --- devices ------------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -210,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     whole launch (OUT/eval.lock), so a second launch on it refuses; the report is written once, when every
     rank is done."""
     from ..bench import distributed as dist_eval
-    from ..bench.harness import run_eval
+    from ..bench.harness import _raise_terminated
 
     if args.nproc < 1:
         raise UserError(f"--nproc must be at least 1 (got {args.nproc}); 1 evaluates in this process")
@@ -223,8 +225,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if args.workers is None:
         args.workers = default_workers(args.nproc)
-    if dist_eval.under_torchrun():
-        return _torchrun_rank(args, device)
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (Slurm's time limit, torchrun stopping a launch) ends a launch as Ctrl-C does: the lock is
+        # released and finished results are kept
+        old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        if dist_eval.under_torchrun():
+            return _torchrun_rank(args, device)
+        return _run_here(args, device)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _run_here(args: argparse.Namespace, device: str) -> int:
+    """One process, or `--nproc N` ranks started from here; this process holds the lock and writes the report."""
+    from ..bench import distributed as dist_eval
+    from ..bench.harness import run_eval
+
     config = lr_protocol_for_domains(config_from_args(args))
     config.validate()                    # bad settings: refused before the folder (and its lock) exist
     out = Path(args.out)
@@ -252,8 +271,10 @@ def _eval_rank(config_dict: dict, out: str, workers: int, progress: bool, device
     """One rank of `--nproc N` (a spawned process): its share of the jobs. Rank 0 prints a refusal once;
     the exit status tells the launcher (2: bad input, said already)."""
     from ..bench.distributed import RankStopped
-    from ..bench.harness import EvalConfig, run_eval
+    from ..bench.harness import EvalConfig, _exit_with_parent, run_eval
     from ..fewshot.distributed import exit_rank
+    # a launcher killed outright (SIGKILL) takes its ranks with it: none may write on without the lock
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         run_eval(EvalConfig.from_dict(config_dict), out, workers=workers, progress=progress, device=device,
                  lock=False)
