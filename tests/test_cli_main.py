@@ -9,7 +9,7 @@ import pytest
 import tinytrain.bench
 import tinytrain.cli.bench as cli_bench
 import tinytrain.cli.zoo as cli_zoo
-from tinytrain.cli import build_parser, main, take_debug_flag
+from tinytrain.cli import all_parsers, build_parser, main, parse_command_line, take_debug_flag
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -134,3 +134,70 @@ def test_an_internal_error_says_so_in_one_line_with_the_debug_hint(monkeypatch, 
 def test_debug_after_a_double_dash_is_an_argument():
     assert take_debug_flag(["adapt", "--debug", "x", "--", "--debug"]) == (["adapt", "x", "--", "--debug"], True)
     assert take_debug_flag(["adapt", "--", "--debug"]) == (["adapt", "--", "--debug"], False)
+
+
+# --- argparse's own errors: one line from the command that was given the argument -------------------------
+
+def command_paths() -> list[list[str]]:
+    """Every command and sub-command, as the words that name it: ['adapt'], ['data', 'stats'], ..."""
+    import argparse
+
+    def walk(parser, words):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [words]
+        return [path for a in subs for name, child in a.choices.items() for path in walk(child, [*words, name])]
+    return walk(build_parser(), [])
+
+
+@pytest.mark.parametrize("flag", ["--bogus", "--bogus=3"])
+def test_an_unknown_option_of_any_command_is_one_line_from_that_command(capsys, flag):
+    paths = [p for p in command_paths() if p[0] != "bench"] + [["bench", "speed"]]
+    assert len(paths) > 15
+    for words in paths:
+        with pytest.raises(SystemExit) as e:
+            main([*words, flag])
+        assert e.value.code == 2, words
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        prog = "tinytrain " + " ".join(words)
+        assert captured.out == "" and len(lines) == 1, (words, captured.err)
+        assert lines[0] == f"{prog}: error: unknown option {flag!r} (see `{prog} --help`)", words
+
+
+def test_an_unknown_option_is_named_before_a_missing_required_one_with_the_likely_meant_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["adapt", "--suport", "photos"])           # a typo of --support, not a missing --support
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("tinytrain adapt: error: unknown option '--suport' (did you mean --support?) "
+                                       "(see `tinytrain adapt --help`)\n")
+    with pytest.raises(SystemExit) as e:
+        main(["adapt"])                                  # nothing unknown: the missing one is named
+    assert e.value.code == 2
+    assert "the following arguments are required: --support (see `tinytrain adapt --help`)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["models", "extra"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "tinytrain models: error: unknown argument 'extra' (see `tinytrain models --help`)\n"
+
+
+def test_an_unknown_command_and_a_bad_value_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["nosuch"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "invalid choice: 'nosuch'" in err and "`tinytrain --help`" in err
+    with pytest.raises(SystemExit) as e:
+        main(["data", "stats", "folder", "--split", "nope"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinytrain data stats: error: argument --split: invalid choice: 'nope'")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_first_pass_leaves_required_arguments_required():
+    parser = build_parser()
+    required = [a for p in all_parsers(parser) for a in p._actions if a.required]
+    with pytest.raises(SystemExit):
+        parse_command_line(parser, ["adapt", "--bogus"])
+    assert len(required) > 5 and all(a.required for a in required)

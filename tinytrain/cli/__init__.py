@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 import traceback
@@ -23,6 +24,73 @@ class UserError(Exception):
 DEBUG_FLAG = "--debug"
 
 
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """argparse's own errors (a bad number, a missing, invalid or unknown value) as one line, exit status 2, like
+    every other error of the command: `tinytrain CMD: error: ...`, pointing to `tinytrain CMD --help` instead of
+    printing the usage block. Applied to `parser` and every sub-command parser below it (idempotent)."""
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message} (see `{parser.prog} --help`)\n")
+    parser.error = error
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if child.error is not getattr(child, "_one_line_error", None):
+                    one_line_errors(child)
+    parser._one_line_error = error
+    return parser
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """`parser` and every sub-command parser below it."""
+    out = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                out += all_parsers(child)
+    return out
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but an argument the command does not take is reported first, by that command, in one line
+    naming it (`adapt --suport x` is a typo for --support, not a missing --support) and not by `tinytrain`
+    with its usage block. A first pass without required arguments finds the unknown ones."""
+    required = [a for p in all_parsers(parser) for a in p._actions if a.required]
+    for action in required:
+        action.required = False
+    try:
+        args, extras = parser.parse_known_args(argv)
+    finally:
+        for action in required:
+            action.required = True
+    if extras:
+        command = innermost_parser(parser, args)
+        command.error(unknown_arguments(command, extras))
+    return parser.parse_args(argv)
+
+
+def innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub-)sub-command that `args` ran: `tinytrain data stats` -> the `stats` parser."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action is not None else None
+        if name not in (action.choices if action is not None else {}):
+            return parser
+        parser = action.choices[name]
+
+
+def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """"unknown option '--iteration' (did you mean --iterations?)": the options the command does not take (the
+    words after one are most likely its value), else the stray words."""
+    flags = [s for a in parser._actions for s in a.option_strings]
+    named = [t for t in extras if t.startswith("-") and t not in ("-", "--")] or extras
+    words = []
+    for tok in named:
+        close = difflib.get_close_matches(tok.partition("=")[0], flags, n=1, cutoff=0.7) if tok.startswith("-") else []
+        words.append(f"{tok!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+    kind = "option" if named is not extras or all(t.startswith("-") for t in extras) else "argument"
+    return f"unknown {kind}{'s' if len(words) > 1 else ''} {', '.join(words)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinytrain", description="On-device few-shot training of small CNNs "
                                      "under memory and compute budgets (TinyTrain, ICML 2024).")
@@ -33,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"tinytrain.cli.{name}")
         module.register(sub)
-    return parser
+    return one_line_errors(parser)
 
 
 def attach_dash_values(argv: list[str]) -> list[str]:
@@ -73,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     argv, debug = take_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     try:
-        args = parser.parse_args(attach_dash_values(argv))
+        args = parse_command_line(parser, attach_dash_values(argv))
     except Exception as exc:    # e.g. a bench module that fails to import: a bug, not bad input
         return internal_error("tinytrain", exc, debug)
     if not getattr(args, "func", None):

@@ -5,7 +5,7 @@ import argparse
 import json
 import math
 
-from . import UserError
+from . import UserError, one_line_errors  # noqa: F401  (one_line_errors: imported from here by the commands)
 
 # Bounds of the numeric flags, checked when the command line is read (before any import of torch, any model
 # or image is loaded): the same as the library's (deploy.session.MAX_ITERATIONS, adapted.MAX_RESOLUTION,
@@ -14,15 +14,6 @@ MAX_ITERATIONS = 100_000
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
 MAX_LR = 100.0
 MAX_SEED = 2 ** 63 - 1
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """argparse's own errors (a bad number, a missing or unknown value) as one line, exit status 2, like every
-    other error of the command: `tinytrain CMD: error: ...`, pointing to --help instead of printing the usage."""
-    def error(message: str):
-        parser.exit(2, f"{parser.prog}: error: {message} (see `{parser.prog} --help`)\n")
-    parser.error = error
-    return parser
 
 
 def whole_number(flag: str, low: int, high: int | None = None, hint: str = "", span: str | None = None):
