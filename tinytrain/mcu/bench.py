@@ -150,7 +150,7 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
         train, labels, test, test_labels, source = bench_images(cm, support, query, work)
         if precision == "int8":
             cm = prepare(cm.adapted, precision="int8", calibration=train)
-        tree = write_tree(cm, work / "tree", overwrite=True)
+        tree = write_tree(cm, work / "tree")
         bench_dir = work / "bench"
         bench_dir.mkdir(exist_ok=True)
         build.write_bench_data(bench_dir / "bench_data.c", train, labels, test, epochs)
