@@ -163,3 +163,31 @@ def test_default_checkpoint_is_the_measured_best():
     assert default_checkpoint("mobilenetv2-1.0") == "imagenet"
     _, meta = load_backbone("mcunet-5fps", "default")
     assert meta["shipped_as"] == "distilled"
+
+
+def test_a_missing_checkpoint_file_is_said_to_be_missing_not_an_unshipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for text in ("nope.pt", "nope.safetensors", "runs/best.safetensors", str(tmp_path / "x.pth"), "~/no-such.pkl"):
+        with pytest.raises(FileNotFoundError) as e:
+            W.load_backbone("mcunet-5fps", text)
+        msg = str(e.value)
+        assert f"checkpoint file {text} does not exist" in msg, msg
+        assert "shipped checkpoint" not in msg and "pocket-long" not in msg and "\n" not in msg
+    with pytest.raises(FileNotFoundError, match=r"nope.pt does not exist \(looked in "):
+        W.load_backbone("mcunet-5fps", "nope.pt")
+    with pytest.raises(FileNotFoundError, match="nor does its folder runs"):
+        W.load_backbone("mcunet-5fps", "runs/best.safetensors")
+
+
+def test_an_unknown_checkpoint_name_lists_the_shipped_ones_and_the_likely_meant_one():
+    with pytest.raises(FileNotFoundError) as e:
+        W.load_backbone("mcunet-5fps", "pocket_long")
+    msg = str(e.value)
+    assert "no shipped checkpoint 'pocket_long' for mcunet-5fps" in msg
+    assert "shipped: distilled, pocket, pocket-long" in msg and "did you mean 'pocket-long'?" in msg
+
+
+@pytest.mark.parametrize("text", ["", "   ", 3, ["pocket"]])
+def test_a_blank_or_non_text_checkpoint_is_refused_in_words(text):
+    with pytest.raises(ValueError, match="is not a name or a file path; use 'default', a shipped name"):
+        W.load_backbone("mcunet-5fps", text)

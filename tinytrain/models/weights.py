@@ -7,6 +7,7 @@ with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -310,6 +311,43 @@ def shipped_checkpoint_path(model: str, name: str = "pocket") -> Path:
     return ZOO_DIR / f"{model}-{name}.safetensors"
 
 
+CHECKPOINT_CHOICES = ("use 'default', a shipped name (`tinytrain models` lists them), 'random', 'imagenet' "
+                      "(mobilenetv2-1.0) or the path of a checkpoint file")
+
+
+def looks_like_a_name(text: str) -> bool:
+    """'pocket-long' is a shipped checkpoint's name; 'nope.pt', 'runs/best', '~/x' are paths."""
+    return re.fullmatch(r"[A-Za-z0-9_-]+", text) is not None
+
+
+def shipped_names(model: str) -> list[str]:
+    if not ZOO_DIR.is_dir():
+        return []
+    return sorted(p.name[len(model) + 1:-len(".safetensors")] for p in ZOO_DIR.glob(f"{model}-*.safetensors"))
+
+
+def resolve_checkpoint_path(model: str, checkpoint: str) -> Path:
+    """The file `checkpoint` names: a file path as given (a missing one is said to be missing), else the
+    shipped checkpoint of that name (a missing one is said to be not shipped, with the names that are)."""
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        return path
+    if looks_like_a_name(checkpoint):
+        path = shipped_checkpoint_path(model, checkpoint)
+        if path.is_file():
+            return path
+        have = shipped_names(model)
+        close = difflib.get_close_matches(checkpoint, have, n=1)
+        raise FileNotFoundError(f"no shipped checkpoint {checkpoint!r} for {model} (shipped: {', '.join(have) or 'none'}"
+                                f"{f'; did you mean {close[0]!r}?' if close else ''}), and no file of that name "
+                                "here; pass a file path, 'random', or train one with `tinytrain metatrain`")
+    if str(path.parent) == ".":
+        where = f" (looked in {Path.cwd()})"
+    else:
+        where = "" if path.parent.is_dir() else f" (nor does its folder {path.parent})"
+    raise FileNotFoundError(f"checkpoint file {checkpoint} does not exist{where}; {CHECKPOINT_CHOICES}")
+
+
 def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backbone, dict]:
     """Resolve `--model M --checkpoint C`: C is 'default' (`default_checkpoint`), a shipped name ('pocket':
     meta-trained after a 2-epoch pretraining; 'pocket-long': after a 15-epoch pretraining; 'distilled':
@@ -325,15 +363,9 @@ def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backb
             raise ValueError(f"no ImageNet weights for {model} on this machine; use --model mobilenetv2-1.0, "
                              f"or import the MIT zoo checkpoint with --checkpoint PATH.pth")
         return load_torchvision_mbv2(), {"checkpoint": "imagenet"}
-    path = Path(checkpoint)
-    if not path.exists() and "/" not in checkpoint and not checkpoint.endswith((".safetensors", ".pth", ".pkl")):
-        path = shipped_checkpoint_path(model, checkpoint)
-        if not path.is_file():
-            have = sorted(p.name[len(model) + 1:-len(".safetensors")]
-                          for p in ZOO_DIR.glob(f"{model}-*.safetensors")) if ZOO_DIR.is_dir() else []
-            raise FileNotFoundError(f"no shipped checkpoint {checkpoint!r} for {model} (shipped: "
-                                    f"{', '.join(have) or 'none'}); pass a file path, 'random', or train one with "
-                                    "`tinytrain metatrain`")
+    if not isinstance(checkpoint, (str, Path)) or not str(checkpoint).strip():
+        raise ValueError(f"checkpoint {checkpoint!r} is not a name or a file path; {CHECKPOINT_CHOICES}")
+    path = resolve_checkpoint_path(model, str(checkpoint))
     if path.suffix == ".pkl":      # MIT tiny-training's int8 ImageNet models, dequantised (models/mit_int8.py)
         from .mit_int8 import checkpoint_meta, load_quantised
 
