@@ -64,19 +64,88 @@ def static_variants(base: str = "tinytrain") -> list[Variant]:
     return [Variant(f"{base}[static]", base, {"fixed_plan": STATIC_PLAN}, group="static")]
 
 
+VARIANT_FORM = "write METHOD[key=value,...], e.g. tinytrain[stop_rule=skip] or tinytl[bias=no,lite=fresh]"
+CLOSING = {"[": "]", "{": "}", "(": ")"}
+
+
+def split_top_level(body: str, where: str) -> list[str]:
+    """'a=1,b={"x": [1, 2]},c="p,q"' -> ['a=1', 'b={"x": [1, 2]}', 'c="p,q"']: split at the commas outside
+    brackets, braces, parentheses and quotes (so JSON values such as fixed_plan's can be given); an unclosed
+    or unmatched bracket or quote is a ValueError naming it."""
+    items, stack, quote, escaped, start = [], [], None, False, 0
+    for i, ch in enumerate(body):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':     # JSON's \" inside a string
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in CLOSING:
+            stack.append(ch)
+        elif ch in CLOSING.values():
+            if not stack or CLOSING[stack[-1]] != ch:
+                what = f"does not close {stack[-1]!r}" if stack else "closes nothing"
+                raise ValueError(f"{where}: {ch!r} at position {i + 1} of the options {what}; check the brackets "
+                                 "and braces")
+            stack.pop()
+        elif ch == "," and not stack:
+            items.append(body[start:i])
+            start = i + 1
+    if quote:
+        raise ValueError(f"{where}: the quote {quote} is not closed; close it, or leave quotes out")
+    if stack:
+        raise ValueError(f"{where}: {stack[-1]!r} is not closed by {CLOSING[stack[-1]]!r}; a JSON value must be "
+                         "complete, e.g. fixed_plan={\"weights\": [], \"biases\": []}")
+    items.append(body[start:])
+    return items
+
+
+def unquote(value: str) -> str:
+    """A value written in quotes to protect its commas ("p,q" or 'p,q') -> p,q."""
+    v = value.strip()
+    return v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'" else v
+
+
 def option_variant(spec: str, methods: list[str]) -> Variant:
     """`METHOD[key=value,...]` -> a result column with those options, labelled by the spec itself
     (e.g. `tinytrain[ratio_policy=fisher-mass,stop_rule=skip]`); keys and values checked and converted by the
-    method's options class (`parse_options`, as `adapt --option`), stored as plain values."""
+    method's options class (`parse_options`, as `adapt --option`), stored as plain values. Options are
+    separated by the commas outside brackets, braces and quotes, so a JSON value (fixed_plan) can be given
+    as it is; a value in quotes loses them."""
+    if not isinstance(spec, str):
+        raise ValueError(f"--variant {spec!r}: {VARIANT_FORM}")
     spec = spec.strip()
-    if "[" not in spec or not spec.endswith("]"):
-        raise ValueError(f"--variant {spec!r}: write METHOD[key=value,...], e.g. tinytrain[stop_rule=skip]")
+    where = f"--variant {spec!r}"
+    if "[" not in spec:
+        raise ValueError(f"{where}: {VARIANT_FORM}")
+    if not spec.endswith("]"):
+        raise ValueError(f"{where} does not end with ']' (the options go inside METHOD[...]); {VARIANT_FORM}")
     method, body = spec[:-1].split("[", 1)
+    method = method.strip()
+    if not method:
+        raise ValueError(f"{where} names no method before '['; {VARIANT_FORM}")
     if method not in methods:
-        raise ValueError(f"--variant {spec!r}: method {method!r} is not in --methods ({', '.join(methods)})")
-    options = parse_options(body.split(","), method, f"--variant {spec!r}")
-    if not options:
-        raise ValueError(f"--variant {spec!r} sets no option")
+        raise ValueError(f"{where}: method {method!r} is not in --methods ({', '.join(methods)})")
+    items = split_top_level(body, where)
+    if not body.strip():
+        raise ValueError(f"{where} sets no option; {VARIANT_FORM}")
+    pairs = []
+    for n, item in enumerate(items, 1):
+        if not item.strip():
+            raise ValueError(f"{where}: option {n} of {len(items)} is empty (two commas in a row, or one at an "
+                             "end); remove the extra comma")
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{where}: {item.strip()!r} is not key=value; {VARIANT_FORM}")
+        pairs.append((key.strip(), unquote(value)))
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"{where} sets {', '.join(twice)} more than once; give each option one value")
+    options = parse_options(dict(pairs), method, where)
     return Variant(spec, method, options, group="options")
 
 
