@@ -400,6 +400,36 @@ def test_support_folder_errors(support, tmp_path, capsys):
           "not a saved tinytrain model")
 
 
+def test_query_folder_errors_name_the_query_flag(support, tmp_path, capsys):
+    """Each problem of --query is one line naming --query and the folder, found before the model is loaded
+    (the checkpoint named here does not exist: it is never reached)."""
+    base = ["adapt", "--model", "tiny-test", "--checkpoint", tmp_path / "never-read.safetensors", "--support", support,
+            "--save", tmp_path / "out", "--query"]
+    empty = tmp_path / "q-empty"
+    empty.mkdir()
+    fails(capsys, tmp_path, [*base, empty], f"--query {empty}", "no class sub-folders")
+    flat = tmp_path / "q-flat"
+    flat.mkdir()
+    shutil.copy(support / "red" / "0.png", flat / "a.png")
+    shutil.copy(support / "red" / "1.png", flat / "b.png")
+    fails(capsys, tmp_path, [*base, flat], f"--query {flat}", "holds 2 images directly")
+    fails(capsys, tmp_path, [*base, tmp_path / "q-none"], "--query folder", "q-none", "does not exist")
+    fails(capsys, tmp_path, [*base, support / "red" / "0.png"], "--query", "is a file")
+    (empty / "red").mkdir()
+    fails(capsys, tmp_path, [*base, empty], "class folder", "(in --query)", "holds no images")
+    (empty / "red").rmdir()
+    stranger = write_folder(tmp_path / "q-other", 1, classes=["red"])
+    (stranger / "purple").mkdir()
+    shutil.copy(support / "red" / "0.png", stranger / "purple" / "0.png")
+    fails(capsys, tmp_path, [*base, stranger], "--query", "['purple'] are not in the support set (--support")
+
+
+def test_a_single_class_support_folder_is_named_before_the_model_is_loaded(support, tmp_path, capsys):
+    one = write_folder(tmp_path / "one", 2, classes=["red"])
+    fails(capsys, tmp_path, ["adapt", "--model", "tiny-test", "--checkpoint", tmp_path / "never.safetensors",
+                             "--support", one], f"--support {one}", "single class folder ('red')")
+
+
 def test_divergence_is_refused_and_nothing_saved(support, tmp_path, capsys):
     msg = fails(capsys, tmp_path, ["adapt", *TINY, "--support", support, "--method", "fulltrain",
                                    "--iterations", "3", "--lr", "100", "--save", tmp_path / "m"], "diverged", "--lr")

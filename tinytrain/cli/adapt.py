@@ -115,12 +115,13 @@ def register(sub) -> None:
 def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
     """--model/--checkpoint/--resolution/--background -> (backbone, meta, resolution, where it came from,
     background, support, query). Shared by `adapt` and `plan`."""
-    from ..deploy.images import parse_background
+    from ..deploy.images import check_task_folders, parse_background
     from ..deploy.session import load_task_folders, resolve_resolution
     from ..models.weights import load_backbone
     import torch
 
     background = parse_background(args.background)
+    check_task_folders(support_dir, query_dir)     # before the model: errors name --support / --query
     torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
     backbone, meta = load_backbone(args.model, args.checkpoint)
     resolution, source = resolve_resolution(meta, args.resolution)

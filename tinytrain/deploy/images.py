@@ -160,33 +160,58 @@ def _describe_skipped(listing: FolderListing) -> str:
     return f" ({msg})" if msg else ""
 
 
-def scan_class_folder(folder: str | Path, report: bool = True
+def scan_class_folder(folder: str | Path, report: bool = True, flag: str | None = None
                       ) -> tuple[dict[str, list[Path]], int, list[tuple[Path, str]]]:
     """`DIR/<class>/<image>` -> ({class: sorted image paths}, ignored `._` files, [(file, why) skipped]);
-    clear errors for missing, empty or flat folders. Skipped files are reported unless `report` is False."""
+    clear errors for missing, empty or flat folders, naming `flag` (e.g. '--query') when given. Skipped files
+    are reported unless `report` is False."""
     root = Path(folder)
+    name = f"{flag} {root}" if flag else str(root)
     if not root.exists():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise FileNotFoundError(f"{flag + ' folder' if flag else 'image folder'} {root} does not exist")
     if not root.is_dir():
-        raise ValueError(f"{root} is a file, not a folder; give the folder that holds one sub-folder per class "
+        raise ValueError(f"{name} is a file, not a folder; give the folder that holds one sub-folder per class "
                          "(DIR/<class name>/<image>)")
     classes, ignored, skipped = {}, 0, []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not sub.name.strip():        # a saved model could not hold it (adapted.json refuses blank names)
-            raise ValueError(f"class folder {str(sub)!r} has a blank name (only spaces or other white space); "
-                             "rename it to the name of its class")
+            raise ValueError(f"class folder {str(sub)!r}{f' (in {flag})' if flag else ''} has a blank name (only "
+                             "spaces or other white space); rename it to the name of its class")
         listing = _files_under(sub)
         ignored += listing.metadata
         if not listing.images:
-            raise ValueError(f"class folder {sub} holds no images{_describe_skipped(listing)}; add images (any "
-                             "format Pillow reads: JPEG, PNG, ...) or remove the folder")
+            raise ValueError(f"class folder {sub}{f' (in {flag})' if flag else ''} holds no images"
+                             f"{_describe_skipped(listing)}; add images (any format Pillow reads: JPEG, PNG, ...) "
+                             "or remove the folder")
         skipped += listing.skipped
         classes[sub.name] = listing.images
     if not classes:
-        raise ValueError(f"{root} has no class sub-folders; lay images out as {root}/<class name>/<image>")
+        loose = len(list_image_files(root, recursive=False).images)
+        held = (f"it holds {loose} image{'s' if loose != 1 else ''} directly, with no class sub-folders" if loose
+                else "it holds no class sub-folders")
+        raise ValueError(f"{name}: {held}; lay images out as {root}/<class name>/<image>, one sub-folder per class")
     if report:
         report_skipped(skipped)
     return classes, ignored, skipped
+
+
+def check_task_folders(support_dir: str | Path, query_dir: str | Path | None,
+                       flags: tuple[str, str] = ("--support", "--query")) -> None:
+    """Before any model is loaded: the support folder (at least two classes, each with an image) and the
+    optional query folder (its classes among the support's) can be read as class folders; else one line
+    naming the flag and the folder."""
+    support, _, _ = scan_class_folder(support_dir, report=False, flag=flags[0])
+    if len(support) < 2:
+        raise ValueError(f"{flags[0]} {support_dir} has a single class folder ({next(iter(support))!r}); few-shot "
+                         "adaptation needs at least two, one sub-folder per class")
+    if query_dir is None:
+        return
+    query, _, _ = scan_class_folder(query_dir, report=False, flag=flags[1])
+    unknown = [c for c in query if c not in support]
+    if unknown:
+        raise ValueError(f"{flags[1]} {query_dir}: class folders {unknown} are not in the support set ({flags[0]} "
+                         f"{support_dir}: {', '.join(map(repr, support))}); add them to {flags[0]} or remove them "
+                         f"from {flags[1]}")
 
 
 def list_class_folder(folder: str | Path) -> dict[str, list[Path]]:
