@@ -166,13 +166,26 @@ def open_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Im
                                 f"guards against decompression bombs; shrink it, or if you trust the file set "
                                 f"{MAX_PIXELS_ENV}={w * h} (or 'none')")
         check_image_shape(w, h, f"image {path}")
+        decode_tiff_at_stored_size(img)
         img.load()
         return to_8bit(img, background, what=f"image {path}")
+
+
+def decode_tiff_at_stored_size(img: Image.Image) -> None:
+    """Before an unloaded TIFF is decoded: Pillow (13.0) reports a TIFF whose orientation tag turns it by 90
+    degrees (5-8) at its upright size, decodes an uncompressed one into a buffer of that size (scrambling its
+    rows) and then turns it; decoded at the stored size, as it does for compressed ones, the turn is right.
+    Pillow applies a TIFF's orientation itself when it loads it, and removes the tag."""
+    stored = getattr(img, "_tile_size", None)
+    if getattr(img, "format", None) == "TIFF" and img.tile and stored and tuple(img.size) != tuple(stored):
+        img._size = tuple(stored)
 
 
 def upright(img: Image.Image) -> Image.Image:
     """The image as viewers show it: its EXIF (or XMP) orientation applied, the tag removed so that it is
     never applied twice. Phone cameras store photos sideways and set this tag."""
+    decode_tiff_at_stored_size(img)
+    img.load()      # a TIFF applies its own orientation tag when it is loaded (and removes it)
     try:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:        # a damaged EXIF block: Pillow raises many kinds; viewers show such files as stored
