@@ -103,8 +103,9 @@ def encode(mode: str, pic: np.ndarray, scale: str) -> tuple[Image.Image, np.ndar
         img = Image.fromarray(rgba[..., :3].copy()).convert(mode)
         return img, np.asarray(img.convert("RGB")).copy()
     g = grey_of(rgba).astype(np.float64)
-    if mode == "I;16":
-        return Image.fromarray((g * 257).astype(np.uint16)), np.dstack([g, g, g]).astype(np.uint8)
+    if mode == "I;16":      # full range, or a dark picture (every value <= 255 of 65535)
+        data = g if scale == "dark" else g * 257
+        return Image.fromarray(data.astype(np.uint16)), np.repeat(np.rint(data / 257)[..., None], 3, 2).astype(np.uint8)
     if mode == "I":
         if scale == "negative":
             return Image.fromarray((g - 300).astype(np.int32), "I"), None
@@ -136,7 +137,7 @@ def image_files(draw):
     modes, suffixes, _, _ = FORMATS[fmt]
     mode = draw(st.sampled_from(modes))
     scale = draw(st.sampled_from({"I": ["8bit", "16bit", "negative", "huge"],
-                                  "F": ["unit", "255", "nan", "negative", "huge"],
+                                  "F": ["unit", "255", "nan", "negative", "huge"], "I;16": ["full", "dark"],
                                   "P": ["opaque", "transparent"] if fmt in ("PNG", "GIF") else ["opaque"]}
                                  .get(mode, ["-"])))
     orientation = draw(st.sampled_from([None, 1, 2, 3, 4, 5, 6, 7, 8, 0, 9]) if fmt in EXIF_FORMATS

@@ -260,6 +260,17 @@ def test_32_bit_integer_images(tmp_path):
         open_rgb(tmp_path / "neg.tif")
 
 
+@pytest.mark.parametrize("fmt, suffix", [("PPM", ".pgm"), ("PNG", ".png"), ("TIFF", ".tif")])
+def test_a_dark_16_bit_image_stays_dark(fmt, suffix, tmp_path):
+    """16-bit greyscale holding only values up to 255 (of 65535) is nearly black in every viewer; a 16-bit PGM
+    (which Pillow reads as 32-bit 'I') was read as full-range 8-bit, i.e. bright."""
+    p = tmp_path / f"dark{suffix}"
+    Image.fromarray(np.rint(grey_ramp()).astype(np.uint16)).save(p, format=fmt)
+    assert as_grey(p).max() <= 1
+    Image.fromarray(np.rint(grey_ramp() * 257).astype(np.uint16)).save(p, format=fmt)
+    assert np.abs(as_grey(p) - np.rint(grey_ramp())).max() <= 1
+
+
 @pytest.mark.parametrize("mode", ["F", "I", "I;16", "1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"])
 def test_pil_images_of_every_mode(mode):
     """A PIL image of any mode gives the right grey (or a clear error), never white or black by mistake."""

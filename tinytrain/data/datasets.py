@@ -200,10 +200,16 @@ def _pixel_range_error(what: str, kind: str, lo: float, hi: float, accepted: str
                     f"{accepted}; rescale it to one of those or save it as an 8-bit PNG")
 
 
-def _greyscale_to_8bit(img: Image.Image, what: str) -> Image.Image:
+# Formats whose "I" images are always 16-bit data: Pillow reads a PGM/PPM with a maxval above 255 as mode I,
+# scaled to 0..65535 by that maxval, so a dark 16-bit PGM (every value <= 255) is dark, not full-range 8-bit.
+SIXTEEN_BIT_I_FORMATS = ("PPM",)
+
+
+def _greyscale_to_8bit(img: Image.Image, what: str, fmt: str | None = None) -> Image.Image:
     """Modes I;16*, I and F -> "L", by the documented ranges (docs/deploy.md, "Reading images").
 
-    I;16*: the type's range 0..65535 (divided by 257). I (32-bit integer): by the largest value, 0..255
+    I;16*, and I read from a 16-bit PGM/PPM (`fmt` in SIXTEEN_BIT_I_FORMATS): the range 0..65535 (divided by
+    257). Other I (32-bit integer): by the largest value, 0..255
     taken as is, up to 65535 as 16-bit; anything else, or a negative value, is refused. F (32-bit float):
     largest value <= 1: 0..1; <= 255: 0..255; NaN, infinite, negative or larger values are refused."""
     mode = img.mode
@@ -226,7 +232,7 @@ def _greyscale_to_8bit(img: Image.Image, what: str) -> Image.Image:
         if lo < 0 or hi > 65535:
             raise _pixel_range_error(what, "32-bit integer", lo, hi,
                                      "0-255 (largest value <= 255) or 0-65535")
-        if hi > 255:
+        if hi > 255 or fmt in SIXTEEN_BIT_I_FORMATS:
             a = a / 257.0
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
@@ -241,13 +247,14 @@ def to_8bit(img: Image.Image, background: tuple[int, int, int] = WHITE, what: st
     `background` (white by default, as image viewers show them), so a transparent background never
     turns black.
     """
+    fmt = getattr(img, "format", None)      # the file's format (a turned copy no longer has it)
     img = upright(img)
     mode = img.mode
     if mode in ("RGB", "L"):
         if "transparency" not in img.info:
             return img.copy()
     if mode.startswith("I") or mode == "F":
-        return _greyscale_to_8bit(img, what)
+        return _greyscale_to_8bit(img, what, fmt)
     try:
         if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
             rgba = img.convert("RGBA")
