@@ -2,6 +2,7 @@
 sampler, transforms without torchvision, and `open_dataset`, the one entry point by name or path."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from . import transforms
@@ -37,6 +38,8 @@ def open_dataset(spec: str, split: str = "all", root: str | None = None) -> Imag
     spec = str(spec)
     if spec in POCKET_DOMAINS:
         return open_pocket(spec, split, root)
+    if not spec.strip():       # Path('') is the current folder: never read it by accident
+        raise ValueError(f"the dataset is empty text; give a class-per-folder path or one of {', '.join(dataset_names())}")
     source, sep, path = spec.partition(":")
     if sep and source in METADATASET_SOURCES:
         return open_source(source, path, split)
@@ -46,4 +49,18 @@ def open_dataset(spec: str, split: str = "all", root: str | None = None) -> Imag
             raise ValueError(f"a plain folder has no class splits; use --split all (got {split!r}) or split "
                              "the folder yourself")
         return folder_dataset(p)
-    raise ValueError(f"unknown dataset {spec!r}: not a folder, and not one of {', '.join(dataset_names())}")
+    named = ", ".join(dataset_names())
+    if p.exists():
+        raise ValueError(f"dataset {spec} is a file, not a folder; give a folder that holds one sub-folder per class "
+                         f"(ROOT/<class>/<image>), or one of {named}")
+    if sep and "/" not in source and "\\" not in source:
+        close = difflib.get_close_matches(source, METADATASET_SOURCES, n=1)
+        raise ValueError(f"unknown dataset source {source!r} in {spec!r}"
+                         + (f" (did you mean {close[0]}:{path}?)" if close else "")
+                         + f"; the sources are {', '.join(f'{s}:<path>' for s in METADATASET_SOURCES)}")
+    if any(c in spec for c in "/\\") or spec.startswith((".", "~")):
+        raise ValueError(f"dataset folder {spec} does not exist; check the path (named datasets: {named})")
+    close = difflib.get_close_matches(spec, list(POCKET_DOMAINS), n=1)
+    raise ValueError(f"unknown dataset {spec!r}: no folder of that name here"
+                     + (f", and not a named dataset (did you mean {close[0]}?)" if close else
+                        f", and not one of {named}"))
