@@ -19,7 +19,7 @@ from ..methods.base import AdaptConfig, plan_rows
 from ..models.backbone import Backbone
 from ..models.specs import ArchSpec, conv_layers
 from ..methods import make_method
-from .session import Budgets, compute_budget_macs
+from .session import Budgets, compute_budget_macs, device_precision, resolution_advice_on_failure
 
 FIXED_PLANS = {"fulltrain": fulltrain_plan, "lastlayer": lastlayer_plan, "tinytl": tinytl_plan,
                "sparseupdate": sparseupdate_plan}
@@ -49,7 +49,7 @@ def tinytrain_plan(backbone: Backbone, support_x: torch.Tensor, support_y: torch
 
 def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
     """Memory per component, backward MACs, and whether the plan fits the device or the budgets."""
-    model = CostModel(spec, plan.resolution)
+    model = CostModel(spec, plan.resolution, device_precision(budgets))
     mem = model.backward_memory(plan)
     macs = model.backward_macs(plan)
     out = {"memory": mem.to_dict(), "predicted_memory_bytes": mem.total, "backward_macs": macs,
@@ -140,9 +140,10 @@ def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
         if support_x is None or backbone is None:
             raise ValueError("TinyTrain's plan depends on the task: give --support DIR")
         config = AdaptConfig(seed=seed, resolution=resolution, memory_budget=budgets.memory_bytes,
-                             compute_budget=budgets.compute)
+                             compute_budget=budgets.compute, precision=device_precision(budgets))
         torch.manual_seed(seed)
-        plan, rows, seconds = tinytrain_plan(backbone, support_x, support_y, config)
+        with resolution_advice_on_failure(spec, budgets, config):
+            plan, rows, seconds = tinytrain_plan(backbone, support_x, support_y, config)
         result |= {"selection_seconds": seconds}
     else:
         plan = fixed_plan(method, spec, resolution)

@@ -8,6 +8,7 @@ never a saved model.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,10 +210,12 @@ def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, que
     budgets = budgets or Budgets()
     config.memory_budget = budgets.memory_bytes if budgets.memory_bytes is not None else config.memory_budget
     config.compute_budget = budgets.compute if budgets.compute is not None else config.compute_budget
+    config.precision = device_precision(budgets, config.precision)
     head = head if head is not None else CosineClassifier()
     torch.manual_seed(config.seed)
     m = make_method(method, backbone, config, head)
-    predictor = m.fit(support.x, support.y)
+    with resolution_advice_on_failure(backbone.spec, budgets, config):
+        predictor = m.fit(support.x, support.y)
     predictor.class_names = list(support.classes)
     report = m.report
     rd = report.to_dict()
@@ -237,6 +240,29 @@ def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, que
                            (info or {}) | {k: summary[k] for k in summary if k in ("seed", "query_accuracy")},
                            tuple(background))
     return adapted, summary
+
+
+def device_precision(budgets: Budgets, default: str = "float32") -> str:
+    """The precision plans for the budgets' device are priced at (int8 where the device profile runs the
+    frozen prefix in int8, e.g. mcu-256kb), else `default`."""
+    if budgets.device is None or not hasattr(budgets.device, "frozen_activation_bits"):
+        return default
+    from ..costs.devices import precision_of
+    return precision_of(budgets.device)
+
+
+@contextmanager
+def resolution_advice_on_failure(spec, budgets: Budgets, config: AdaptConfig):
+    """A plan that cannot fit a device profile's budget says at which resolution one would."""
+    from ..sparse.selection import BudgetTooSmall
+    try:
+        yield
+    except BudgetTooSmall as exc:
+        if budgets.device is None or not hasattr(budgets.device, "frozen_activation_bits"):
+            raise
+        from ..costs.devices import resolution_advice
+        raise BudgetTooSmall(f"{exc}; {resolution_advice(spec, budgets.device, config.resolution, config.optimizer)}"
+                             ) from None
 
 
 def applied_budgets(report, budgets: Budgets, given_macs: int | None) -> dict:

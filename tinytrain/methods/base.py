@@ -36,6 +36,9 @@ class AdaptConfig:
     augment: bool = True             # P>M>F pseudo-query augmentation
     seed: int = 0
     resolution: int = 128
+    # how the plan's memory is priced: "int8" where the frozen prefix's activations are 1 byte, as the C
+    # runtime runs them with `export --precision int8` (a device profile with frozen_activation_bits 8)
+    precision: str = "float32"
     # method options: a dict {key: value} or the method's options object (methods/options.py); each method
     # checks and converts them with its options class when it is made (unknown keys are refused)
     options: dict | MethodOptions = field(default_factory=dict)
@@ -157,6 +160,9 @@ class Method(ABC):
         self.config = config or AdaptConfig()
         # every option read goes through this typed object (ValueError here for an unknown key or a bad value)
         self.opts = self.options_class.parse(self.config.options)
+        from ..costs.model import PRECISIONS
+        if self.config.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.config.precision!r})")
         self.head = head if head is not None else CosineClassifier()
         self.report = AdaptReport(method=self.name, options=self.applied_options())
 

@@ -137,6 +137,14 @@ class TinyTrainMethod(TrainedMethod):
     def budgets(self, spec, res: int) -> tuple[int, int]:
         return resolve_budgets(spec, self.config, res, self.opts.device)
 
+    @property
+    def precision(self) -> str:
+        """The config's precision, or the `device` option's profile's where the config leaves the default."""
+        if self.opts.device and self.config.precision == "float32":
+            from ..costs.devices import get_device, precision_of
+            return precision_of(get_device(self.opts.device))
+        return self.config.precision
+
     def _fisher(self, backbone, x: torch.Tensor, y: torch.Tensor, cands: list[int], mem_budget: int, res: int):
         """One Fisher pass, micro-batched so that what it keeps fits the memory budget."""
         fb = self.opts.fisher_batch_size
@@ -186,7 +194,7 @@ class TinyTrainMethod(TrainedMethod):
         if policy == "fisher-mass":
             mass = o.fisher_mass
             cap = lambda i: fisher_mass_ratio(channel_fisher[i], ratios, mass)
-        cm = CostModel(spec, res)
+        cm = CostModel(spec, res, self.precision)
         n_layers = len(layers)
 
         def biases_of(sel: list[LayerChoice]) -> list[int]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..costs.model import backward_macs, backward_memory
+from ..costs.model import CostModel, backward_macs
 from ..costs.plan import LayerUpdate, UpdatePlan
 from ..models.backbone import Backbone
 from ..sparse.accounting import predicted_saved_bytes, stage_input_elems
@@ -61,6 +61,11 @@ def sparse_plan(spec, layers: list[LayerUpdate], biases, batch_size: int, optimi
 
 class TrainedMethod(Method):
     default_batch_size = 1
+
+    @property
+    def precision(self) -> str:
+        """The precision the plan's memory is priced at (AdaptConfig.precision)."""
+        return self.config.precision
 
     @property
     def batch_size(self) -> int:
@@ -114,7 +119,7 @@ class TrainedMethod(Method):
     def _report(self, built: Built, n: int, image_shape: tuple[int, ...]) -> AdaptReport:
         spec = built.backbone.spec
         up = built.update_plan
-        mem = backward_memory(spec, up)
+        mem = CostModel(spec, up.resolution, self.precision).backward_memory(up)
         extra = dict(built.extra)
         extra["memory_breakdown"] = mem.to_dict()
         extra["batch_size"] = self.batch_size
