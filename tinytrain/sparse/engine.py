@@ -331,7 +331,9 @@ class SparseEngine(nn.Module):
             if not 0 <= b < n:
                 raise ValueError(f"bias layer {b} does not exist; {backbone.spec.name} has layers 0..{n - 1}")
         self.sel: dict[int, LayerSelection] = {w.index: w for w in plan.weights}
-        self.sel_index = {i: torch.tensor(w.channels, dtype=torch.long) for i, w in self.sel.items()}
+        # on the weights' device: index_select / index_copy_ take no index from another device (a GPU run)
+        self.sel_index = {i: torch.tensor(w.channels, dtype=torch.long, device=self.mods[i].conv.weight.device)
+                          for i, w in self.sel.items()}
         self.weight_params = nn.ParameterDict()
         self._full: dict[int, bool] = {}
         for i, w in self.sel.items():
@@ -440,7 +442,7 @@ class SparseEngine(nn.Module):
         for i, channels in new.items():
             channels = tuple(sorted(int(c) for c in channels))
             self.sel[i] = LayerSelection(i, channels, self.sel[i].axis)
-            self.sel_index[i] = torch.tensor(channels, dtype=torch.long)
+            self.sel_index[i] = torch.tensor(channels, dtype=torch.long, device=self.mods[i].conv.weight.device)
             self.weight_params[str(i)].copy_(self._slice(i))
             self._work[i] = self._fold(i)
             if self._rows(i) and not self._full[i]:

@@ -86,7 +86,8 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
             feats = torch.cat([engine.suffix(prefix_of(i, i + prefix_batch_size))
                                for i in range(0, n, prefix_batch_size)])
             protos = class_prototypes(feats, y)
-    acc = {i: torch.zeros(engine.mods[i].conv.out_channels) for i in layers}
+    acc = {i: torch.zeros(engine.mods[i].conv.out_channels, device=engine.mods[i].conv.weight.device)
+           for i in layers}
 
     def tap(i: int, act: torch.Tensor) -> None:
         # The hook must not capture `act` itself: act -> hook -> act is a cycle through C++ that Python's

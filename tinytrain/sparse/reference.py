@@ -29,7 +29,7 @@ class MaskedReference(nn.Module):
         for i, m in enumerate(mods):
             mask = torch.zeros_like(m.conv.weight)
             if i in sel:
-                idx = torch.tensor(sel[i].channels, dtype=torch.long)
+                idx = torch.tensor(sel[i].channels, dtype=torch.long, device=mask.device)
                 if sel[i].axis == "out" or m.conv.groups > 1:
                     mask[idx] = 1.0
                 else:
