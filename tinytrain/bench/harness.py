@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import re
 import time
@@ -88,6 +89,15 @@ class EpisodeShape:
         return {"mode": "metadataset", "max_ways": self.max_ways, "max_support": self.max_support}
 
 
+def _whole(value, name: str, low: int | None = None, none_ok: bool = False) -> None:
+    """A setting that must be a whole number (not a bool, not 2.5), at least `low`."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        floor = f" >= {low}" if low is not None else ""
+        raise ValueError(f"{name} must be a whole number{floor} (got {value!r})")
+
+
 @dataclass
 class EvalConfig:
     model: str = "mcunet-5fps"
@@ -124,7 +134,45 @@ class EvalConfig:
         d["lr_grid"] = tuple(d.get("lr_grid", DEFAULT_LR_GRID))
         return EvalConfig(**d)
 
+    def _check_types(self) -> None:
+        """Every setting of the right type and range, whether it came from the command line, a stored
+        config.json or Python (`EvalConfig(...)`): a wrong one is refused here, not misused later."""
+        for name in ("model", "split"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty text (got {getattr(self, name)!r})")
+        if not isinstance(self.domains, list) or not all(isinstance(d, str) and d for d in self.domains):
+            raise ValueError(f"domains must be a list of non-empty texts (got {self.domains!r})")
+        _whole(self.tasks, "--tasks", 1)
+        _whole(self.seed, "--seed", 0)
+        _whole(self.resolution, "--resolution", 8)
+        _whole(self.iterations, "--iterations", 0)
+        _whole(self.lr_episodes, "--lr-episodes", 0)
+        _whole(self.memory_budget, "--memory-budget (bytes)", 1, none_ok=True)
+        cb = self.compute_budget
+        if cb is not None and (isinstance(cb, bool) or not isinstance(cb, (int, float)) or not math.isfinite(cb)
+                               or cb <= 0):
+            raise ValueError(f"--compute-budget must be a positive share (<= 1) or MAC count (got {cb!r})")
+        if not isinstance(self.lr, (str, dict)) and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))):
+            raise ValueError(f"--lr must be a number, a protocol name or METHOD=LR pairs (got {self.lr!r})")
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in self.lr_grid):
+            raise ValueError(f"--lr-grid must hold numbers (got {list(self.lr_grid)!r})")
+        for v in self.variants:
+            if v.method not in available_methods():
+                raise ValueError(f"variant {v.label!r} names the unknown method {v.method!r}; methods: "
+                                 f"{', '.join(available_methods())}")
+            if not isinstance(v.options, dict):
+                raise ValueError(f"variant {v.label!r}: options must be a {{key: value}} object (got {v.options!r})")
+            _whole(v.memory_budget, f"variant {v.label!r} memory_budget", 1, none_ok=True)
+        e = self.episodes
+        if e.mode not in ("metadataset", "fixed"):
+            raise ValueError(f"episodes mode must be metadataset or fixed (got {e.mode!r})")
+        for name in ("ways", "shots", "queries"):
+            _whole(getattr(e, name), f"--{name}", 1, none_ok=e.mode != "fixed")
+        _whole(e.max_ways, "--max-ways", 2)
+        _whole(e.max_support, "--max-support", 1)
+
     def validate(self) -> None:
+        self._check_types()
         if not self.domains:
             raise ValueError("no domains to evaluate; pass --domains (pocket target names, SOURCE:PATH or folders)")
         if not self.variants:
@@ -461,6 +509,9 @@ def read_json(path: Path, what: str):
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} ({what}) is not valid JSON ({exc}); restore it, or use a new --out") from None
+    except RecursionError:
+        raise ValueError(f"{path} ({what}) is nested too deeply to be a tinytrain file; restore it, or use a "
+                         "new --out") from None
 
 
 def _write_config(out: Path, new: dict) -> None:

@@ -25,17 +25,25 @@ def _lr(text: str):
     text = str(text).strip()
     if text in ("auto", "target-val", "support"):
         return text
+    usage = f"--lr takes a number, 'auto', 'target-val', 'support' or METHOD=LR pairs, got {text!r}"
     try:
         if "=" in text:
             pairs = [item.split("=", 1) for item in _csv(text)]
             if any(len(p) != 2 for p in pairs):
                 raise ValueError
-            values = {k.strip(): float(v) for k, v in pairs}
+            values = {}
+            for k, v in pairs:
+                k = k.strip()
+                if not k:
+                    raise UserError(f"--lr {text!r}: a pair '={v.strip()}' names no method; write METHOD=LR, "
+                                    "e.g. fulltrain=1e-4,default=1e-3")
+                if k in values:
+                    raise UserError(f"--lr {text!r}: {k} is given twice; give each method one rate")
+                values[k] = float(v)
         else:
             values = {"": float(text)}
     except ValueError:
-        raise UserError(f"--lr takes a number, 'auto', 'target-val', 'support' or METHOD=LR pairs, "
-                        f"got {text!r}") from None
+        raise UserError(usage) from None
     from ..bench.harness import check_rate
     try:
         for k, v in values.items():

@@ -87,7 +87,8 @@ class DeviceProfile:
             return n
 
         def number(key: str, default=None, kind=float):
-            value = d.get(key, default)
+            value = d.get(key)
+            value = default if value is None else value       # null = not given: the documented default
             if value is None:
                 return None
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
@@ -149,6 +150,8 @@ def _read_table(text: str, source: str) -> list[DeviceProfile]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"device file {source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"device file {source} is nested too deeply to be a device table") from None
     entries = data.get("devices") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise ValueError(f"device file {source} must hold a list of devices or {{\"devices\": [...]}}")
