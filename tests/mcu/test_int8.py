@@ -129,7 +129,7 @@ def test_int8_mcunet_at_128_equals_the_integer_reference(tmp_path):
     check_prefix_bit_identical(cm, c, test)
     check_equal(cm, c, ref, 1, 5)
     assert c.arena_bytes == cm.memory.arena_bytes
-    assert abs(cm.memory.arena_bytes / cm.predicted.total - 1) <= 0.10
+    assert cm.memory.arena_bytes == cm.predicted.total
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -470,7 +470,7 @@ class RuntimeArena:
     forward: int       # the Table-2 activation walk at batch 1
     backward: int      # the same walk run down from the loss, with gradient buffers
     frame: int         # uint8 RGB frame + normalised image
-    trained: int       # trained weights and BN shifts with gradient and optimizer state
+    trained: int       # trained weights and BN shifts with their optimizer moments (gradients: in `backward`)
     classifier: int    # prototypes, class counts, features, feature gradient, logits
     total: int
 
@@ -493,12 +493,15 @@ def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int, precision: s
       * backward, from the loss down to the earliest trained layer: at each layer the gradient of its
         output and of its input (none at the earliest layer), a copy of the output gradient scaled by BN
         where a residual block's identity path still needs the original, the block-output gradient held
-        inside such a block, and whatever is still kept for the layers below;
+        inside such a block, the layer's own weight and BN-shift gradients (4 bytes per trained weight
+        and shift of this layer only: the runtime applies each layer's update as soon as its gradients
+        exist, TinyEngine's operator reordering), and whatever is still kept for the layers below;
       * the frame: the uint8 RGB image and its normalised float copy (3 x R x R).
-    Added to it, what persists across steps: trained weights and BN shifts with gradient and optimizer
-    state ((1 + 1) x 4 bytes each with SGD, (1 + 3) x 4 with Adam; unlike Table 2's total, biases count),
-    and the classifier's prototypes (classes x feature_dim), class counts, features, their gradient and
-    the logits. Masks count n/8 bytes (the runtime rounds each layer's up to 4 bytes).
+    Added to it, what persists across steps: trained weights and BN shifts with their optimizer state
+    (4 bytes each with SGD, 3 x 4 with Adam: the weight and two moments; the gradient is the working
+    memory above; unlike Table 2's total, biases count), and the classifier's prototypes
+    (classes x feature_dim), class counts, features, their gradient and the logits. Masks count n/8
+    bytes (the runtime rounds each layer's up to 4 bytes).
     """
     if plan.kind != "sparse":
         raise ValueError(f"the C runtime runs sparse plans only (got a {plan.kind!r} plan)")
@@ -527,10 +530,14 @@ def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int, precision: s
         if blk.residual and min(idx) > earliest:
             for i in idx:
                 residual[i] = BYTES * layers[max(idx)].output_elems
+    grads = {}  # layer -> bytes of its weight and shift gradients, alive during its backward only
+    for i in set(trained_idx):
+        w = model.sparse_weights([weighted[i]]) if i in weighted else 0.0
+        grads[i] = BYTES * (w + (layers[i].cout if i in bias_set else 0))
     backward = 0.0
     for l in reversed(layers[earliest:]):
         i = l.index
-        live = sum(v for j, v in kept.items() if j <= i) + BYTES * l.output_elems
+        live = sum(v for j, v in kept.items() if j <= i) + BYTES * l.output_elems + grads.get(i, 0.0)
         if i > earliest:
             live += BYTES * l.input_elems
         if i in residual:
@@ -539,7 +546,7 @@ def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int, precision: s
 
     r = plan.resolution
     frame = 3 * r * r + (1 if precision == "int8" else BYTES) * 3 * r * r
-    m = OPTIMIZER_STATE[plan.optimizer]
+    m = OPTIMIZER_STATE[plan.optimizer] - 1     # optimizer state without the gradient (counted in `backward`)
     trained = BYTES * (1 + m) * (model.sparse_weights(weighted.values()) + sum(layers[i].cout for i in bias_set))
     d = model.spec.feature_dim
     classifier = BYTES * (n_classes * d + n_classes + 2 * d + n_classes)

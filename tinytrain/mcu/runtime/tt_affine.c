@@ -25,7 +25,7 @@ void tt_affine_backward(const float *gy, float *gx, const float *scale, int c, i
     }
 }
 
-/* gshift[c] += sum_p gy[c][p] */
+/* gshift[c] = sum_p gy[c][p] (the gradient of one step; no accumulation) */
 void tt_affine_backward_shift(const float *gy, float *gshift, int c, int hw)
 {
     for (int ch = 0; ch < c; ch++) {
@@ -33,6 +33,6 @@ void tt_affine_backward_shift(const float *gy, float *gshift, int c, int hw)
         float acc = 0.0f;
         for (int p = 0; p < hw; p++)
             acc += g[p];
-        gshift[ch] += acc;
+        gshift[ch] = acc;
     }
 }

@@ -50,8 +50,10 @@ typedef struct {
     const int16_t *slot;         /* channel along `axis` -> position in `sel`, or -1 */
     int32_t mask;                /* ReLU6 pass-through bits of the output (1 bit per element) */
     int32_t saved;               /* input kept for the weight gradient (all or the selected channels) */
-    int32_t wt, gw, m, v;        /* trained weight slice, its gradient, optimizer moments */
-    int32_t bt, gb, bm, bv;      /* trained BN shift (-1: frozen), gradient, moments */
+    int32_t wt, gw, m, v;        /* trained weight slice, its gradient, optimizer moments; the
+                                    gradient is working memory of this layer's backward only (the
+                                    update is applied right after it), the rest persists */
+    int32_t bt, gb, bm, bv;      /* trained BN shift (-1: frozen), gradient (working), moments */
 
     /* backward: gradient w.r.t. the output, w.r.t. the conv output (== gy: in place), w.r.t. the
      * input (-1: not needed), and the block-output gradient to add into gx (identity path) */

@@ -7,7 +7,9 @@
  *     channels for input-channel columns and for depthwise convs);
  *   - backward runs from the loss down to the earliest trained layer only, computes the weight
  *     gradient of the selected channels only, and the input gradient where a lower layer needs it;
- *   - the optimizer updates only the trained slices and shifts.
+ *   - the optimizer updates only the trained slices and shifts, each layer's as soon as its
+ *     gradients exist ("operator reordering", TinyEngine), so a gradient is a working buffer that
+ *     lives for one layer's backward only, not state held until the end of the step.
  * Every buffer is at an offset of the arena fixed by the exporter's memory plan.
  */
 #include <string.h>
@@ -147,6 +149,36 @@ static void forward(int training)
     tt_pool_forward(A(last->y), A(tt_net.features), last->cout, last->h_out * last->h_out);
 }
 
+/* One optimizer step on layer l's trained slice and BN shift, from their gradients of this step. */
+static void update_layer(const tt_layer *l)
+{
+    const int nw = (int)(l->n_sel * slice_row(l));
+    if (tt_net.optimizer == TT_ADAM) {
+        if (l->n_sel)
+            tt_adam_step(A(l->wt), A(l->gw), A(l->m), A(l->v), nw, tt_net.lr, tt_net.beta1,
+                         tt_net.beta2, tt_net.eps, step_count);
+        if (l->bt >= 0)
+            tt_adam_step(A(l->bt), A(l->gb), A(l->bm), A(l->bv), l->cout, tt_net.lr, tt_net.beta1,
+                         tt_net.beta2, tt_net.eps, step_count);
+    } else {
+        if (l->n_sel)
+            tt_sgd_step(A(l->wt), A(l->gw), nw, tt_net.lr);
+        if (l->bt >= 0)
+            tt_sgd_step(A(l->bt), A(l->gb), l->cout, tt_net.lr);
+    }
+}
+
+/* Backward from the loss down to the earliest trained layer, with each layer's update applied in
+ * place as soon as its gradients are computed. The result equals computing every gradient first
+ * and updating all at the end (PyTorch's loss.backward(); optimizer.step()), because:
+ *   - SGD and Adam update a tensor from its own gradient and its own state only;
+ *   - in layer l the weight gradient (from the kept input), the shift gradient (from the output
+ *     gradient) and the input gradient are all computed before the update, and only the input
+ *     gradient reads the weights (the trained slice through `s`): it sees the pre-update values;
+ *   - nothing after that reads layer l's weights or shift: the layers below need only the input
+ *     gradient, their own kept inputs and masks, and the forward pass is over.
+ * So gw and gb are working buffers whose lifetime is this layer's backward (the memory plan's
+ * "gw<i>", "gb<i>"), placed in memory that other layers' backward reuses. */
 static void backward(void)
 {
     const tt_layer *last = &tt_layers[tt_net.n_layers - 1];
@@ -169,6 +201,7 @@ static void backward(void)
                                       l->stride, &s);
         }
         if (l->gx >= 0) {
+            /* with the weights of the forward pass: the update comes after */
             if (l->kind == TT_PW)
                 tt_pw_backward_input(gc, A(l->gx), l->cin, l->cout, hw_out, l->w, &s);
             else
@@ -177,39 +210,7 @@ static void backward(void)
             if (l->gres >= 0)
                 tt_residual_backward(A(l->gx), A(l->gres), (int)in_elems(l));
         }
-    }
-}
-
-static void optimizer_step(void)
-{
-    step_count++;
-    for (int i = tt_net.earliest; i < tt_net.n_layers; i++) {
-        const tt_layer *l = &tt_layers[i];
-        const int nw = (int)(l->n_sel * slice_row(l));
-        if (tt_net.optimizer == TT_ADAM) {
-            if (l->n_sel)
-                tt_adam_step(A(l->wt), A(l->gw), A(l->m), A(l->v), nw, tt_net.lr, tt_net.beta1,
-                             tt_net.beta2, tt_net.eps, step_count);
-            if (l->bt >= 0)
-                tt_adam_step(A(l->bt), A(l->gb), A(l->bm), A(l->bv), l->cout, tt_net.lr,
-                             tt_net.beta1, tt_net.beta2, tt_net.eps, step_count);
-        } else {
-            if (l->n_sel)
-                tt_sgd_step(A(l->wt), A(l->gw), nw, tt_net.lr);
-            if (l->bt >= 0)
-                tt_sgd_step(A(l->bt), A(l->gb), l->cout, tt_net.lr);
-        }
-    }
-}
-
-static void zero_gradients(void)
-{
-    for (int i = tt_net.earliest; i < tt_net.n_layers; i++) {
-        const tt_layer *l = &tt_layers[i];
-        if (l->n_sel)
-            memset(A(l->gw), 0, sizeof(float) * l->n_sel * slice_row(l));
-        if (l->bt >= 0)
-            memset(A(l->gb), 0, sizeof(float) * l->cout);
+        update_layer(l);
     }
 }
 
@@ -225,9 +226,8 @@ float tt_train_step(const uint8_t *rgb, int label)
     const float loss = tt_head_backward(f, A(tt_net.protos), logits, tt_net.n_classes,
                                         tt_net.feature_dim, tt_net.head_scale, label,
                                         A(tt_net.gfeatures));
-    zero_gradients();
-    backward();
-    optimizer_step();
+    step_count++;             /* Adam's bias correction: this step's number, for every layer */
+    backward();               /* gradients and in-place updates, layer by layer */
     return loss;
 }
 
