@@ -78,8 +78,8 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
     import torch
 
     from .deploy.images import parse_background
-    from .deploy.session import (adapt_to_support, check_iterations, check_support, checkpoint_head,
-                                 resolve_budgets, resolve_resolution)
+    from .deploy.session import adapt_to_support, check_iterations, check_support, resolve_budgets, resolve_resolution
+    from .models.head import checkpoint_head
     from .methods.base import AdaptConfig
     from .methods.options import parse_options
 

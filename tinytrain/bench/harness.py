@@ -301,7 +301,7 @@ class Runner:
         so every method starts from the same classifier."""
         ckpt = checkpoint or self.config.checkpoint
         if ckpt not in self._backbones:
-            from ..models.head import CosineClassifier
+            from ..models.head import checkpoint_head
             from ..models.weights import load_backbone
             # building a backbone draws its initial weights (all of them for `random`) from torch's global
             # generator: draw them from the run's seed in a forked generator, so that they do not depend on which
@@ -310,8 +310,7 @@ class Runner:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed * 100_003)
                 backbone, meta = load_backbone(self.config.model, ckpt)
-            h = meta.get("head") or {}
-            head = CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))
+            head = checkpoint_head(meta)
             self._backbones[ckpt] = (backbone.eval().to(self.device), head.to(self.device))
         return self._backbones[ckpt]
 

@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..data.sampler import EpisodeSampler, load_task
-    from ..models.head import CosineClassifier
+    from ..models.head import checkpoint_head
     from ..models.weights import load_backbone
     from .harness import checkpoint_resolution, open_domain
 
@@ -62,7 +62,6 @@ def run(args) -> int:
     dataset = open_domain(domain, split)
     res = args.resolution or checkpoint_resolution(args.model, args.checkpoint)
     backbone, meta = load_backbone(args.model, args.checkpoint)
-    h = meta.get("head") or {}
     sampler = EpisodeSampler(dataset, mode="fixed", ways=args.ways, shots=args.shots, queries=args.queries,
                              seed=args.seed)
     labels = ["fresh"] + [f"pool {p}" for p in pools]
@@ -74,7 +73,7 @@ def run(args) -> int:
             cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, resolution=res, seed=args.seed * 100_003 + i,
                               options={"augment_pool": pool})
             torch.manual_seed(cfg.seed)
-            head = CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))
+            head = checkpoint_head(meta)
             pred = make_method("tinytrain", backbone, cfg, head).fit(task.support_x, task.support_y)
             acc[label].append(pred.accuracy(task.query_x, task.query_y))
         if not args.json:

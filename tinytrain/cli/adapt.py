@@ -133,7 +133,8 @@ def run_adapt(args) -> int:
     import sys
 
     from ..deploy.adapted import check_save_target, save_adapted
-    from ..deploy.session import adapt_to_support, checkpoint_head, resolve_budgets
+    from ..deploy.session import adapt_to_support, resolve_budgets
+    from ..models.head import checkpoint_head
     from ..methods.base import AdaptConfig
     from ..methods.options import parse_options
     from ..progress import ProgressBars, report_to

@@ -105,7 +105,7 @@ def run(args) -> int:
     from ..costs.units import format_bytes
     from ..data.sampler import EpisodeSampler, load_task
     from ..deploy.session import resolve_budgets
-    from ..models.head import CosineClassifier
+    from ..models.head import checkpoint_head
     from ..methods.sparseupdate_policy import derive_static_policy
     from ..methods.tinytrain import DEFAULT_MEMORY_BUDGET
     from ..models.weights import load_backbone
@@ -117,8 +117,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)          # a 'random' checkpoint is then reproducible
     backbone, meta = load_backbone(args.model, args.checkpoint)
     backbone.eval()
-    h = meta.get("head") or {}
-    head = CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))
+    head = checkpoint_head(meta)
     res = args.resolution or checkpoint_resolution(args.model, args.checkpoint)
     ways = min(args.ways, len(val.classes))
     if ways < 2:

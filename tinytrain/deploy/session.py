@@ -58,13 +58,6 @@ def resolve_resolution(meta: dict | None, given: int | None = None) -> tuple[int
     return DEFAULT_RESOLUTION, "the default; the checkpoint records none"
 
 
-def checkpoint_head(meta: dict | None) -> CosineClassifier:
-    """The cosine classifier's scale and bias the checkpoint was meta-trained with (the defaults if none),
-    as `tinytrain eval` uses them."""
-    h = (meta or {}).get("head") or {}
-    return CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))
-
-
 @dataclass
 class Budgets:
     """Resolved budgets: bytes, and a compute budget as a fraction (<= 1) or a MAC count, plus the
