@@ -56,3 +56,31 @@ def test_eval_killed_at_several_points_matches_an_uninterrupted_run(folder, tmp_
     assert json.loads((killed / "accuracy.json").read_text()) == json.loads((clean / "accuracy.json").read_text())
     assert (killed / "episodes").is_dir() and sorted(p.name for p in (killed / "episodes").iterdir()) == \
         sorted(p.name for p in (clean / "episodes").iterdir())
+
+
+def test_lr_search_killed_midway_resumes_where_it_stopped(folder, tmp_path, capsys):
+    """The lr search keeps its records as they finish (lr_search.jsonl): a kill mid-search loses only the
+    running job, the resume runs the missing ones, and the rates chosen equal an uninterrupted run's."""
+    args = ["--model", "tiny-test", "--checkpoint", "random", "--domains", str(folder), "--methods",
+            "none,lastlayer", "--tasks", "2", "--resolution", "32", "--iterations", "30", "--lr", "target-val",
+            "--lr-grid", "1e-3,1e-2,3e-2", "--lr-episodes", "3", "--mode", "fixed", "--ways", "3", "--shots", "2",
+            "--queries", "3", "--workers", "1", "--no-progress"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert main(["eval", *args, "--out", str(clean)]) == 0
+    search = killed / "lr_search.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "tinytrain", "eval", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and lines_in(search) < 3:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the search finished before the kill; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = lines_in(search)
+    assert 3 <= kept < 9 and not (killed / "lr.json").exists()
+    assert main(["eval", *args, "--out", str(killed)]) == 0
+    capsys.readouterr()
+    assert lines_in(search) == 9                      # 3 rates x 3 episodes for lastlayer, each run once
+    assert len(ResultStore(search).load()) == 9
+    assert json.loads((killed / "lr.json").read_text()) == json.loads((clean / "lr.json").read_text())
+    assert records(killed) == records(clean)

@@ -8,6 +8,8 @@ Run directory layout (everything JSON, a user can read and diff it):
     DIR/episodes/<domain>.val.json  validation episodes used by `--lr auto` (held-out classes of the source)
     DIR/episodes/<domain>.tval.json held-out episodes of the target domain itself, used by `--lr target-val`
     DIR/lr.json                  learning rates chosen on validation episodes (with `--lr auto` / `target-val`)
+    DIR/lr_search.jsonl          the search's records as they finish (same format as results.jsonl), so a killed
+                                 search resumes where it stopped
     DIR/static_plan.json         the one TinyTrain plan of `--ablate-static`, chosen on validation episodes
     DIR/results.jsonl            one record per (domain, task, method), append-only (see results.py); while
                                  ranks of a torch.distributed run write, rank R > 0 appends to results.rankR.jsonl
@@ -33,7 +35,7 @@ import torch
 from ..jsonfile import write_json_atomic
 from ..methods.base import AdaptConfig
 from .distributed import Ranks, rank_device, run_lock
-from .results import ResultStore
+from .results import ResultStore, record_key, shard_paths
 
 TRAINING_FREE = {"none"}                 # methods whose result does not depend on the learning rate
 LR_PROTOCOLS = ("auto", "target-val", "support")
@@ -494,7 +496,8 @@ def _run_jobs(config: EvalConfig, out_dir: Path, jobs: list[tuple], workers: int
 
 # --- the run ------------------------------------------------------------------------------------------
 
-CONFIG_DIGEST = "config.sha256"          # beside config.json: the digest of the settings the results were made with
+CONFIG_DIGEST = "config.sha256"
+LR_SEARCH = "lr_search.jsonl"            # the lr search's records, kept as they finish          # beside config.json: the digest of the settings the results were made with
 
 
 def config_digest(d: dict) -> str:
@@ -568,6 +571,8 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
             import shutil
             shutil.rmtree(out / "episodes", ignore_errors=True)
             (out / "lr.json").unlink(missing_ok=True)
+            for stale in [out / LR_SEARCH, *shard_paths(out / LR_SEARCH)]:
+                stale.unlink(missing_ok=True)
             _write_config(out, new)
     else:
         _write_config(out, new)
@@ -724,10 +729,22 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     run_todo = [(d, m) for d, m in todo if first_of[info[d]["domain"]] == d]
     jobs = [(d, i, asdict(replace(searched[m], label=f"{m}|lr={lr:g}")), lr, kind)
             for d, m in run_todo for lr in config.lr_grid for i in range(config.lr_episodes)]
+    # records of an earlier, interrupted search are kept (lr_search.jsonl): only the missing jobs run
+    store = ResultStore(out / LR_SEARCH, rank=ranks.rank)
+    done = ranks.rank0(store.load, share=True)
+    have = {record_key(r) for r in done}
+    jobs = [j for j in jobs if (j[0], j[1], j[2]["label"]) not in have]
     mine, got = ranks.share(jobs), []
+
+    def keep(rec: dict) -> None:
+        got.append(rec)
+        if "error" not in rec:         # failures are not kept: a rerun retries them
+            store.append(rec)
+
     if mine:
-        _run_jobs(config, out, mine, workers, got.append, "lr search (validation)", progress, device)
-    gathered = [rec for part in ranks.gather(got) for rec in part]
+        store.repair()
+        _run_jobs(config, out, mine, workers, keep, "lr search (validation)", progress, device)
+    gathered = done + [rec for part in ranks.gather(got) for rec in part]
 
     def decide() -> dict:
         failures = [rec for rec in gathered if "error" in rec]
