@@ -37,6 +37,21 @@ def test_help_of_every_command_does_not_import_torch():
     assert proc.stdout.strip() == "[]"
 
 
+def test_help_of_the_benches_that_train_does_not_import_torch():
+    """`bench speed|e2e|pool|memory --help` define their options without importing torch or the methods
+    (they import them when they run); `bench mcu` builds C and may import what it needs."""
+    proc = run_python(
+        "import contextlib, io, sys\nfrom tinytrain.cli import main\n"
+        "for b in ('speed', 'e2e', 'pool', 'memory'):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        try:\n            main(['bench', b, '--help'])\n        except SystemExit as e:\n"
+        "            assert e.code == 0, b\n"
+        "    assert '--seed' in out.getvalue() or '--model' in out.getvalue(), b\n"
+        "print('torch' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
 def test_tinytrain_help_exits_0():
     proc = subprocess.run([sys.executable, "-m", "tinytrain", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

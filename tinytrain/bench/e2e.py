@@ -24,14 +24,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..methods import make_method
-from ..methods.base import AdaptConfig
-from ..methods.common import check_support
 from .memory import _reset_peak, _rss, _status_kib
 from .speed import add_timing_arguments, loop_options, synthetic_task
 from .timing import format_ratio, pin_threads, ratio_spread, round_robin, spread
+
+if TYPE_CHECKING:       # torch and the methods are imported where they run: `bench e2e --help` needs neither
+    import torch
+
+    from ..methods.base import AdaptConfig
 
 PHASES = ("load", "prefix", "fisher", "selection", "training", "prototypes")
 SELECTION_PHASES = ("fisher", "selection")
@@ -72,6 +74,7 @@ def _loader(model: str, checkpoint: str, seed: int = 0):
         note = (f"{model} has no shipped checkpoint {checkpoint!r}: every method adapts a random initialisation "
                 f"(the times are those of the architecture; the accuracy would not be)")
         def random_init():
+            import torch
             torch.manual_seed(seed)
             return load_backbone(model, "random")[0]
         return random_init, "random", note
@@ -79,6 +82,7 @@ def _loader(model: str, checkpoint: str, seed: int = 0):
 
 
 def _config(name: str, args, batch: int) -> AdaptConfig:
+    from ..methods.base import AdaptConfig
     options = loop_options(args)
     if name == "tinytrain":
         options["fisher_batch_size"] = batch
@@ -97,6 +101,7 @@ def _release_free_memory() -> None:
 
 def adapt_once(name: str, load, x: torch.Tensor, y: torch.Tensor, config: AdaptConfig) -> dict:
     """One adaptation from the checkpoint file: phase seconds, peak RSS and its growth."""
+    from ..methods import make_method
     gc.collect()
     _release_free_memory()
     before = _rss()
@@ -113,8 +118,9 @@ def adapt_once(name: str, load, x: torch.Tensor, y: torch.Tensor, config: AdaptC
 
 
 def run(args) -> int:
+    from ..methods import METHODS, make_method
+    from ..methods.common import check_support
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    from ..methods import METHODS
     bad = [m for m in methods if m not in METHODS or m == "none"]
     if bad:
         raise ValueError(f"--methods: {', '.join(bad)} cannot be timed; choose from "

@@ -13,10 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from ..methods import make_method
-from ..methods.base import AdaptConfig
 from .stats import mean_ci
 
 
@@ -40,6 +36,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    import torch
+
+    from ..methods import make_method
+    from ..methods.base import AdaptConfig
     from ..data.sampler import EpisodeSampler, load_task
     from ..models.head import checkpoint_head
     from ..models.weights import load_backbone

@@ -13,18 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..methods.base import AdaptConfig, plan_rows
-from ..methods.common import FineTuner, check_support, storages_of
-from ..methods.fulltrain import FullTrainMethod
-from ..methods.sparseupdate import SparseUpdateMethod
-from ..methods.tinytrain import TinyTrainMethod
-from ..methods.trained import private_copy
-from ..models.backbone import build_backbone
-from ..sparse.accounting import predicted_saved_bytes
-from ..sparse.reference import MaskedReference
 from .timing import format_ratio, pin_threads, ratio_spread, round_robin, spread
+
+if TYPE_CHECKING:       # torch and the methods are imported where they run: `bench speed --help` needs neither
+    import torch
 
 DEFAULT_POOL = 0      # fresh augmentation, as the methods train by default
 
@@ -68,6 +62,7 @@ def add_timing_arguments(p: argparse.ArgumentParser) -> None:
 
 def synthetic_task(ways: int, shots: int, res: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A reproducible task of noisy class templates (timing does not need real images)."""
+    import torch
     if ways < 2 or shots < 1:
         raise ValueError("the benches need --ways >= 2 and --shots >= 1")
     g = torch.Generator().manual_seed(seed)
@@ -88,6 +83,17 @@ def loop_options(args) -> dict:
 
 
 def run(args) -> int:
+    import torch
+
+    from ..methods.base import AdaptConfig, plan_rows
+    from ..methods.common import FineTuner, check_support, storages_of
+    from ..methods.fulltrain import FullTrainMethod
+    from ..methods.sparseupdate import SparseUpdateMethod
+    from ..methods.tinytrain import TinyTrainMethod
+    from ..methods.trained import private_copy
+    from ..models.backbone import build_backbone
+    from ..sparse.accounting import predicted_saved_bytes
+    from ..sparse.reference import MaskedReference
     if args.iterations < 1:
         raise ValueError("--iterations must be at least 1 (one warm-up round runs before the timed ones)")
     pinned = pin_threads(args.threads)

@@ -13,12 +13,12 @@ import statistics
 import time
 from typing import Callable
 
-import torch
 
 
 def pin_threads(threads: int) -> dict:
     """Fix torch's intra-op threads to `threads`, inter-op to 1, and the CPU affinity to `threads` CPUs.
     Returns what was set (for the bench's output)."""
+    import torch
     if threads < 1:
         raise ValueError(f"--threads must be at least 1 (got {threads})")
     torch.set_num_threads(threads)
