@@ -112,7 +112,7 @@ def test_static_ablation_trains_one_plan_in_every_task(small_pocket, tmp_path, m
     assert stored["validation"] == ["pocket-symbols"] and stored["episodes"] == 2
     static = [r for r in records if r["method"] == "tinytrain[static]"]
     assert len(static) == 4
-    want = {str(w["index"]): w["channels"] for w in stored["plan"]["weights"]}
+    want = {str(u["index"]): u["channels"] for u in stored["plan"]["layers"]}
     assert all(r["plan_channels"] == want for r in static)           # the same plan in every task
     text, files = write_run_report(out, cfg, records)
     assert "Task adaptivity" in text and "plan varies between tasks" in text

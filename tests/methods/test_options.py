@@ -179,8 +179,8 @@ def test_bias_no_really_turns_bias_training_off(task):
     ("fisher_batch_size=some", "fisher_batch_size must be a whole number >= 1 or one of auto"),
     ("cache_budget=lots", "cache_budget must be a memory size"),
     ("ratio_policy=smallest", "ratio_policy must be one of fisher-mass, largest"),
-    ("fixed_plan=garbage", "fixed_plan must be a JSON object"),
-    ('fixed_plan={"weights": [{"index": "x"}]}', "fixed_plan must be a JSON object"),
+    ("fixed_plan=garbage", "fixed_plan must be an UpdatePlan JSON object"),
+    ('fixed_plan={"weights": [{"index": "x"}]}', "fixed_plan must be an UpdatePlan JSON object"),
     ("device=", "device must be a non-empty text or none"),
 ])
 def test_bad_values_are_refused_naming_the_key(item, words):

@@ -809,7 +809,7 @@ def ensure_static_plan(config: EvalConfig, out: Path, log: Callable[[str], None]
     plan = static_plan(backbone, head, tasks, acfg)
     write_json_atomic(path, {"plan": plan, "validation": sources, "episodes": len(tasks)})
     log(f"static TinyTrain plan chosen on {len(tasks)} validation episodes of {', '.join(sources)}: layers "
-        f"{[w['index'] for w in plan['weights']]} -> {path}")
+        f"{[u['index'] for u in plan['layers']]} -> {path}")
 
 
 def lr_key(config: EvalConfig, variant: Variant) -> str:

@@ -16,7 +16,8 @@ from typing import ClassVar, Literal
 import torch
 
 from ..costs.model import CostModel, compute_budget_macs
-from ..costs.plan import LayerUpdate
+from ..costs.plan import LayerUpdate, UpdatePlan
+from ..models.specs import conv_layers
 from ..sparse.accounting import predicted_saved_bytes
 from ..sparse.engine import EnginePlan, SparseEngine
 from ..sparse.fisher import fisher_information
@@ -30,15 +31,46 @@ DEFAULT_COMPUTE_BUDGET = 0.15           # of FullTrain's backward MACs
 
 
 def _check_plan(plan: dict | None) -> None:
-    """A `fixed_plan` must have the shape `static_plan` writes (weights with index/channels, biases)."""
+    """A `fixed_plan` is an `UpdatePlan` JSON (what `static_plan` writes: layers with index and channels,
+    bias_layers), or the earlier static-plan shape (weights, biases) that older run folders hold."""
     if plan is None:
         return
-    weights, biases = plan.get("weights", []), plan.get("biases", [])
+    earlier = "weights" in plan or "biases" in plan
+    weights = plan.get("weights" if earlier else "layers", [])
+    biases = plan.get("biases" if earlier else "bias_layers", [])
     ints = lambda xs: isinstance(xs, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in xs)
     if not isinstance(weights, list) or not ints(biases) or not all(
             isinstance(w, dict) and isinstance(w.get("index"), int) and ints(w.get("channels"))
             and w.get("axis", "out") in ("out", "in") for w in weights):
         raise _Reject
+
+
+def fixed_update_plan(plan: dict, spec, resolution: int, batch_size: int, optimizer: str
+                      ) -> tuple[UpdatePlan, dict[int, float]]:
+    """A `fixed_plan` option value as the `UpdatePlan` this adaptation trains (at its own resolution, batch
+    size and optimizer), with the scores it was chosen by (0 where it records none)."""
+    if "weights" in plan or "biases" in plan:        # the earlier shape: {"weights": [...], "biases": [...]}
+        plan = {"layers": plan.get("weights", []), "bias_layers": plan.get("biases", [])}
+    if plan.get("model", spec.name) != spec.name:
+        raise ValueError(f"fixed_plan is a plan for {plan['model']!r}, not {spec.name!r}")
+    layers = conv_layers(spec, resolution)
+    ups = []
+    for w in plan.get("layers", []):
+        i, axis = int(w["index"]), w.get("axis", "out")
+        if not 0 <= i < len(layers):
+            raise ValueError(f"fixed_plan names layer {i} but {spec.name} has layers 0..{len(layers) - 1}")
+        total = layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin
+        ch = sorted(int(c) for c in w["channels"])
+        if any(not 0 <= c < total for c in ch) or not ch:
+            raise ValueError(f"fixed_plan layer {i}: channels must be 1 to {total} distinct indices below {total}")
+        ups.append(LayerUpdate(i, len(ch) / total, axis, ch))
+    if not ups and not plan.get("bias_layers"):
+        raise ValueError("fixed_plan trains nothing; give it layers or bias_layers (see `tinytrain eval "
+                         "--ablate-static`)")
+    scores = {int(k): float(v) for k, v in (plan.get("scores") or {}).items()}
+    scores |= {int(w["index"]): float(w["score"]) for w in plan.get("layers", []) if "score" in w}
+    return (UpdatePlan(spec.name, ups, [int(b) for b in plan.get("bias_layers", [])], batch_size, optimizer,
+                       "sparse", resolution), scores)
 
 
 @dataclass(frozen=True)
@@ -73,9 +105,10 @@ class TinyTrainOptions(MethodOptions):
               "them anyway: no stored activation, few MACs; counted in the budgets). On by default since it was "
               "validated with ImageNet weights: +4.0 +- 2.9 points (docs/evaluation.md)")
     fixed_plan: dict | None = option(
-        None, "train this plan in every task, without a Fisher pass (the static ablation)", check=_check_plan,
-        expect='a JSON object {"weights": [{"index": i, "channels": [...], "axis": "out"}], "biases": [...]} '
-               "or none")
+        None, "train this plan in every task, without a Fisher pass (the static ablation): an UpdatePlan JSON",
+        check=_check_plan,
+        expect='an UpdatePlan JSON object {"layers": [{"index": i, "channels": [...], "axis": "out"}], '
+               '"bias_layers": [...]} or none')
     fisher_batch_size: int | Literal["auto"] = option(
         "auto", "micro-batch of the Fisher pass; auto = the largest within the memory budget", low=1)
     device: str | None = option(None, "a device profile name (tinytrain.costs.devices) giving both budgets")
@@ -217,20 +250,16 @@ class TinyTrainMethod(TrainedMethod):
         return chosen, biases_of(chosen), extra
 
     def _fixed(self, backbone, res: int) -> tuple[list[LayerChoice], list[int], dict]:
-        plan = self.opts.fixed_plan
+        spec = backbone.spec
+        plan, scores = fixed_update_plan(self.opts.fixed_plan, spec, res, self.batch_size, self.config.optimizer)
         layers = backbone.conv_layers(res)
-        mem_budget, comp_budget = self.budgets(backbone.spec, res)
+        mem_budget, comp_budget = self.budgets(spec, res)
         chosen = []
-        for w in plan.get("weights", []):
-            i, axis = int(w["index"]), w.get("axis", "out")
-            total = layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin
-            ch = tuple(sorted(int(c) for c in w["channels"]))
-            chosen.append(LayerChoice(i, ch, total, axis, float(w.get("score", 0.0)), len(ch) / total))
-        if not chosen and not plan.get("biases"):
-            raise ValueError("fixed_plan trains nothing; give it weights or biases (see `tinytrain eval "
-                             "--methods tinytrain-static`)")
-        return chosen, [int(b) for b in plan.get("biases", [])], {"memory_budget": mem_budget,
-                                                                  "compute_budget_macs": comp_budget}
+        for u in plan.layers:
+            total = layers[u.index].cout if u.axis == "out" or layers[u.index].groups > 1 else layers[u.index].cin
+            chosen.append(LayerChoice(u.index, tuple(u.channels), total, u.axis, scores.get(u.index, 0.0),
+                                      len(u.channels) / total))
+        return chosen, list(plan.bias_layers), {"memory_budget": mem_budget, "compute_budget_macs": comp_budget}
 
     def _build(self, x: torch.Tensor, y: torch.Tensor) -> Built:
         t0 = time.perf_counter()
@@ -275,7 +304,8 @@ class TinyTrainMethod(TrainedMethod):
 def static_plan(backbone, head, tasks, config) -> dict:
     """One plan for every task (the ablation that isolates task adaptivity): the Fisher information of
     each validation task, normalised to sum 1 per task so that every task weighs the same, averaged, then
-    the same selection as the adaptive method. Returns a `fixed_plan` option value."""
+    the same selection as the adaptive method. Returns a `fixed_plan` option value: the `UpdatePlan` JSON
+    with the scores it was chosen by and the number of tasks."""
     tasks = list(tasks)
     if not tasks:
         raise ValueError("the static plan needs at least one validation task")
@@ -293,5 +323,7 @@ def static_plan(backbone, head, tasks, config) -> dict:
             total[i] = total.get(i, torch.zeros_like(v)) + v / norm
     avg = {i: v / len(tasks) for i, v in total.items()}
     chosen, biases, _ = method.select(private_copy(backbone), avg, res)
-    return {"weights": [{"index": c.index, "axis": c.axis, "channels": list(c.channels), "score": c.score}
-                        for c in chosen], "biases": biases, "tasks": len(tasks)}
+    plan = UpdatePlan(backbone.spec.name, [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis,
+                                                       list(c.channels)) for c in chosen],
+                      biases, method.batch_size, config.optimizer, "sparse", res)
+    return plan.to_dict() | {"scores": {str(c.index): c.score for c in chosen}, "tasks": len(tasks)}
