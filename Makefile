@@ -27,8 +27,8 @@ test: $(STAMP)
 
 # `make mcu`: the adapted sparse update as C on an emulated Cortex-M7 (docs/mcu.md). Installs the cross
 # toolchain and QEMU with apt (as root, else through sudo) if they are missing, adapts mcunet-5fps to a few
-# sample photographs, and runs `tinytrain bench mcu` for the default TinyTrain plan at 128 px and for the
-# mcu-320kb profile's plan at 88 px (the largest resolution at which that profile yields a plan).
+# sample photographs, and runs `tinytrain bench mcu` for the default TinyTrain plan at 128 px (float32 and
+# int8) and for the plan chosen under the mcu-256kb profile at 128 px, in int8 (docs/mcu.md, int8 section).
 MCU_DIR ?= build/mcu
 MCU_APT := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -42,9 +42,9 @@ mcu: $(STAMP)
 	  --method tinytrain --resolution 128 --save $(MCU_DIR)/mcunet-128
 	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-128 $(MCU_IMG)
 	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-128 $(MCU_IMG) --precision int8
-	test -d $(MCU_DIR)/mcunet-88 || $(BIN)/tinytrain adapt --model mcunet-5fps --checkpoint pocket $(MCU_IMG) \
-	  --method tinytrain --resolution 88 --device mcu-320kb --save $(MCU_DIR)/mcunet-88
-	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-88 $(MCU_IMG) --device mcu-320kb
+	test -d $(MCU_DIR)/mcunet-128-256kb || $(BIN)/tinytrain adapt --model mcunet-5fps --checkpoint pocket \
+	  $(MCU_IMG) --method tinytrain --resolution 128 --device mcu-256kb --save $(MCU_DIR)/mcunet-128-256kb
+	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-128-256kb $(MCU_IMG) --precision int8 --device mcu-256kb
 
 clean:
 	rm -rf $(VENV) build *.egg-info
