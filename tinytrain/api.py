@@ -23,7 +23,7 @@ def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "d
     shipped name ('pocket', 'pocket-long', 'distilled'),
     'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint file. The checkpoint's metadata (training
     resolution, meta-trained classifier) rides along as `backbone.checkpoint_meta`, and `adapt` uses it."""
-    from .models.weights import load_backbone as load
+    from .models.weights import load_backbone_with_meta as load
 
     backbone, meta = load(model, None if checkpoint is None else str(checkpoint))
     backbone.checkpoint_meta = meta

@@ -261,8 +261,8 @@ def available_methods() -> list[str]:
 
 def checkpoint_resolution(model: str, checkpoint: str, default: int = 128) -> int:
     """The input size a checkpoint was trained at (its metadata), else `default`."""
-    from ..models.weights import load_backbone
-    meta = load_backbone(model, checkpoint)[1]
+    from ..models.weights import load_backbone_with_meta
+    meta = load_backbone_with_meta(model, checkpoint)[1]
     res = meta.get("resolution") or (meta.get("config") or {}).get("resolution")
     return int(res) if res else default
 
@@ -304,14 +304,14 @@ class Runner:
         ckpt = checkpoint or self.config.checkpoint
         if ckpt not in self._backbones:
             from ..models.head import checkpoint_head
-            from ..models.weights import load_backbone
+            from ..models.weights import load_backbone_with_meta
             # building a backbone draws its initial weights (all of them for `random`) from torch's global
             # generator: draw them from the run's seed in a forked generator, so that they do not depend on which
             # job this process ran first (workers, ranks, resumes) and every job starts from its own seed alone.
             # seed * 100_003 is what a fresh single-process run had drawn them from (task 0's seed).
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed * 100_003)
-                backbone, meta = load_backbone(self.config.model, ckpt)
+                backbone, meta = load_backbone_with_meta(self.config.model, ckpt)
             head = checkpoint_head(meta)
             self._backbones[ckpt] = (backbone.eval().to(self.device), head.to(self.device))
         return self._backbones[ckpt]

@@ -42,7 +42,7 @@ def run(args) -> int:
     from ..methods.base import AdaptConfig
     from ..data.sampler import EpisodeSampler, load_task
     from ..models.head import checkpoint_head
-    from ..models.weights import load_backbone
+    from ..models.weights import load_backbone_with_meta
     from .harness import checkpoint_resolution, open_domain
 
     pools = sorted({int(v) for v in args.pools.split(",") if v.strip()})
@@ -61,7 +61,7 @@ def run(args) -> int:
     split = "all" if Path(domain).expanduser().is_dir() else "val"
     dataset = open_domain(domain, split)
     res = args.resolution or checkpoint_resolution(args.model, args.checkpoint)
-    backbone, meta = load_backbone(args.model, args.checkpoint)
+    backbone, meta = load_backbone_with_meta(args.model, args.checkpoint)
     sampler = EpisodeSampler(dataset, mode="fixed", ways=args.ways, shots=args.shots, queries=args.queries,
                              seed=args.seed)
     labels = ["fresh"] + [f"pool {p}" for p in pools]

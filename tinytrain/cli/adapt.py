@@ -117,13 +117,13 @@ def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
     background, support, query). Shared by `adapt` and `plan`."""
     from ..deploy.images import check_task_folders, parse_background
     from ..deploy.session import load_task_folders, resolve_resolution
-    from ..models.weights import load_backbone
+    from ..models.weights import load_backbone_with_meta
     import torch
 
     background = parse_background(args.background)
     check_task_folders(support_dir, query_dir)     # before the model: errors name --support / --query
     torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
-    backbone, meta = load_backbone(args.model, args.checkpoint)
+    backbone, meta = load_backbone_with_meta(args.model, args.checkpoint)
     resolution, source = resolve_resolution(meta, args.resolution)
     support, query = load_task_folders(support_dir, query_dir, resolution, background)
     return backbone, meta, resolution, source, background, support, query

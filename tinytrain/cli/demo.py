@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.harness import run_eval
     from ..bench.summary import describe_episodes, describe_lr, write_run_report
     from ..data.pocket import ensure_pocket, pocket_root
-    from ..models.weights import load_backbone
+    from ..models.weights import load_backbone_with_meta
 
     t0 = time.perf_counter()
     config = config_from_args(args)
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"      ready ({time.perf_counter() - t:.0f} s)")
     print(f"[2/3] checkpoint {config.model}/{config.checkpoint} ...", flush=True)
     try:
-        _, meta = load_backbone(config.model, config.checkpoint)
+        _, meta = load_backbone_with_meta(config.model, config.checkpoint)
     except FileNotFoundError as exc:
         raise UserError(f"{exc}. The demo needs the shipped checkpoint; reinstall tinytrain or pass --checkpoint PATH")
     print(f"      loaded ({meta.get('checkpoint', config.checkpoint)})")

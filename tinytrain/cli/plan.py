@@ -62,8 +62,8 @@ def run_plan(args) -> int:
         backbone, _, resolution, source, _, support, _ = load_model_for_task(args, args.support)
     else:
         from ..deploy.session import resolve_resolution
-        from ..models.weights import load_backbone
-        resolution, source = resolve_resolution(load_backbone(args.model, args.checkpoint)[1], args.resolution)
+        from ..models.weights import load_backbone_with_meta
+        resolution, source = resolve_resolution(load_backbone_with_meta(args.model, args.checkpoint)[1], args.resolution)
     result = make_plan(spec, args.method, budgets, resolution, backbone,
                        support.x if support else None, support.y if support else None, args.seed)
     result["resolution_from"] = source

@@ -108,14 +108,14 @@ def run(args) -> int:
     from ..models.head import checkpoint_head
     from ..methods.sparseupdate_policy import derive_static_policy
     from ..methods.tinytrain import DEFAULT_MEMORY_BUDGET
-    from ..models.weights import load_backbone
+    from ..models.weights import load_backbone_with_meta
 
     (lo_blocks, hi_blocks), out = _check_args(args)
     budgets = resolve_budgets(args.memory_budget, None, args.device)
     budget = budgets.memory_bytes if budgets.memory_bytes is not None else DEFAULT_MEMORY_BUDGET
     val = _validation_set(args.data)
     torch.manual_seed(args.seed)          # a 'random' checkpoint is then reproducible
-    backbone, meta = load_backbone(args.model, args.checkpoint)
+    backbone, meta = load_backbone_with_meta(args.model, args.checkpoint)
     backbone.eval()
     head = checkpoint_head(meta)
     res = args.resolution or checkpoint_resolution(args.model, args.checkpoint)

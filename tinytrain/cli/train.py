@@ -204,9 +204,9 @@ def _ship(args, shipped: str, commands: list[str]) -> Path:
     from ..fewshot.card import distill_summary
     from ..fewshot.evaluate import split_resolution
     from ..fewshot.metatrain import strip_classifier
-    from ..models.weights import load_backbone, save_checkpoint
+    from ..models.weights import load_backbone_with_meta, save_checkpoint
     name, res = split_resolution(shipped)
-    backbone, meta = load_backbone(args.model, name)
+    backbone, meta = load_backbone_with_meta(args.model, name)
     extra = {"shipped_as": args.card_name, "recipe": commands, "resolution": res or meta.get("resolution")}
     if args.distill_run:
         d = distill_summary(args.distill_run)

@@ -106,8 +106,8 @@ class DistillConfig(RunConfig):
 
 def load_teacher(model: str, checkpoint: str) -> Backbone:
     """An ImageNet classifier (1000 outputs), frozen; anything else is refused."""
-    from ..models.weights import load_backbone
-    teacher, _ = load_backbone(model, checkpoint)
+    from ..models.weights import load_backbone_with_meta
+    teacher, _ = load_backbone_with_meta(model, checkpoint)
     if teacher.classifier is None or teacher.classifier.out_features != IMAGENET_CLASSES:
         have = "no classifier" if teacher.classifier is None else f"{teacher.classifier.out_features} classes"
         raise ValueError(f"--teacher {model} --teacher-checkpoint {checkpoint} is not an ImageNet classifier ({have}); "
@@ -119,14 +119,14 @@ def load_teacher(model: str, checkpoint: str) -> Backbone:
 
 def initial_student(model: str, init: str, lite_residual_at: int | None = None) -> Backbone:
     """The student with a fresh 1000-way classifier; `init` (random, a shipped name or a path) gives its
-    features. A checkpoint of another model is refused by `load_backbone`.
+    features. A checkpoint of another model is refused by `load_backbone_with_meta`.
 
     With `lite_residual_at` (a resolution) the student is `init` as it is, ImageNet classifier included, with
     TinyTL's lite-residual branches for that size added (each starts as a no-op): TinyTL pretrains its branches
     on ImageNet with the backbone frozen; here they learn to match the teacher through the student's own head."""
     from ..models.backbone import Backbone as _Backbone
-    from ..models.weights import load_backbone
-    base, _ = load_backbone(model, init)
+    from ..models.weights import load_backbone_with_meta
+    base, _ = load_backbone_with_meta(model, init)
     if lite_residual_at:
         from ..models.tinytl import TinyTLBackbone
         if base.classifier is None or base.classifier.out_features != IMAGENET_CLASSES:

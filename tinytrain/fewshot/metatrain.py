@@ -28,7 +28,7 @@ from .schedule import warmup_cosine_lr
 @dataclass
 class MetaTrainConfig(RunConfig):
     model: str = "mcunet-5fps"
-    init: str = "random"            # checkpoint the backbone starts from (recorded; see load_backbone)
+    init: str = "random"            # checkpoint the backbone starts from (recorded; see load_backbone_with_meta)
     data: str = "pocket-source"     # source dataset spec (train split: training; val split: validation)
     data_version: str = ""
     resolution: int = 64
@@ -319,8 +319,8 @@ def strip_classifier(backbone: Backbone, keep_lite: bool = True) -> Backbone:
 def initial_model(model: str, init: str, lite_residual_at: int | None = None) -> tuple[Backbone, CosineClassifier, dict]:
     """Backbone (no classifier) and ProtoNet head for `init` ('random', 'imagenet', 'pocket' or a path).
     With `lite_residual_at` (a resolution) the backbone gets TinyTL's lite-residual branches for that size."""
-    from ..models.weights import load_backbone
-    backbone, meta = load_backbone(model, init)
+    from ..models.weights import load_backbone_with_meta
+    backbone, meta = load_backbone_with_meta(model, init)
     head = CosineClassifier(**meta.get("head", {}))
     backbone = strip_classifier(backbone, keep_lite=False)     # meta-training trains the plain backbone
     if lite_residual_at:

@@ -348,7 +348,7 @@ def resolve_checkpoint_path(model: str, checkpoint: str) -> Path:
     raise FileNotFoundError(f"checkpoint file {checkpoint} does not exist{where}; {CHECKPOINT_CHOICES}")
 
 
-def load_backbone(model: str, checkpoint: str | None = "default") -> tuple[Backbone, dict]:
+def load_backbone_with_meta(model: str, checkpoint: str | None = "default") -> tuple[Backbone, dict]:
     """Resolve `--model M --checkpoint C`: C is 'default' (`default_checkpoint`), a shipped name ('pocket':
     meta-trained after a 2-epoch pretraining; 'pocket-long': after a 15-epoch pretraining; 'distilled':
     distilled from the ImageNet teacher), 'imagenet' (mobilenetv2-1.0), 'random', or a path to a
