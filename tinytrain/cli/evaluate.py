@@ -4,6 +4,7 @@ ablations."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -125,8 +126,34 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def config_from_file(args: argparse.Namespace):
+    """`--config FILE`: every run setting from a JSON file in config.json's layout, checked as a stored one."""
+    from ..bench.harness import EvalConfig
+    given = sorted(dest for dest, default in args.setting_defaults.items() if getattr(args, dest, default) != default)
+    if given:
+        flags = ", ".join("--" + d.replace("_", "-") for d in given)
+        raise UserError(f"--config {args.config} holds every run setting; leave out {flags}, or drop --config")
+    path = Path(args.config).expanduser()
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"--config {path}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"--config {path}: must hold one JSON object in the layout of a run's config.json")
+    try:
+        config = EvalConfig.from_dict(d)
+        config.validate()
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"--config {path}: {exc}") from None
+    return config
+
+
 def config_from_args(args: argparse.Namespace):
     """argparse namespace -> EvalConfig (validates every value with a message naming the flag)."""
+    if getattr(args, "config", None):
+        return config_from_file(args)
     from ..bench.ablations import build_variants
     from ..bench.harness import EpisodeShape, EvalConfig, available_methods, checkpoint_resolution
     from ..costs.units import parse_bytes, parse_compute_budget
@@ -442,6 +469,7 @@ def note_skipped(store) -> None:
               "left out; `tinytrain eval` with the same settings runs those jobs again")
 
 
+NOT_RUN_SETTINGS = {"config", "out", "workers", "no_progress", "nproc", "device"}   # how, not what, to run
 EVAL_DEFAULTS = {"model": "mcunet-5fps", "checkpoint": "default",
                  "domains": "pocket-scripts,pocket-digits,pocket-textures", "methods": "all", "tasks": 200,
                  "iterations": 40, "lr": "auto", "mode": "metadataset",
@@ -453,6 +481,12 @@ def register(sub) -> None:
                        description="Run every method on identical stored episodes of each domain. Results are "
                                    "appended to OUT/results.jsonl as they finish; rerunning the same command resumes.")
     add_run_arguments(p, EVAL_DEFAULTS)
+    p.add_argument("--config", metavar="FILE",
+                   help="take every run setting from FILE, a JSON object in the layout of a run's OUT/config.json "
+                        "(copy one, or write your own); no other run setting may be given with it")
+    # the run settings' defaults: --config refuses any of them given beside it (never silently overridden)
+    p.set_defaults(setting_defaults={a.dest: a.default for a in p._actions
+                                     if a.dest not in NOT_RUN_SETTINGS and a.dest != "help"})
     g = p.add_argument_group("distributed (docs/distributed.md)")
     g.add_argument("--nproc", type=int, default=1,
                    help="ranks on this machine, each with its own --workers, over torch.distributed (gloo); under "
