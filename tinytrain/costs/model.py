@@ -579,7 +579,7 @@ def flash_constants(spec: ArchSpec | str, plan: UpdatePlan, n_classes: int, prec
             total += BYTES * l.params + 8 * l.cout
         if l.index in weighted:
             u = weighted[l.index]
-            axis_size = l.cin if (u.axis == "in" and not l.is_depthwise) else l.cout
+            axis_size = l.channels(u.axis)
             n = u.n_channels(axis_size)
             total += 2 * n + 2 * axis_size
             if precision == "int8":

@@ -67,7 +67,7 @@ def plan_rows(spec: ArchSpec, plan: UpdatePlan, scores: dict[int, float] | None 
     rows = []
     for u in plan.layers:
         layer = layers[u.index]
-        total = layer.cin if (u.axis == "in" and layer.groups == 1) else layer.cout
+        total = layer.channels(u.axis)
         rows.append(PlanRow(u.index, layer.name, u.n_channels(total), total, scores.get(u.index)))
     if plan.kind == "tinytl":
         rows += [PlanRow(i, layers[i].name + " (BN shift)", layers[i].cout, layers[i].cout) for i in plan.bias_layers]

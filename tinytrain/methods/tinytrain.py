@@ -59,7 +59,7 @@ def fixed_update_plan(plan: dict, spec, resolution: int, batch_size: int, optimi
         i, axis = int(w["index"]), w.get("axis", "out")
         if not 0 <= i < len(layers):
             raise ValueError(f"fixed_plan names layer {i} but {spec.name} has layers 0..{len(layers) - 1}")
-        total = layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin
+        total = layers[i].channels(axis)
         ch = sorted(int(c) for c in w["channels"])
         if any(not 0 <= c < total for c in ch) or not ch:
             raise ValueError(f"fixed_plan layer {i}: channels must be 1 to {total} distinct indices below {total}")
@@ -213,7 +213,7 @@ class TinyTrainMethod(TrainedMethod):
             norms = {i: float(mods[i].conv.weight.detach().norm()) for i in cands}
             order = sorted(cands, key=lambda i: (-norms[i], i))
         gen = torch.Generator().manual_seed(int(self.config.seed))
-        totals = {i: (layers[i].cout if axis == "out" or layers[i].groups > 1 else layers[i].cin) for i in cands}
+        totals = {i: layers[i].channels(axis) for i in cands}
         cache: dict[tuple[int, float], tuple[int, ...]] = {}
 
         def channels_for(i: int, r: float) -> tuple[int, ...]:
@@ -256,7 +256,7 @@ class TinyTrainMethod(TrainedMethod):
         mem_budget, comp_budget = self.budgets(spec, res)
         chosen = []
         for u in plan.layers:
-            total = layers[u.index].cout if u.axis == "out" or layers[u.index].groups > 1 else layers[u.index].cin
+            total = layers[u.index].channels(u.axis)
             chosen.append(LayerChoice(u.index, tuple(u.channels), total, u.axis, scores.get(u.index, 0.0),
                                       len(u.channels) / total))
         return chosen, list(plan.bias_layers), {"memory_budget": mem_budget, "compute_budget_macs": comp_budget}

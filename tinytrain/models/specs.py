@@ -98,6 +98,11 @@ class ConvLayer:
     def is_depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.cin == self.cout
 
+    def channels(self, axis: str) -> int:
+        """How many channels a plan can select along `axis`: input ("in") or output ("out") channels; a
+        grouped (depthwise) conv has one filter per output channel, so always its output channels."""
+        return self.cin if axis == "in" and self.groups == 1 else self.cout
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(params=self.params, macs=self.macs)

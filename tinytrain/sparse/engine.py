@@ -94,8 +94,7 @@ def engine_plan(plan, backbone: Backbone) -> EnginePlan:
     if getattr(plan, "kind", "sparse") != "sparse":
         raise ValueError(f"the sparse engine trains sparse plans, not {plan.kind!r} ones")
     layers = backbone.conv_layers()
-    totals = {u.index: layers[u.index].cout if u.axis == "out" or layers[u.index].groups > 1 else layers[u.index].cin
-              for u in plan.layers if 0 <= u.index < len(layers)}
+    totals = {u.index: layers[u.index].channels(u.axis) for u in plan.layers if 0 <= u.index < len(layers)}
     return EnginePlan.from_update_plan(plan, layer_channels=totals)
 
 
