@@ -10,10 +10,11 @@ import torch
 
 from tinytrain.cli import main
 from tinytrain.costs.devices import get_device
-from tinytrain.costs.model import CostModel
+from tinytrain.costs.model import CostModel, runtime_arena
 from tinytrain.costs.plan import UpdatePlan
 from tinytrain.methods import AdaptConfig, make_method
 from tinytrain.models.backbone import build_backbone
+from tinytrain.models.specs import get_spec
 from tinytrain.sparse.selection import BudgetTooSmall
 
 
@@ -52,11 +53,16 @@ def test_adapt_and_plan_on_mcu_256kb_at_128px(folders, tmp_path, capsys):
     planned = json.loads(capsys.readouterr().out)
     assert planned["fits"] is True and planned["plan"]
     assert planned["predicted_memory_bytes"] <= get_device("mcu-256kb").memory_budget_bytes
-    assert main(["adapt", *args, "--iterations", "1", "--json"]) == 0
+    assert main(["adapt", *args, "--iterations", "1", "--json", "--save", str(tmp_path / "m")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["plan"] and out["predicted_memory_bytes"] <= out["memory_budget_bytes"]
     plan = UpdatePlan.from_dict(planned["update_plan"])
     assert out["predicted_memory_bytes"] == CostModel("mcunet-5fps", 128, "int8").backward_memory(plan).total
+    # the int8 C runtime's whole arena for that plan (what `export --precision int8` plans, to the byte)
+    # stays inside the device's 256 KB
+    saved = UpdatePlan.from_dict(json.loads((tmp_path / "m" / "adapted.json").read_text())["update_plan"])
+    arena = runtime_arena(get_spec("mcunet-5fps"), saved, n_classes=len(out["classes"]), precision="int8").total
+    assert arena <= get_device("mcu-256kb").ram_bytes, arena
 
 
 def test_a_resolution_too_large_for_the_device_names_one_that_fits(folders, capsys):
