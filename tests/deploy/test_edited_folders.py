@@ -112,7 +112,7 @@ SAVE_SCRIPT = """
     from deploy.test_edited_folders import tiny_model
     out = Path({out!r})
     if {two_renames}:
-        A._exchange = lambda a, b: False           # a system without RENAME_EXCHANGE: two renames
+        A.exchange_dirs = lambda a, b: False       # a system without RENAME_EXCHANGE: two renames
         rename = Path.rename
         def killing_rename(self, target):
             rename(self, target)

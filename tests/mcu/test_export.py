@@ -215,3 +215,47 @@ def test_sample_photographs_are_written_as_class_folders(tmp_path):
     assert all(len(list(d.iterdir())) == 2 for d in s.iterdir()) and all(len(list(d.iterdir())) == 1 for d in q.iterdir())
     with pytest.raises(ValueError, match="not empty"):
         write_samples(tmp_path / "img")
+
+
+KILLED_EXPORT = """
+import os, signal
+from pathlib import Path
+import tinytrain.deploy.adapted as A
+from tinytrain.mcu.export import export_c
+out = Path({out!r})
+A.exchange_dirs = lambda a, b: False           # a system without RENAME_EXCHANGE: two renames
+rename = Path.rename
+def killing_rename(self, target):
+    rename(self, target)
+    if self == out:                             # the earlier export moved aside, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+Path.rename = killing_rename
+export_c({model!r}, out, overwrite=True, lr=0.5)
+"""
+
+
+def test_an_export_killed_between_its_renames_is_recovered_by_the_next_one(tiny_model, tmp_path, capsys):
+    """Replacing an earlier C export is two renames where the system cannot exchange folders; a kill between
+    them leaves the earlier export whole in a hidden folder, and the next export puts it back first (so
+    without --overwrite it is refused as before, nothing lost), then replaces it when asked."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "c"
+    assert export(tiny_model, out) == 0
+    before = (out / MODEL_FILE).read_text()
+    script = tmp_path / "kill.py"
+    script.write_text(KILLED_EXPORT.format(out=str(out), model=str(tiny_model)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert not out.exists() and [p for p in tmp_path.iterdir() if p.name.startswith(".c.old-")]
+    capsys.readouterr()
+    assert export(tiny_model, out) == 2                               # the earlier export is back: refused
+    err = capsys.readouterr().err
+    assert "restored the C export" in err and "already holds a C export" in err
+    assert (out / MODEL_FILE).read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".c.")]
+    assert export(tiny_model, out, "--overwrite") == 0

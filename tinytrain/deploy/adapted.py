@@ -137,24 +137,27 @@ def _leftovers(out: Path) -> list[tuple[str, int, Path]]:
     return found
 
 
-def recover_interrupted_save(out_dir: str | Path) -> str | None:
-    """Undo a save into `out_dir` that was killed between its two renames: the old model, still whole in
-    `.OUT.old-PID`, goes back to OUT; leftovers of killed writers are removed. Returns a note, or None."""
+def recover_interrupted_save(out_dir: str | Path, valid=None, what: str = "saved model") -> str | None:
+    """Undo a folder write into `out_dir` that was killed between its two renames: the old folder, still
+    whole in `.OUT.old-PID`, goes back to OUT; leftovers of killed writers are removed. Returns a note, or
+    None. `valid` says whether a folder is one of the kind written (default: a saved model); the C export
+    uses the same mechanism for its source trees."""
     out = Path(out_dir)
+    valid = valid or is_adapted_dir
     notes = []
     left = _leftovers(out)
     if not out.exists():
-        olds = sorted((p for kind, _, p in left if kind == "old" and is_adapted_dir(p)),
+        olds = sorted((p for kind, _, p in left if kind == "old" and valid(p)),
                       key=lambda p: p.stat().st_mtime, reverse=True)
         if olds:
             olds[0].rename(out)
-            notes.append(f"restored the saved model {out} that an interrupted save had moved to {olds[0].name}")
+            notes.append(f"restored the {what} {out} that an interrupted write had moved to {olds[0].name}")
             left = _leftovers(out)
     removed = [p for _, _, p in left if p.exists()]
     for p in removed:
         shutil.rmtree(p, ignore_errors=True)
     if removed:
-        notes.append(f"removed {len(removed)} hidden leftover folder(s) of interrupted saves beside {out} "
+        notes.append(f"removed {len(removed)} hidden leftover folder(s) of interrupted writes beside {out} "
                      f"({', '.join(p.name for p in removed[:2])})")
     if notes:
         import sys
@@ -162,7 +165,7 @@ def recover_interrupted_save(out_dir: str | Path) -> str | None:
     return "; ".join(notes) or None
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange_dirs(a: Path, b: Path) -> bool:
     """Swap two existing paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE); False where the
     system or file system does not offer it (the caller then renames twice)."""
     import ctypes
@@ -205,7 +208,7 @@ def save_adapted(out_dir: str | Path, adapted: AdaptedModel, overwrite: bool = F
         _apply_umask(tmp)
         if out.exists():
             if any(out.iterdir()):
-                if _exchange(tmp, out):          # one atomic step: OUT is the new model, tmp the old one
+                if exchange_dirs(tmp, out):          # one atomic step: OUT is the new model, tmp the old one
                     shutil.rmtree(tmp, ignore_errors=True)
                 else:                            # two renames; a kill between them is undone on the next run
                     old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -346,12 +346,14 @@ def check_out_dir(out: str | Path, overwrite: bool = False, flag: str = "--out")
 def write_tree(cm: CModel, out: str | Path, overwrite: bool = False, flag: str = "--out") -> Path:
     """Write the source tree to `out` atomically: a new or empty directory, or, with `overwrite`, an earlier
     C export that holds nothing but the files an export writes (see `check_out_dir`)."""
-    out = check_out_dir(out, overwrite, flag)
+    from ..deploy.adapted import exchange_dirs, recover_interrupted_save
     from ..deploy.outputs import missing_parents, remove_made_dirs
 
+    recover_interrupted_save(out, _is_export_dir, "C export")   # a replacement killed between its renames
+    out = check_out_dir(out, overwrite, flag)
     made = missing_parents(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         for src in runtime_sources():
             shutil.copyfile(src, tmp / src.name)
@@ -364,13 +366,19 @@ def write_tree(cm: CModel, out: str | Path, overwrite: bool = False, flag: str =
         give_normal_mode(tmp, directory=True)
         if out.exists():
             check_out_dir(out, overwrite, flag)        # again, right before the swap: nothing of the user's lost
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
+            if exchange_dirs(tmp, out):                # one atomic step where the system offers it
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:                                      # two renames; a kill between them is undone next time
+                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
     except BaseException as exc:
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if old.exists() and not out.exists():
+            old.rename(out)                            # stopped between the two renames: the old tree goes back
         shutil.rmtree(tmp, ignore_errors=True)
         remove_made_dirs(made)
         if isinstance(exc, OSError):     # never name the temporary folder
