@@ -104,6 +104,9 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
     res, source = resolve_resolution(meta, resolution)
     bg = parse_background(background)
     budgets = resolve_budgets(memory_budget, compute_budget, device)
+    if isinstance(support, (str, Path)):       # folders: checked as the CLI checks them, naming the argument
+        from .deploy.images import check_task_folders
+        check_task_folders(support, query if isinstance(query, (str, Path)) else None, flags=("support", "query"))
     support_set = _support_set(support, res, bg)
     check_support(support_set)
     query_set = _support_set(query, res, bg, support_set.classes) if query is not None else None

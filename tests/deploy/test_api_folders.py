@@ -1,0 +1,33 @@
+"""`tinytrain.adapt` checks support and query folders as `tinytrain adapt` does, before reading any image,
+and its errors name the argument (support=, query=) instead of a flag."""
+from __future__ import annotations
+
+import pytest
+
+import tinytrain
+
+from .conftest import write_folder
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return tinytrain.load_backbone("tiny-test", "random")
+
+
+def test_a_single_class_support_folder_names_the_argument(backbone, tmp_path):
+    one = write_folder(tmp_path / "one", 2, classes=["red"])
+    with pytest.raises(ValueError, match=r"^support .* has a single class folder"):
+        tinytrain.adapt(backbone, one, iterations=1, resolution=32)
+
+
+def test_query_classes_outside_the_support_name_both_arguments(backbone, tmp_path):
+    support = write_folder(tmp_path / "s", 2, classes=["red", "green"])
+    query = write_folder(tmp_path / "q", 1, classes=["red", "blue"])
+    with pytest.raises(ValueError, match=r"^query .*\['blue'\] are not in the support set \(support "):
+        tinytrain.adapt(backbone, support, query=query, iterations=1, resolution=32)
+
+
+def test_a_missing_query_folder_names_the_argument(backbone, tmp_path):
+    support = write_folder(tmp_path / "s", 2, classes=["red", "green"])
+    with pytest.raises(FileNotFoundError, match=r"^query folder .*nope does not exist"):
+        tinytrain.adapt(backbone, support, query=tmp_path / "nope", iterations=1, resolution=32)
