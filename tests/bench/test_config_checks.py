@@ -64,3 +64,15 @@ def test_a_null_device_entry_takes_the_default(tmp_path):
                                              "memory_budget": "256KB", "batch_size": None, "compute_budget": None}]}))
     board = load_devices(path)["board"]
     assert board.batch_size == 1 and board.compute_budget == 0.15
+
+
+@pytest.mark.parametrize("domain,words", [("/nonexistent/x", "does not exist"), ("pocket-digit", "pocket-digits?"),
+                                          ("omniglott:/x", "omniglot:/x?")])
+def test_a_domain_that_names_nothing_is_one_line_naming_the_flag_and_nothing_is_written(tmp_path, capsys, domain,
+                                                                                        words):
+    from tinytrain.cli import main
+    out = tmp_path / "run"
+    assert main(["eval", "--domains", domain, "--methods", "none", "--tasks", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--domains {domain}:" in err and words in err, err
+    assert not out.exists()

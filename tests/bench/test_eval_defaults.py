@@ -85,7 +85,7 @@ def test_default_lr_grid_is_one_constant_with_zero():
     from tinytrain.cli.evaluate import config_from_args
     assert 0.0 in DEFAULT_LR_GRID and EvalConfig().lr_grid == DEFAULT_LR_GRID
     args = build_parser().parse_args(["eval", "--model", "tiny-test", "--checkpoint", "random", "--methods", "none",
-                                      "--domains", "x", "--resolution", "32"])
+                                      "--domains", "pocket-digits", "--resolution", "32"])
     assert config_from_args(args).lr_grid == DEFAULT_LR_GRID
 
 

@@ -126,6 +126,18 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def check_domains(domains: list[str], flag: str = "--domains") -> None:
+    """Every domain opens as a dataset, before anything is written or chosen for it (one line naming it)."""
+    from ..data import open_dataset
+    if not domains:
+        raise UserError(f"{flag} is empty; give pocket target names, SOURCE:PATH or class-per-folder paths")
+    for d in domains:
+        try:
+            open_dataset(d, "all")
+        except (ValueError, OSError) as exc:
+            raise UserError(f"{flag} {d}: {exc}") from None
+
+
 def config_from_file(args: argparse.Namespace):
     """`--config FILE`: every run setting from a JSON file in config.json's layout, checked as a stored one."""
     from ..bench.harness import EvalConfig
@@ -147,6 +159,7 @@ def config_from_file(args: argparse.Namespace):
         config.validate()
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise UserError(f"--config {path}: {exc}") from None
+    check_domains(config.domains, f"--config {path}: domain")
     return config
 
 
@@ -158,6 +171,7 @@ def config_from_args(args: argparse.Namespace):
     from ..bench.harness import EpisodeShape, EvalConfig, available_methods, checkpoint_resolution
     from ..costs.units import parse_bytes, parse_compute_budget
 
+    check_domains(_csv(args.domains))
     known = available_methods()
     methods = known if args.methods == "all" else _csv(args.methods)
     unknown = [m for m in methods if m not in known]
