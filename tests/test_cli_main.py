@@ -90,7 +90,7 @@ def test_a_bench_missing_an_optional_package_says_so_when_run(fake_benches, caps
     assert main(["bench", "needs_pkg", "--rounds", "3"]) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tinytrain bench: error: "), err
+    assert len(lines) == 1 and lines[0].startswith("tinytrain bench needs_pkg: error: "), err
     assert "tinytrain bench needs_pkg" in lines[0] and "'tinytrain_test_no_such_package'" in lines[0]
     assert "pip install" in lines[0]
     assert main(["models"]) == 0             # the other commands are unaffected

@@ -44,7 +44,7 @@ def test_bench_mcu_without_the_cross_toolchain_says_how_to_install_it(tiny_model
     monkeypatch.setenv("PATH", str(tmp_path))          # no arm-none-eabi-gcc, no qemu-system-arm
     assert main(["bench", "mcu", "--model-dir", str(tiny_model)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tinytrain bench: error:") and "apt-get install" in err and "gcc-arm-none-eabi" in err
+    assert err.startswith("tinytrain bench mcu: error:") and "apt-get install" in err and "gcc-arm-none-eabi" in err
 
 
 @needs_board

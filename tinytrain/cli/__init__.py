@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    prog = f"tinytrain {args.command}"
+    prog = innermost_parser(parser, args).prog      # `tinytrain bench mcu`, not only `tinytrain bench`
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as exc:
