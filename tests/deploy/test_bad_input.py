@@ -49,7 +49,10 @@ def fails(capsys, root: Path, argv: list[str], *names) -> str:
     assert code == 2, (code, out, err)
     assert "Traceback" not in err and "weights_only" not in err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"tinytrain {argv[0]}: error: "), err
+    # the command that ran names the error: `tinytrain adapt`, or a sub-command such as `tinytrain data episodes`
+    sub = f" {argv[1]}" if len(argv) > 1 and not str(argv[1]).startswith("-") else ""
+    assert len(lines) == 1 and lines[0].startswith((f"tinytrain {argv[0]}{sub}: error: ",
+                                                    f"tinytrain {argv[0]}: error: ")), err
     for name in names:
         assert str(name) in lines[0], (name, lines[0])
     assert tree(root) == before, "a failed command left something behind"
