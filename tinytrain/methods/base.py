@@ -75,6 +75,12 @@ def plan_rows(spec: ArchSpec, plan: UpdatePlan, scores: dict[int, float] | None 
     return rows
 
 
+def engine_form(plan: UpdatePlan | None) -> EnginePlan | None:
+    """The sparse engine's form of `plan` (its layers name their channels); None for no plan, dense and TinyTL
+    plans."""
+    return EnginePlan.from_update_plan(plan) if plan is not None and plan.kind == "sparse" else None
+
+
 @dataclass
 class AdaptReport:
     """What one adaptation updated and what it cost. Typed fields are what consumers (CLI, harness, exports)
@@ -98,10 +104,7 @@ class AdaptReport:
 
     @property
     def engine_plan(self) -> EnginePlan | None:
-        """The sparse engine's form of `update_plan` (None for dense and TinyTL plans)."""
-        if self.update_plan is None or self.update_plan.kind != "sparse":
-            return None
-        return EnginePlan.from_update_plan(self.update_plan)
+        return engine_form(self.update_plan)
 
     def to_dict(self) -> dict:
         """The JSON layout saved in adapted.json and printed by `tinytrain adapt --json` (unchanged since the

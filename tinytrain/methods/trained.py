@@ -25,7 +25,7 @@ from ..costs.plan import LayerUpdate, UpdatePlan
 from ..models.backbone import Backbone
 from ..sparse.accounting import predicted_saved_bytes, stage_input_elems
 from ..sparse.engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
-from .base import AdaptReport, Method, Predictor, plan_rows
+from .base import AdaptReport, Method, Predictor, engine_form, plan_rows
 from .common import FineTuner, check_support, plan_caches, split_support, storages_of
 from .options import DEFAULT_CACHE_BUDGET, LR_CANDIDATES  # noqa: F401  (their home is methods/options.py)
 
@@ -47,8 +47,7 @@ class Built:
 
     @property
     def engine_plan(self) -> EnginePlan | None:
-        """The sparse engine's form of the plan (None for dense and TinyTL plans)."""
-        return EnginePlan.from_update_plan(self.update_plan) if self.update_plan.kind == "sparse" else None
+        return engine_form(self.update_plan)
 
 
 def sparse_plan(spec, layers: list[LayerUpdate], biases, batch_size: int, optimizer: str,
