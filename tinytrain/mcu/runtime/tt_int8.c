@@ -21,6 +21,24 @@ static int8_t requantise(int32_t acc, const tt_qconv *q, int co)
     return (int8_t)v;
 }
 
+/* sum over one k x k window of one input channel of w * (x - zx); padding positions add nothing */
+static int32_t window_sum(const int8_t *xc, const int8_t *wk, int h_in, int k, int stride, int oy, int ox, int zx)
+{
+    const int pad = k / 2;
+    int32_t acc = 0;
+    for (int ky = 0; ky < k; ky++) {
+        const int iy = oy * stride + ky - pad;
+        if (iy < 0 || iy >= h_in)
+            continue;
+        for (int kx = 0; kx < k; kx++) {
+            const int ix = ox * stride + kx - pad;
+            if (ix >= 0 && ix < h_in)
+                acc += (int32_t)wk[ky * k + kx] * (xc[iy * h_in + ix] - zx);
+        }
+    }
+    return acc;
+}
+
 /* rgb: HWC bytes; x: CHW int8 through the per-channel table lut[c * 256 + pixel] */
 void tt_q_image(const uint8_t *rgb, int8_t *x, long hw, const int8_t *lut)
 {
@@ -32,26 +50,15 @@ void tt_q_image(const uint8_t *rgb, int8_t *x, long hw, const int8_t *lut)
 void tt_q_conv_forward(const int8_t *x, int8_t *y, int cin, int cout, int h_in, int h_out, int k,
                        int stride, const tt_qconv *q)
 {
-    const int pad = k / 2, zx = q->zero_in;
+    const int zx = q->zero_in;
     for (int co = 0; co < cout; co++) {
         int8_t *yc = y + (long)co * h_out * h_out;
         for (int oy = 0; oy < h_out; oy++) {
             for (int ox = 0; ox < h_out; ox++) {
                 int32_t acc = q->bias[co];
-                for (int ci = 0; ci < cin; ci++) {
-                    const int8_t *xc = x + (long)ci * h_in * h_in;
-                    const int8_t *wk = q->w + ((long)co * cin + ci) * k * k;
-                    for (int ky = 0; ky < k; ky++) {
-                        const int iy = oy * stride + ky - pad;
-                        if (iy < 0 || iy >= h_in)
-                            continue;
-                        for (int kx = 0; kx < k; kx++) {
-                            const int ix = ox * stride + kx - pad;
-                            if (ix >= 0 && ix < h_in)
-                                acc += (int32_t)wk[ky * k + kx] * (xc[iy * h_in + ix] - zx);
-                        }
-                    }
-                }
+                for (int ci = 0; ci < cin; ci++)
+                    acc += window_sum(x + (long)ci * h_in * h_in, q->w + ((long)co * cin + ci) * k * k, h_in, k,
+                                      stride, oy, ox, zx);
                 yc[oy * h_out + ox] = requantise(acc, q, co);
             }
         }
@@ -79,26 +86,14 @@ void tt_q_pw_forward(const int8_t *x, int8_t *y, int cin, int cout, long hw, con
 void tt_q_dw_forward(const int8_t *x, int8_t *y, int8_t *tmp, int c, int h_in, int h_out, int k,
                      int stride, const tt_qconv *q)
 {
-    const int pad = k / 2, zx = q->zero_in, in_place = (x == y);
+    const int zx = q->zero_in, in_place = (x == y);
     const long hw_in = (long)h_in * h_in, hw_out = (long)h_out * h_out;
     for (int ch = 0; ch < c; ch++) {
         const int8_t *xc = x + ch * hw_in, *wk = q->w + (long)ch * k * k;
         int8_t *out = in_place ? tmp : y + ch * hw_out;
         for (int oy = 0; oy < h_out; oy++) {
-            for (int ox = 0; ox < h_out; ox++) {
-                int32_t acc = q->bias[ch];
-                for (int ky = 0; ky < k; ky++) {
-                    const int iy = oy * stride + ky - pad;
-                    if (iy < 0 || iy >= h_in)
-                        continue;
-                    for (int kx = 0; kx < k; kx++) {
-                        const int ix = ox * stride + kx - pad;
-                        if (ix >= 0 && ix < h_in)
-                            acc += (int32_t)wk[ky * k + kx] * (xc[iy * h_in + ix] - zx);
-                    }
-                }
-                out[oy * h_out + ox] = requantise(acc, q, ch);
-            }
+            for (int ox = 0; ox < h_out; ox++)
+                out[oy * h_out + ox] = requantise(q->bias[ch] + window_sum(xc, wk, h_in, k, stride, oy, ox, zx), q, ch);
         }
         if (in_place) {
             int8_t *dst = y + ch * hw_out;
