@@ -179,8 +179,6 @@ class EvalConfig:
             raise ValueError("no domains to evaluate; pass --domains (pocket target names, SOURCE:PATH or folders)")
         if not self.variants:
             raise ValueError("no methods to evaluate; pass --methods")
-        if self.tasks < 1:
-            raise ValueError(f"--tasks must be >= 1 (got {self.tasks})")
         from ..deploy.session import check_iterations
         check_iterations(self.iterations)
         labels = [v.label for v in self.variants]
@@ -545,9 +543,6 @@ def config_from_stored(d: dict, path: Path) -> "EvalConfig":
     try:
         config = EvalConfig.from_dict(d)
         config.validate()
-        if not isinstance(config.domains, list) or not all(isinstance(x, str) for x in config.domains):
-            raise ValueError("domains must be a list of names")
-        int(config.tasks), int(config.resolution), int(config.iterations)
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise ValueError(f"{path} holds settings this tinytrain cannot read ({exc}); restore it, or rerun into a "
                          "new --out") from None
