@@ -147,7 +147,7 @@ def launch(fn: Callable, nproc: int, args: tuple) -> None:
     none writes on after the launcher has let go of the run lock."""
     import torch.multiprocessing as tmp
 
-    from ..fewshot.distributed import _entry, free_port
+    from ..offline.distributed import _entry, free_port
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
     ctx = tmp.start_processes(_entry, args=(fn, nproc, free_port(), "gloo", TIMEOUT_S, args), nprocs=nproc,

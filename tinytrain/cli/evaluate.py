@@ -321,7 +321,7 @@ def _eval_rank(config_dict: dict, out: str, workers: int, progress: bool, device
     the exit status tells the launcher (2: bad input, said already)."""
     from ..bench.distributed import RankStopped
     from ..bench.harness import EvalConfig, _exit_with_parent, run_eval
-    from ..fewshot.distributed import exit_rank
+    from ..offline.distributed import exit_rank
     # a launcher killed outright (SIGKILL) takes its ranks with it: none may write on without the lock
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
@@ -364,7 +364,7 @@ def _torchrun_rank(args: argparse.Namespace, device: str) -> int:
 
     from ..bench.distributed import Ranks, RankStopped, init_from_env, run_lock
     from ..bench.harness import run_eval
-    from ..fewshot.distributed import exit_rank
+    from ..offline.distributed import exit_rank
 
     init_from_env()
     ranks = Ranks.current()

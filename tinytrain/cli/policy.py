@@ -57,7 +57,7 @@ def register(sub) -> None:
 
 
 def _check_args(args) -> tuple[tuple[int, int], Path]:
-    from ..fewshot.episodes import parse_range
+    from ..offline.episodes import parse_range
     from ..models.specs import get_spec
 
     for flag, value, low in (("--episodes", args.episodes, 1), ("--iterations", args.iterations, 1),
@@ -88,7 +88,7 @@ def _check_args(args) -> tuple[tuple[int, int], Path]:
 
 
 def _validation_set(data: str):
-    from ..fewshot.episodes import open_source_splits
+    from ..offline.episodes import open_source_splits
     try:
         return open_source_splits(data)[1]
     except ValueError as exc:

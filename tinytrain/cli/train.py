@@ -112,7 +112,7 @@ def _report(result, out: Path) -> int:
         print(f"stopped at step {result.step}/{result.total_steps}; the same command resumes it ({out})")
         return 0
     if not (out / "best.safetensors").is_file():     # deleted after the run finished: never claim it
-        from ..fewshot.rundir import RunDir
+        from ..offline.rundir import RunDir
         RunDir(out).missing_best()
     best = "n/a" if result.best_val is None else f"{100 * result.best_val:.2f} %"
     print(f"done: {result.step} steps; best validation accuracy {best}; checkpoint {out / 'best.safetensors'}")
@@ -120,7 +120,7 @@ def _report(result, out: Path) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from ..fewshot.pretrain import PretrainConfig, run_pretrain
+    from ..offline.pretrain import PretrainConfig, run_pretrain
     _check_run_flags(args)
     config, out = _config_from_args(PretrainConfig, args, "pretrain")
     result = run_pretrain(config, out, restart=args.restart, stop_at_step=args.max_steps,
@@ -129,7 +129,7 @@ def cmd_pretrain(args) -> int:
 
 
 def _metatrain_worker(config_dict: dict, out: str, restart: bool, max_steps: int | None, progress: bool) -> None:
-    from ..fewshot.metatrain import MetaTrainConfig, run_metatrain
+    from ..offline.metatrain import MetaTrainConfig, run_metatrain
     run_metatrain(MetaTrainConfig.from_dict(config_dict), out, restart=restart, stop_at_step=max_steps,
                   progress=progress)
 
@@ -138,8 +138,8 @@ def _run_stage(config, out: Path, args, worker, run, from_log):
     """Run a training stage here, in `--nproc` spawned processes, or as one rank of torchrun. Ranks other
     than 0 leave inside (their work is done); `from_log(records)` rebuilds the result after spawned runs.
     Returns (result, under_torchrun): a torchrun rank 0 must leave through `exit_rank` after reporting."""
-    from ..fewshot.distributed import exit_rank, init_from_env, launch
-    from ..fewshot.rundir import RunDir
+    from ..offline.distributed import exit_rank, init_from_env, launch
+    from ..offline.rundir import RunDir
     progress = not args.no_progress
     if config.nproc > 1:
         launch(worker, config.nproc, (config.to_dict(), str(out), args.restart, args.max_steps, progress))
@@ -159,8 +159,8 @@ def _run_stage(config, out: Path, args, worker, run, from_log):
 
 
 def cmd_metatrain(args) -> int:
-    from ..fewshot.distributed import exit_rank
-    from ..fewshot.metatrain import MetaTrainConfig, TrainResult, run_metatrain
+    from ..offline.distributed import exit_rank
+    from ..offline.metatrain import MetaTrainConfig, TrainResult, run_metatrain
     _check_run_flags(args)
     config, out = _config_from_args(MetaTrainConfig, args, "metatrain")
     config.check()
@@ -183,7 +183,7 @@ def cmd_metatrain(args) -> int:
 def _snapshot_accuracy(args, domains: list[str]) -> dict[int, float]:
     """None accuracy (mean over `domains`) of every snapshot of --distill-run, keyed by images seen: the
     card's curve of accuracy against compute, on --curve-episodes episodes per domain."""
-    from ..fewshot.evaluate import evaluate_checkpoints
+    from ..offline.evaluate import evaluate_checkpoints
     from ..models.weights import read_checkpoint_header
     snaps = sorted((Path(args.distill_run) / "snapshots").glob("step-*.safetensors"))
     if not snaps:
@@ -201,9 +201,9 @@ def _ship(args, shipped: str, commands: list[str]) -> Path:
     """Write the checkpoint `shipped` (one of --checkpoints) to --ship (a zoo file), without any 1000-way
     classifier, with its provenance in the metadata: the name it ships as, its resolution, the recipe and
     the images seen."""
-    from ..fewshot.card import distill_summary
-    from ..fewshot.evaluate import split_resolution
-    from ..fewshot.metatrain import strip_classifier
+    from ..offline.card import distill_summary
+    from ..offline.evaluate import split_resolution
+    from ..offline.metatrain import strip_classifier
     from ..models.weights import load_backbone_with_meta, save_checkpoint
     name, res = split_resolution(shipped)
     backbone, meta = load_backbone_with_meta(args.model, name)
@@ -220,7 +220,7 @@ def _earlier_results(args, domains: list[str]):
     """The per-episode results in --json when it holds this exact evaluation (same model, checkpoints,
     domains, episodes, resolution and seed), so a card can be re-rendered or a checkpoint shipped without
     evaluating again; None otherwise. Checkpoint files are named, not hashed: change a file, delete the JSON."""
-    from ..fewshot.evaluate import summarize
+    from ..offline.evaluate import summarize
     if not args.json or not Path(args.json).is_file():
         return None
     try:
@@ -236,9 +236,9 @@ def _earlier_results(args, domains: list[str]):
 
 
 def cmd_checkpoint_eval(args) -> int:
-    from ..fewshot.evaluate import evaluate_checkpoints, format_table, paired_table
+    from ..offline.evaluate import evaluate_checkpoints, format_table, paired_table
     from ..data.pocket import POCKET_TARGETS
-    from ..fewshot.card import command_line
+    from ..offline.card import command_line
     domains = args.domains or list(POCKET_TARGETS)
     if args.ship and Path(args.ship).exists():
         raise UserError(f"--ship {args.ship} exists; delete it or choose another path (nothing was evaluated)")
@@ -269,7 +269,7 @@ def cmd_checkpoint_eval(args) -> int:
         print(f"\nPaired difference on the same episodes, {shipped} minus the others (points):")
         print(paired_table(results))
     if args.card or args.ship:
-        from ..fewshot.card import config_command, distill_command, render_card, render_distill_card
+        from ..offline.card import config_command, distill_command, render_card, render_distill_card
         runs = {"pretrain": args.pretrain_run, "metatrain": args.metatrain_run}
         runs = {k: v for k, v in runs.items() if v}
         commands = [config_command(k, json.loads((Path(v) / "config.json").read_text()), v) for k, v in runs.items()]
@@ -306,7 +306,7 @@ def cmd_checkpoint_eval(args) -> int:
 
 def _distill_config(args):
     from ..data.photos import DEFAULT_HELDOUT_PHOTOS, DEFAULT_TRAIN_PHOTOS, describe, resolve_images
-    from ..fewshot.distill import DistillConfig
+    from ..offline.distill import DistillConfig
     images = args.images or [f"skimage:{n}" for n in DEFAULT_TRAIN_PHOTOS]
     heldout = args.heldout if args.heldout is not None else [f"skimage:{n}" for n in DEFAULT_HELDOUT_PHOTOS]
     if heldout == ["none"]:
@@ -330,7 +330,7 @@ def _distill_config(args):
 
 
 def _distill_worker(config_dict: dict, out: str, restart: bool, max_steps: int | None, progress: bool) -> None:
-    from ..fewshot.distill import DistillConfig, run_distill
+    from ..offline.distill import DistillConfig, run_distill
     run_distill(DistillConfig.from_dict(config_dict), out, restart=restart, stop_at_step=max_steps, progress=progress)
 
 
@@ -347,8 +347,8 @@ def _distill_report(result, out: Path) -> int:
 
 
 def cmd_distill(args) -> int:
-    from ..fewshot.distill import TrainResult, export_features, run_distill
-    from ..fewshot.distributed import exit_rank
+    from ..offline.distill import TrainResult, export_features, run_distill
+    from ..offline.distributed import exit_rank
     _check_run_flags(args)
     config, out = _distill_config(args)
     if args.export and Path(args.export).exists() and not args.restart:

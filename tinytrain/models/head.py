@@ -1,7 +1,7 @@
 """The ProtoNet head: a cosine classifier over class prototypes (paper_spec.md 3.2; P>M>F's form).
 
 logits = scale * (cos(f(x), c_k) + bias), prototypes c_k = class means of support features. Used by the
-offline stages (tinytrain.fewshot) and by every adaptation method (tinytrain.methods).
+offline stages (tinytrain.offline) and by every adaptation method (tinytrain.methods).
 """
 from __future__ import annotations
 

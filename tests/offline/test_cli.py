@@ -7,7 +7,7 @@ import shlex
 import torch
 
 from tinytrain.cli import main
-from tinytrain.fewshot.episodes import EpisodeShape, ImageEpisodes, open_source_splits
+from tinytrain.offline.episodes import EpisodeShape, ImageEpisodes, open_source_splits
 from tinytrain.models.weights import load_checkpoint
 
 from .helpers import write_png_folder
@@ -86,7 +86,7 @@ def test_metatrain_survives_sigkill_mid_epoch(tmp_path):
     import time
 
     from safetensors.torch import load_file
-    from tinytrain.fewshot.state import load_state
+    from tinytrain.offline.state import load_state
 
     data = str(write_png_folder(tmp_path / "data", classes=15, per_class=8))
     args = ["metatrain", "--model", "tiny-test", "--data", data, "--resolution", "32", "--ways", "3",
@@ -117,7 +117,7 @@ def test_metatrain_survives_sigkill_mid_epoch(tmp_path):
 
 
 def test_random_column_is_reproducible_for_a_seed(tmp_path):
-    from tinytrain.fewshot.evaluate import evaluate_checkpoints
+    from tinytrain.offline.evaluate import evaluate_checkpoints
     data = str(write_png_folder(tmp_path / "data", classes=8, per_class=10))
     kw = dict(episodes=8, resolution=32, mode="fixed", ways=5, shots=2, queries=5)
     torch.manual_seed(123)

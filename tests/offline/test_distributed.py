@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from tinytrain.fewshot import EpisodeShape, MetaTrainConfig, TensorEpisodes, meta_train
-from tinytrain.fewshot.distributed import launch
+from tinytrain.offline import EpisodeShape, MetaTrainConfig, TensorEpisodes, meta_train
+from tinytrain.offline.distributed import launch
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.head import CosineClassifier
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from tinytrain.cli import main
 from tinytrain.data.photos import resolve_images
 from tinytrain.data.transforms import PhotoPatches, cutmix
-from tinytrain.fewshot.distill import agreement, kd_loss
+from tinytrain.offline.distill import agreement, kd_loss
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.weights import load_backbone_with_meta, load_checkpoint, save_checkpoint
 
@@ -163,7 +163,7 @@ def test_evaluation_textures_are_refused():
 
 
 def test_feature_term_trains_a_projector_and_resumes(setup):
-    from tinytrain.fewshot.state import load_state
+    from tinytrain.offline.state import load_state
     tmp, args = setup
     out = tmp / "feat"
     assert main(args + ["--out", str(out), "--feature-weight", "1", "--max-steps", "3"]) == 0
@@ -176,8 +176,8 @@ def test_feature_term_trains_a_projector_and_resumes(setup):
 
 
 def test_glyphs_mixed_into_every_batch(setup):
-    from tinytrain.fewshot.distill import BatchSource, DistillConfig, PocketGlyphs
-    from tinytrain.fewshot.episodes import episode_seed
+    from tinytrain.offline.distill import BatchSource, DistillConfig, PocketGlyphs
+    from tinytrain.offline.episodes import episode_seed
     from .helpers import write_png_folder
     tmp, _ = setup
     glyphs = str(write_png_folder(tmp / "glyphs", classes=10, per_class=4))
@@ -296,7 +296,7 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
     with pytest.raises(ValueError, match="lite='old'"):
         make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, options={"lite": "old"})).fit(x, y)
     # shipped into a zoo file holding the same backbone; another backbone is refused
-    from tinytrain.fewshot.distill import add_lite_branches
+    from tinytrain.offline.distill import add_lite_branches
     zoo = tmp / "zoo.safetensors"
     zoo.write_bytes((tmp / "plain.safetensors").read_bytes())
     add_lite_branches(zoo, out, "the recipe")
@@ -318,7 +318,7 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
 def test_shipping_a_checkpoint_keeps_its_pretrained_branches(setup):
     """`checkpoint-eval --ship` and `export_features` write the lite-residual branches a checkpoint carries;
     meta-training from it starts from the plain backbone (the branches are TinyTL's, not the ProtoNet's)."""
-    from tinytrain.fewshot.metatrain import initial_model, strip_classifier
+    from tinytrain.offline.metatrain import initial_model, strip_classifier
     from tinytrain.models.tinytl import TinyTLBackbone
     tmp, _ = setup
     torch.manual_seed(0)

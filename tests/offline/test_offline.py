@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from tinytrain.fewshot import (EpisodeShape, MetaTrainConfig, TensorEpisodes, evaluate_none, meta_train, summarize,
+from tinytrain.offline import (EpisodeShape, MetaTrainConfig, TensorEpisodes, evaluate_none, meta_train, summarize,
                                warmup_cosine_lr)
-from tinytrain.fewshot.episodes import parse_range
-from tinytrain.fewshot.evaluate import paired_table
-from tinytrain.fewshot.state import load_state, save_state
+from tinytrain.offline.episodes import parse_range
+from tinytrain.offline.evaluate import paired_table
+from tinytrain.offline.state import load_state, save_state
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.head import CosineClassifier
 from tinytrain.models.weights import load_checkpoint
