@@ -78,7 +78,7 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
     import torch
 
     from .deploy.images import parse_background
-    from .deploy.session import adapt_to_support, check_iterations, check_support, resolve_budgets, resolve_resolution
+    from .deploy.session import adapt_to_support, check_iterations, check_support_classes, resolve_budgets, resolve_resolution
     from .models.head import checkpoint_head
     from .methods.base import AdaptConfig
     from .methods.options import parse_options
@@ -108,7 +108,7 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
         from .deploy.images import check_task_folders
         check_task_folders(support, query if isinstance(query, (str, Path)) else None, flags=("support", "query"))
     support_set = _support_set(support, res, bg)
-    check_support(support_set)
+    check_support_classes(support_set)
     query_set = _support_set(query, res, bg, support_set.classes) if query is not None else None
     config = AdaptConfig(iterations=iterations, lr=lr, seed=seed, resolution=res, options=opts)
     torch.manual_seed(seed)

@@ -19,7 +19,7 @@ from ..methods.base import AdaptConfig, plan_rows
 from ..models.backbone import Backbone
 from ..models.specs import ArchSpec, conv_layers
 from ..methods import make_method
-from .session import Budgets, compute_budget_macs, device_precision, resolution_advice_on_failure
+from .session import Budgets, device_precision, resolution_advice_on_failure
 
 FIXED_PLANS = {"fulltrain": fulltrain_plan, "lastlayer": lastlayer_plan, "tinytl": tinytl_plan,
                "sparseupdate": sparseupdate_plan}
@@ -63,12 +63,12 @@ def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
         # explicit --memory-budget / --compute-budget tighten the device's own budgets
         if budgets.memory_bytes is not None and budgets.memory_bytes < fit.memory_budget_bytes:
             out["fits_memory"] = fit.memory_needed_bytes <= budgets.memory_bytes
-        limit = compute_budget_macs(spec, budgets.compute, plan.resolution)
+        limit = budgets.compute_macs(spec, plan.resolution)
         if limit is not None:
             out["fits_compute"] = macs <= limit
         out["fits"] = bool(out["fits_memory"] and out["fits_compute"] and out["fits_flash"])
     else:
-        limit = compute_budget_macs(spec, budgets.compute, plan.resolution)
+        limit = budgets.compute_macs(spec, plan.resolution)
         out["fits_memory"] = budgets.memory_bytes is None or mem.total <= budgets.memory_bytes
         out["fits_compute"] = limit is None or macs <= limit
         out["fits"] = bool(out["fits_memory"] and out["fits_compute"])

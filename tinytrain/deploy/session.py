@@ -67,6 +67,14 @@ class Budgets:
     compute: float | int | None = None
     device: object | None = None       # costs.devices.DeviceProfile
 
+    def compute_macs(self, spec, resolution: int) -> int | None:
+        """The compute budget in MACs (a fraction is of FullTrain's backward MACs at `resolution`); None
+        when no compute budget was given."""
+        if self.compute is None:
+            return None
+        from ..costs.model import compute_budget_macs
+        return int(compute_budget_macs(spec, self.compute, resolution))
+
     def to_dict(self) -> dict:
         d = {"memory_budget_bytes": self.memory_bytes, "compute_budget": self.compute}
         if self.device is not None:
@@ -108,15 +116,7 @@ def resolve_budgets(memory: str | int | None = None, compute: str | float | None
     return Budgets(mem, comp, profile)
 
 
-def compute_budget_macs(spec, budget: float | int | None, resolution: int) -> int | None:
-    """A compute budget in MACs (a fraction is of FullTrain's backward MACs at `resolution`)."""
-    if budget is None:
-        return None
-    from ..costs.model import compute_budget_macs as to_macs
-    return int(to_macs(spec, budget, resolution))
-
-
-def check_support(support: LabeledImages, where: str = "support") -> None:
+def check_support_classes(support: LabeledImages, where: str = "support") -> None:
     """Few-shot adaptation needs at least two classes, each with at least one image."""
     if len(support.classes) < 2:
         raise ValueError(f"the {where} set has a single class ({support.classes[0]!r}); few-shot adaptation "
@@ -126,7 +126,7 @@ def check_support(support: LabeledImages, where: str = "support") -> None:
 def load_task_folders(support_dir: str | Path, query_dir: str | Path | None, resolution: int,
                       background: tuple[int, int, int] = WHITE) -> tuple[LabeledImages, LabeledImages | None]:
     support = load_class_folder(support_dir, resolution, background=background)
-    check_support(support)
+    check_support_classes(support)
     query = (load_class_folder(query_dir, resolution, classes=support.classes, background=background)
              if query_dir else None)
     return support, query
@@ -216,7 +216,7 @@ def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, que
     if method != "none":
         check_not_diverged(backbone, predictor, support, report.final_loss,
                            config.lr if report.lr is None else report.lr)
-    given_macs = compute_budget_macs(backbone.spec, budgets.compute, config.resolution)
+    given_macs = budgets.compute_macs(backbone.spec, config.resolution)
     check_within_budgets(rd, budgets, given_macs)
     summary = {k: rd.get(k) for k in ("method", "plan", "predicted_memory_bytes", "measured_saved_bytes",
                                       "backward_macs", "selection_seconds", "train_seconds")}

@@ -130,7 +130,7 @@ def candidate_layers(backbone, which: str) -> list[int]:
     raise ValueError(f"candidates must be 'last6' or 'all' (got {which!r})")
 
 
-def resolve_budgets(spec, config, resolution: int, device: str | None = None) -> tuple[int, int]:
+def budget_limits(spec, config, resolution: int, device: str | None = None) -> tuple[int, int]:
     """(memory bytes, backward MACs) from the config, a device profile (TinyTrain's `device` option), or the
     defaults."""
     mem, comp = config.memory_budget, config.compute_budget
@@ -168,7 +168,7 @@ class TinyTrainMethod(TrainedMethod):
         return {k: v for k, v in self.opts.to_dict().items() if k != "fixed_plan"}
 
     def budgets(self, spec, res: int) -> tuple[int, int]:
-        return resolve_budgets(spec, self.config, res, self.opts.device)
+        return budget_limits(spec, self.config, res, self.opts.device)
 
     @property
     def precision(self) -> str:
