@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tinytrain.data.datasets import (IMAGE_EXTENSIONS, MAX_ASPECT_RATIO, folder_dataset, list_image_files,
-                                     open_image)
+from tinytrain.data.datasets import MAX_ASPECT_RATIO, folder_dataset, open_image
+from tinytrain.data.folders import IMAGE_EXTENSIONS, list_image_files
 from tinytrain.data.transforms import eval_transform
 from tinytrain.deploy.images import as_image_batch, load_images, open_rgb
 

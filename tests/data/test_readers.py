@@ -192,7 +192,7 @@ def test_folder_reads_what_pillow_reads_and_reports_the_rest(tmp_path, caplog):
 
     from PIL import Image
 
-    from tinytrain.data.datasets import list_image_files
+    from tinytrain.data.folders import list_image_files
 
     write_image(tmp_path / "a" / "x.png")
     for name in ("y.jfif", "z.jpe", "camera_upload"):

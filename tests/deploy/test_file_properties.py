@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinytrain.data.datasets import WHITE
+from tinytrain.data.folders import read_class_folders
 from tinytrain.deploy.adapted import MAX_RESOLUTION, META_FILE, check_metadata, load_adapted
-from tinytrain.deploy.images import normalisation, parse_background, scan_class_folder
+from tinytrain.deploy.images import normalisation, parse_background
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -194,7 +195,7 @@ def test_every_class_folder_name_adapt_takes_is_one_a_saved_model_keeps(names):
             Image.new("RGB", (8, 8), (10, 20, 30)).save(root / name / "a.png")
             made.append(name)
         try:
-            classes, _, _ = scan_class_folder(root, report=False)
+            classes = read_class_folders(root, report=False).classes
         except (ValueError, FileNotFoundError) as exc:
             one_line(exc)
             return
@@ -215,7 +216,7 @@ def test_a_blank_class_folder_name_is_refused_when_read():
             (root / name).mkdir()
             Image.new("RGB", (8, 8)).save(root / name / "a.png")
         with pytest.raises(ValueError, match="blank"):
-            scan_class_folder(root, report=False)
+            read_class_folders(root, report=False)
 
 
 # --- --background ---------------------------------------------------------------------------------------

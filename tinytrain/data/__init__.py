@@ -6,8 +6,8 @@ import difflib
 from pathlib import Path
 
 from . import transforms
-from .datasets import (IMAGE_EXTENSIONS, ArrayDataset, ClassificationView, FileDataset, ImageDataset,
-                       folder_dataset)
+from .datasets import ArrayDataset, ClassificationView, FileDataset, ImageDataset, folder_dataset
+from .folders import IMAGE_EXTENSIONS, read_class_folders
 from .metadataset import READERS as METADATASET_SOURCES
 from .metadataset import open_source
 from .sampler import (EpisodeSampler, episode_stats, load_episode_file, load_task, save_episode_file)
@@ -16,8 +16,8 @@ from .types import Episode, Task, load_episodes, save_episodes
 SPLITS = ("train", "val", "test", "all")
 
 __all__ = ["open_dataset", "dataset_names", "ImageDataset", "FileDataset", "ArrayDataset", "ClassificationView",
-           "folder_dataset", "open_source", "EpisodeSampler", "episode_stats", "load_task", "save_episode_file",
-           "load_episode_file", "Episode", "Task", "save_episodes", "load_episodes", "transforms",
+           "folder_dataset", "read_class_folders", "open_source", "EpisodeSampler", "episode_stats", "load_task",
+           "save_episode_file", "load_episode_file", "Episode", "Task", "save_episodes", "load_episodes", "transforms",
            "METADATASET_SOURCES", "IMAGE_EXTENSIONS"]
 
 

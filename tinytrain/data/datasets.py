@@ -6,24 +6,17 @@ or memory-mapped: the pocket benchmark and QuickDraw), so that loading stays fas
 """
 from __future__ import annotations
 
-import logging
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Files with these suffixes are taken to be images: one that cannot be decoded is an error that names it.
-# Any other file is read too when Pillow recognises it by its content (`probe_image`); one it does not
-# recognise is skipped, and the skip is reported with the reason (`report_skipped`).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".dib",
-                    ".gif", ".tif", ".tiff", ".webp", ".apng", ".tga", ".ico", ".qoi")
-HEIF_SUFFIXES = (".heic", ".heif")
-NOT_AN_IMAGE = "not an image Pillow can read"
+from .folders import NOT_AN_IMAGE, read_class_folders
+
 WHITE = (255, 255, 255)
 # Pillow's own guard against decompression bombs (about 89 Mpixels); TINYTRAIN_MAX_IMAGE_PIXELS overrides it.
 MAX_PIXELS_ENV = "TINYTRAIN_MAX_IMAGE_PIXELS"
@@ -31,8 +24,6 @@ MAX_PIXELS_ENV = "TINYTRAIN_MAX_IMAGE_PIXELS"
 # one-pixel sliver, and resizing its shorter side to the resolution first would take gigabytes.
 MAX_ASPECT_RATIO = 100
 EXIF_ORIENTATION = 0x0112
-
-log = logging.getLogger("tinytrain")
 
 Box = tuple[float, float, float, float]
 Item = "str | tuple[str, Box]"
@@ -105,16 +96,6 @@ class BadImage(ValueError):
 
 class ImageTooLarge(BadImage):
     """An image over the pixel limit (a possible decompression bomb); the message says how to allow it."""
-
-
-def is_metadata_file(path: str | Path) -> bool:
-    """macOS writes `._NAME` (AppleDouble) files beside copied images on non-Mac disks: not images."""
-    return Path(path).name.startswith("._")
-
-
-def is_image_file(path: Path) -> bool:
-    """A file with an image extension that is not a macOS `._` metadata file."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_metadata_file(path) and path.is_file()
 
 
 def max_image_pixels() -> int | None:
@@ -271,102 +252,37 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE, what: str
     return to_8bit(img, background, what).convert("RGB")
 
 
-# --- which files of a folder are images -----------------------------------------------------------
-
-@dataclass
-class FolderListing:
-    """The image files of a folder, and what was left out: `skipped` (path, reason) for every file or
-    folder that is not read, besides macOS `._` metadata files, which are only counted (`metadata`)."""
-
-    images: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    metadata: int = 0
-
-    def __iadd__(self, other: "FolderListing") -> "FolderListing":
-        self.images += other.images
-        self.skipped += other.skipped
-        self.metadata += other.metadata
-        return self
-
-
-def probe_image(path: Path) -> str | None:
-    """None when Pillow recognises the file by its content (its header only is read), else why not."""
+def read_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """`open_image`, with the one error for a file that cannot be read: a ValueError naming the file and
+    what to do. (BadImage, for what a decodable file holds, passes through as it is.)"""
     try:
-        if path.stat().st_size == 0:
-            return "an empty file"
-    except OSError as exc:
-        return f"cannot be read ({(exc.strerror or str(exc)).lower()})"
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None       # a huge image is an image: reading it says how to allow it
+        return open_image(path, background)
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            why = "an empty file" if _is_empty(path) else NOT_AN_IMAGE
+        else:
+            why = str(exc) or type(exc).__name__
+        raise ValueError(f"cannot read image {path}: {why}; remove it or convert it to PNG/JPEG") from None
+
+
+def _is_empty(path: str | Path) -> bool:
     try:
-        with Image.open(path) as img:
-            if isinstance(img, ImageFile.StubImageFile):
-                return f"a {img.format} file, which Pillow cannot decode without a plugin"
-    except UnidentifiedImageError:
-        if path.suffix.lower() in HEIF_SUFFIXES:
-            return f"{NOT_AN_IMAGE} (HEIC/HEIF photos need the pillow-heif plugin, or convert them to JPEG)"
-        return NOT_AN_IMAGE
-    except Exception as exc:     # plugins raise many kinds for files that only look like theirs
-        return f"{NOT_AN_IMAGE} ({type(exc).__name__})"
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-    return None
+        return Path(path).stat().st_size == 0
+    except OSError:
+        return False
 
 
-def list_image_files(folder: str | Path, recursive: bool = True) -> FolderListing:
-    """The image files under `folder`, sorted: every file with an image suffix (IMAGE_EXTENSIONS; one
-    that does not decode is an error when it is read) and every other file Pillow recognises by its
-    content. Hidden files and folders (names starting with '.') are skipped; macOS `._` files counted.
-    Not `recursive`: sub-folders are skipped (and listed)."""
-    root = Path(folder)
-    out = FolderListing()
-
-    def walk(d: Path) -> None:
-        for p in sorted(d.iterdir()):
-            if is_metadata_file(p) and not p.is_dir():
-                out.metadata += 1
-            elif p.name.startswith("."):
-                out.skipped.append((p, "a hidden folder" if p.is_dir() else "a hidden file"))
-            elif p.is_dir():
-                if recursive:
-                    walk(p)
-                else:
-                    out.skipped.append((p, "a folder inside a class folder (images must sit directly in it)"))
-            elif not p.is_file():
-                out.skipped.append((p, "not a regular file"))
-            elif p.suffix.lower() in IMAGE_EXTENSIONS:
-                out.images.append(p)
-            else:
-                why = probe_image(p)
-                if why is None:
-                    out.images.append(p)
-                else:
-                    out.skipped.append((p, why))
-
-    walk(root)
-    out.images.sort()
-    return out
-
-
-def skipped_message(skipped: list[tuple[Path, str]], shown: int = 5) -> str | None:
-    """One line naming the files that were skipped and why (the first `shown`), or None."""
-    if not skipped:
-        return None
-    names = [f"{p}{'/' if p.is_dir() else ''} ({why})" for p, why in skipped[:shown]]
-    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
-    return f"skipped {len(skipped)} file(s) that are not read as images: {', '.join(names)}{more}"
-
-
-def report_skipped(skipped: list[tuple[Path, str]]) -> None:
-    """Say what was skipped, on the `tinytrain` logger (stderr unless logging is configured otherwise)."""
-    msg = skipped_message(skipped)
-    if msg:
-        log.warning("tinytrain: note: %s", msg)
+def open_rgb(path: str | Path, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Open one image as upright 8-bit RGB (EXIF orientation applied, 16-bit and float scaled, transparency
+    composited onto `background`), with an error that names the file (`read_image`)."""
+    return to_rgb(read_image(path, background), background, what=f"image {path}")
 
 
 def _open_image(item) -> Image.Image:
     path, box = (item, None) if isinstance(item, str) else item
-    img = open_image(path)
+    img = read_image(path)
     if box is not None:
         img = img.crop(tuple(int(round(v)) for v in box))
     return img
@@ -399,7 +315,7 @@ class FileDataset(ImageDataset):
                 return _open_image(item)
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
                 self.skipped += 1
-                warnings.warn(f"skipping unreadable image {item if isinstance(item, str) else item[0]}: {exc}")
+                warnings.warn(f"{exc} (skipped: the next image of class {self.classes[class_idx]!r} is used)")
         raise ValueError(f"class {self.classes[class_idx]!r} of {self.name} has no readable image; "
                          "remove the class folder or replace its files")
 
@@ -463,33 +379,25 @@ def _check_nonempty(ds: ImageDataset) -> None:
 
 
 def folder_dataset(root: str | Path, name: str | None = None, verify: bool = False) -> FileDataset:
-    """Read ROOT/<class>/<image> (every file Pillow reads, see `list_image_files`). Classes are sorted by name.
+    """Read ROOT/<class>/<image> with the one class-folder reader (`tinytrain.data.folders.read_class_folders`:
+    classes sorted by name, every file Pillow reads directly in a class folder, an error naming a class folder
+    that holds no image).
 
-    Empty image files are skipped and counted at listing time; `verify=True` also decodes every image.
-    macOS `._NAME` metadata files are ignored and counted in `ignored_metadata`; other files that are not
-    images are listed in `not_read` and reported (`report_skipped`).
+    As a dataset skips unreadable images and counts them, empty image files are skipped and counted
+    (`skipped`) at listing time; `verify=True` also decodes every image. macOS `._NAME` metadata files are
+    ignored and counted in `ignored_metadata`; other files that are not read are listed in `not_read` and
+    reported (`report_skipped`).
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"{root} is not a folder; give a class-per-folder dataset (ROOT/<class>/<image>) "
-                         "or a named dataset (see `tinytrain data list`)")
-    classes, items, skipped, ignored, not_read = [], [], 0, 0, []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        listing = list_image_files(d, recursive=False)
-        ignored += listing.metadata
-        not_read += listing.skipped
-        if listing.images:
-            files = [str(f) for f in listing.images if f.stat().st_size > 0]
-            skipped += len(listing.images) - len(files)
-            classes.append(d.name)
-            items.append(files)
-    report_skipped(not_read)
-    if not classes:
-        raise ValueError(f"no class folders with images under {root}; expected ROOT/<class>/<image> (any image "
-                         "Pillow reads)")
-    ds = FileDataset(name or root.name, classes, items, skipped=skipped)
-    ds.ignored_metadata = ignored
-    ds.not_read = not_read
+    found = read_class_folders(root, what="dataset folder")
+    items, skipped = [], 0
+    for files in found.images.values():
+        kept = [str(f) for f in files if not _is_empty(f)]
+        skipped += len(files) - len(kept)
+        items.append(kept)
+    ds = FileDataset(name or root.name, found.classes, items, skipped=skipped)
+    ds.ignored_metadata = found.metadata
+    ds.not_read = found.skipped
     if verify:
         ds.verify()
     return ds

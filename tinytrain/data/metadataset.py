@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import ArrayDataset, FileDataset, ImageDataset, is_image_file
+from .datasets import ArrayDataset, FileDataset, ImageDataset
+from .folders import is_image_file
 
 SPLITS = ("train", "val", "test", "all")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .datasets import _open_image, list_image_files, report_skipped, skipped_message
+from .datasets import _open_image
+from .folders import list_image_files, report_skipped, skipped_message
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """Images from a user's folders -> normalised tensors at the model's resolution.
 
-A support set is a class-per-folder directory (``DIR/<class>/<image>``). Images of any size are
-accepted: every image goes through the same eval transform (resize the shorter side, centre crop to
-the resolution), which is also what the exported model expects (see `tinytrain.deploy.export`).
-The data area's transform is used, so training and deployment see the same pixels.
+A support set is a class-per-folder directory (``DIR/<class>/<image>``), read by the data area's one
+class-folder reader (`tinytrain.data.folders.read_class_folders`), so `adapt`, `eval` and `bench mcu` take
+the same classes and files and refuse the same folders with the same errors. Images of any size are
+accepted: every image goes through the data area's eval transform (`tinytrain.data.transforms.eval_transform`:
+resize the shorter side, centre crop to the resolution), which is also what the exported model expects
+(see `tinytrain.deploy.export`), so training and deployment see the same pixels.
 """
 from __future__ import annotations
 
@@ -11,19 +13,13 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from ..data.datasets import (IMAGE_EXTENSIONS, NOT_AN_IMAGE, WHITE, BadImage, FolderListing, check_image_shape,
-                             is_metadata_file, list_image_files, open_image, report_skipped, skipped_message, to_rgb)
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..data.transforms import eval_transform as data_eval_transform
-from ..data.transforms import normalize
+from ..data.datasets import WHITE, check_image_shape, open_rgb, to_rgb
+from ..data.folders import is_metadata_file, list_image_files, read_class_folders, report_skipped, skipped_message
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize
 
-# The suffixes the data area's folder reader takes as images; files with other names are read when
-# Pillow recognises their content (see `tinytrain.data.datasets.list_image_files`).
-IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 NAMED_BACKGROUNDS = {"white": WHITE, "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
 
 
@@ -47,14 +43,6 @@ class LabeledImages:
 def normalisation() -> dict:
     """Mean/std the eval transform applies (recorded in saved models and folded into exports)."""
     return {"mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD]}
-
-
-def eval_transform(resolution: int) -> Callable:
-    """PIL RGB image -> normalised (3, R, R) tensor: the data area's transform, so training and
-    deployment see the same pixels."""
-    if resolution < 8:
-        raise ValueError(f"resolution {resolution} is too small; use e.g. --resolution 128")
-    return data_eval_transform(resolution)
 
 
 def parse_background(text: str | tuple | list | None) -> tuple[int, int, int]:
@@ -106,20 +94,6 @@ def parse_background(text: str | tuple | list | None) -> tuple[int, int, int]:
     raise bad
 
 
-def open_rgb(path: str | Path, background: tuple[int, int, int] = WHITE):
-    """Open one image as upright 8-bit RGB (EXIF orientation applied, 16-bit and float scaled, transparency
-    composited onto `background`), with an error that names the file."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        return to_rgb(open_image(path, background), background, what=f"image {path}")
-    except BadImage:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        why = NOT_AN_IMAGE if isinstance(exc, UnidentifiedImageError) else (str(exc) or type(exc).__name__)
-        raise ValueError(f"cannot read image {path}: {why}; remove it or convert it to PNG/JPEG") from None
-
-
 def load_images(paths: list[str | Path], resolution: int, background: tuple[int, int, int] = WHITE
                 ) -> tuple[torch.Tensor, set[tuple[int, int]]]:
     """Load and transform image files -> (N, 3, R, R), plus the distinct original sizes. Any unreadable
@@ -150,95 +124,32 @@ def load_images_skipping(paths: list[str | Path], resolution: int, background: t
     return (torch.stack(tensors) if tensors else None), kept, errors
 
 
-def _files_under(folder: Path) -> FolderListing:
-    """The images below `folder` (recursively, sorted; see `list_image_files`) and what was left out."""
-    return list_image_files(folder, recursive=True)
-
-
-def _describe_skipped(listing: FolderListing) -> str:
-    msg = skipped_message(listing.skipped)
-    return f" ({msg})" if msg else ""
-
-
-def scan_class_folder(folder: str | Path, report: bool = True, flag: str | None = None
-                      ) -> tuple[dict[str, list[Path]], int, list[tuple[Path, str]]]:
-    """`DIR/<class>/<image>` -> ({class: sorted image paths}, ignored `._` files, [(file, why) skipped]);
-    clear errors for missing, empty or flat folders, naming `flag` (e.g. '--query') when given. Skipped files
-    are reported unless `report` is False."""
-    root = Path(folder)
-    name = f"{flag} {root}" if flag else str(root)
-    if not root.exists():
-        raise FileNotFoundError(f"{flag + ' folder' if flag else 'image folder'} {root} does not exist")
-    if not root.is_dir():
-        raise ValueError(f"{name} is a file, not a folder; give the folder that holds one sub-folder per class "
-                         "(DIR/<class name>/<image>)")
-    classes, ignored, skipped = {}, 0, []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not sub.name.strip():        # a saved model could not hold it (adapted.json refuses blank names)
-            raise ValueError(f"class folder {str(sub)!r}{f' (in {flag})' if flag else ''} has a blank name (only "
-                             "spaces or other white space); rename it to the name of its class")
-        listing = _files_under(sub)
-        ignored += listing.metadata
-        if not listing.images:
-            raise ValueError(f"class folder {sub}{f' (in {flag})' if flag else ''} holds no images"
-                             f"{_describe_skipped(listing)}; add images (any format Pillow reads: JPEG, PNG, ...) "
-                             "or remove the folder")
-        skipped += listing.skipped
-        classes[sub.name] = listing.images
-    if not classes:
-        loose = len(list_image_files(root, recursive=False).images)
-        held = (f"it holds {loose} image{'s' if loose != 1 else ''} directly, with no class sub-folders" if loose
-                else "it holds no class sub-folders")
-        raise ValueError(f"{name}: {held}; lay images out as {root}/<class name>/<image>, one sub-folder per class")
-    if report:
-        report_skipped(skipped)
-    return classes, ignored, skipped
-
-
 def check_task_folders(support_dir: str | Path, query_dir: str | Path | None,
                        flags: tuple[str, str] = ("--support", "--query")) -> None:
     """Before any model is loaded: the support folder (at least two classes, each with an image) and the
     optional query folder (its classes among the support's) can be read as class folders; else one line
-    naming the flag and the folder."""
-    support, _, _ = scan_class_folder(support_dir, report=False, flag=flags[0])
-    if len(support) < 2:
-        raise ValueError(f"{flags[0]} {support_dir} has a single class folder ({next(iter(support))!r}); few-shot "
-                         "adaptation needs at least two, one sub-folder per class")
+    naming the flag and the folder. Nothing is reported: the notes come when the images are loaded."""
+    support = read_class_folders(support_dir, flag=flags[0], min_classes=2, report=False)
     if query_dir is None:
         return
-    query, _, _ = scan_class_folder(query_dir, report=False, flag=flags[1])
-    unknown = [c for c in query if c not in support]
-    if unknown:
-        raise ValueError(f"{flags[1]} {query_dir}: class folders {unknown} are not in the support set ({flags[0]} "
-                         f"{support_dir}: {', '.join(map(repr, support))}); add them to {flags[0]} or remove them "
-                         f"from {flags[1]}")
-
-
-def list_class_folder(folder: str | Path) -> dict[str, list[Path]]:
-    """`DIR/<class>/<image>` -> {class: sorted image paths} (macOS `._` files left out, other files that
-    are not images reported)."""
-    return scan_class_folder(folder)[0]
+    read_class_folders(query_dir, flag=flags[1], report=False, known=support.classes,
+                       known_as=f"in the support set ({flags[0]} {support_dir}: "
+                                f"{', '.join(map(repr, support.classes))})",
+                       fix=f"add them to {flags[0]} or remove them from {flags[1]}")
 
 
 def load_class_folder(folder: str | Path, resolution: int, classes: list[str] | None = None,
                       background: tuple[int, int, int] = WHITE) -> LabeledImages:
     """Load a class-per-folder tree. With `classes`, labels follow that order and every folder
     must be one of them (a query class absent from the support set is an error)."""
-    found, ignored, skipped = scan_class_folder(folder)
-    if classes is None:
-        classes = list(found)
-    else:
-        unknown = [c for c in found if c not in classes]
-        if unknown:
-            raise ValueError(f"{folder}: classes {unknown} are not in the support set {classes}; "
-                             "add them to the support folder or remove them from the query folder")
-    paths, labels = [], []
-    for name, files in found.items():
-        paths += files
-        labels += [classes.index(name)] * len(files)
+    found = read_class_folders(folder, known=classes,
+                               known_as=f"in the support set {list(classes)}" if classes is not None else None,
+                               fix="add them to the support folder or remove them from the query folder")
+    classes = found.classes if classes is None else list(classes)
+    paths, labels = found.labelled(classes)
     x, sizes = load_images(paths, resolution, background)
     return LabeledImages(x, torch.tensor(labels, dtype=torch.long), list(classes), [str(p) for p in paths], sizes,
-                         ignored, [(str(p), why) for p, why in skipped])
+                         found.metadata, [(str(p), why) for p, why in found.skipped])
 
 
 GLOB_CHARS = set("*?[")
@@ -256,7 +167,7 @@ def collect_image_paths(items: list[str | Path]) -> tuple[list[Path], int]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            listing = _files_under(p)
+            listing = list_image_files(p, recursive=True)
             out += listing.images
             ignored += listing.metadata
             skipped += listing.skipped

@@ -56,25 +56,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # Images
 
 def _frames(paths: list[Path], resolution: int) -> np.ndarray:
+    from ..data.datasets import open_rgb
     from ..data.transforms import resize_crop
-    from ..deploy.images import open_rgb
 
     return np.stack([np.asarray(resize_crop(open_rgb(p), resolution), dtype=np.uint8) for p in paths])
 
 
-def _folder(folder: str | Path, classes: list[str]) -> tuple[list[Path], list[int]]:
-    from ..deploy.images import list_class_folder
+def _folder(folder: str | Path, classes: list[str], flag: str) -> tuple[list[Path], list[int]]:
+    """The images of a class-folder tree whose classes are among the model's, labelled by the model's order."""
+    from ..data.folders import read_class_folders
 
-    found = list_class_folder(folder)
-    unknown = [c for c in found if c not in classes]
-    if unknown:
-        raise ValueError(f"{folder}: classes {unknown} are not the model's classes {classes}; name the class "
-                         "folders as the model's classes")
-    paths, labels = [], []
-    for name, files in found.items():
-        paths += files
-        labels += [classes.index(name)] * len(files)
-    return paths, labels
+    found = read_class_folders(folder, flag=flag, known=classes, known_as=f"the model's classes {classes}",
+                               fix="name the class folders as the model's classes")
+    return found.labelled(classes)
 
 
 def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Path
@@ -82,7 +76,7 @@ def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Pa
     """(train frames, train labels, held-out frames, held-out labels, where they came from)."""
     classes = cm.adapted.classes
     if support:
-        paths, labels = _folder(support, classes)
+        paths, labels = _folder(support, classes, "--support")
         source = str(support)
     else:
         from .samples import write_samples
@@ -99,7 +93,7 @@ def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Pa
         raise ValueError(f"the training images have no image of class(es) {[classes[i] for i in missing]}; "
                          "every class needs at least one (its prototype is a class mean)")
     if query:
-        qpaths, qlabels = _folder(query, classes)
+        qpaths, qlabels = _folder(query, classes, "--query")
         train = np.arange(len(paths))
         source += f"; held out: {query}"
     else:   # hold out the last image of each class that has two or more
@@ -114,11 +108,11 @@ def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Pa
 
 
 def _folder_any(folder: Path) -> tuple[list[Path], list[str]]:
-    from ..deploy.images import list_class_folder
+    from ..data.folders import read_class_folders
 
-    found = list_class_folder(folder)
-    paths = [p for files in zip(*found.values()) for p in files]   # interleave the classes
-    return paths, list(found)
+    found = read_class_folders(folder)
+    paths = [p for files in zip(*found.images.values()) for p in files]   # interleave the classes
+    return paths, found.classes
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -391,8 +391,9 @@ def write_tree(cm: CModel, out: str | Path, overwrite: bool = False, flag: str =
 def calibration_frames(folder: str | Path, resolution: int) -> np.ndarray:
     """uint8 RGB frames (N, R, R, 3) of every image under `folder`, resized and centre-cropped like
     `tinytrain predict` (the crop the runtime's frames get)."""
+    from ..data.datasets import open_rgb
     from ..data.transforms import resize_crop
-    from ..deploy.images import collect_image_paths, open_rgb
+    from ..deploy.images import collect_image_paths
 
     if not Path(folder).is_dir():
         raise ValueError(f"--calibration {folder} is not a folder; give the folder of support images")
