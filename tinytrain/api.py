@@ -21,13 +21,11 @@ if TYPE_CHECKING:
 def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "default") -> "Backbone":
     """A backbone of the zoo with weights: `checkpoint` is 'default' (the model's best shipped one), a
     shipped name ('pocket', 'pocket-long', 'distilled'),
-    'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint file. The checkpoint's metadata (training
-    resolution, meta-trained classifier) rides along as `backbone.checkpoint_meta`, and `adapt` uses it."""
-    from .models.weights import load_backbone_with_meta as load
+    'random', 'imagenet' (mobilenetv2-1.0) or a checkpoint file. What the checkpoint records (training
+    resolution, meta-trained classifier) is `backbone.checkpoint_info`, and `adapt` uses it."""
+    from .models.weights import load_backbone as load
 
-    backbone, meta = load(model, None if checkpoint is None else str(checkpoint))
-    backbone.checkpoint_meta = meta
-    return backbone
+    return load(model, checkpoint)
 
 
 def _support_set(support: Any, resolution: int, background: tuple[int, int, int],
@@ -79,7 +77,6 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
 
     from .deploy.images import parse_background
     from .deploy.session import adapt_to_support, check_iterations, check_support_classes, resolve_budgets, resolve_resolution
-    from .models.head import checkpoint_head
     from .methods.base import AdaptConfig
     from .methods.options import parse_options
 
@@ -100,8 +97,8 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
         raise ValueError(f"lr must be a positive number (got {lr!r}); the default is 1e-3")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer (got {seed!r})")
-    meta = dict(getattr(backbone, "checkpoint_meta", None) or {})
-    res, source = resolve_resolution(meta, resolution)
+    info = backbone.checkpoint_info
+    res, source = resolve_resolution(info.resolution, resolution)
     bg = parse_background(background)
     budgets = resolve_budgets(memory_budget, compute_budget, device)
     if isinstance(support, (str, Path)):       # folders: checked as the CLI checks them, naming the argument
@@ -113,8 +110,8 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
     config = AdaptConfig(iterations=iterations, lr=lr, seed=seed, resolution=res, options=opts)
     torch.manual_seed(seed)
     adapted, summary = adapt_to_support(backbone, backbone.spec.name, support_set, query_set, method, config,
-                                        budgets, info={"checkpoint": meta.get("checkpoint")},
-                                        head=checkpoint_head(meta), background=bg)
+                                        budgets, info={"checkpoint": info.source},
+                                        head=info.head(), background=bg)
     adapted.summary = summary | {"resolution_from": source.replace("--resolution", "resolution="),
                                  "options": (adapted.report.get("extra") or {}).get("options")}
     return adapted

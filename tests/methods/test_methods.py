@@ -196,8 +196,8 @@ def test_gradients_through_the_prototypes_equal_one_autograd_graph(task, method)
 def test_channel_ablation_changes_the_plan_at_the_default_budgets():
     """Fig. 6b's ablation measures something only if Fisher, L2 and random channels give different plans
     with every option and budget at its default (mcunet-5fps, shipped checkpoint, 128 px, 1 MiB, 15 %)."""
-    from tinytrain.models.weights import load_backbone_with_meta
-    bb, _ = load_backbone_with_meta("mcunet-5fps", "pocket")
+    from tinytrain.models.weights import load_backbone
+    bb = load_backbone("mcunet-5fps", "pocket")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(10, 3, 128, 128, generator=g)
     x[5:, 0] *= 0.2                                    # two classes apart in colour

@@ -19,7 +19,7 @@ from tinytrain.cli import main
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.mit_int8 import UnsafePickle, read_quantised, to_backbone
 from tinytrain.models.specs import conv_layers, get_spec
-from tinytrain.models.weights import load_backbone_with_meta, load_checkpoint, save_checkpoint
+from tinytrain.models.weights import load_backbone, load_checkpoint, save_checkpoint
 from tinytrain.sparse.engine import EnginePlan, LayerSelection, SparseEngine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,8 +126,9 @@ def test_checkpoint_round_trip_keeps_the_input_normalisation(tmp_path):
 def test_import_command_writes_a_checkpoint_and_refuses_to_overwrite(tmp_path, capsys):
     src, out = fake_file(tmp_path / "m.pkl"), tmp_path / "m.safetensors"
     assert main(["import", str(src), "--out", str(out)]) == 0
-    net, meta = load_backbone_with_meta("mcunet-5fps", str(out))
-    assert meta["bn_scale"] == "rms" and net.spec.input_norm == ((0.5,) * 3, (0.5,) * 3)
+    net = load_backbone("mcunet-5fps", str(out))
+    assert net.checkpoint_info.meta["bn_scale"] == "rms" and net.checkpoint_info.resolution == 128
+    assert net.checkpoint_info.meta["bn_scale"] == "rms" and net.spec.input_norm == ((0.5,) * 3, (0.5,) * 3)
     before = out.read_bytes()
     assert main(["import", str(src), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
@@ -171,13 +172,13 @@ def test_wrong_model_and_feature_mix_mismatch_are_refused(tmp_path, capsys):
     mcunet = fake_file(tmp_path / "mcunet.pkl")
     nomix = fake_file(tmp_path / "mbv2.pkl", "mbv2-w0.35-nomix")
     with pytest.raises(ValueError, match="pass --model mcunet-5fps"):
-        load_backbone_with_meta("proxyless-w0.3-nomix", str(mcunet))
+        load_backbone("proxyless-w0.3-nomix", str(mcunet))
     with pytest.raises(ValueError, match="without its final feature-mix conv.*--model mbv2-w0.35-nomix"):
-        load_backbone_with_meta("mbv2-w0.35", str(nomix))
+        load_backbone("mbv2-w0.35", str(nomix))
     out = tmp_path / "o.safetensors"
     assert main(["import", str(nomix), "--model", "mbv2-w0.35", "--out", str(out)]) == 2
     assert "mbv2-w0.35-nomix" in capsys.readouterr().err and not out.exists()
-    assert load_backbone_with_meta("mbv2-w0.35-nomix", str(nomix))[0].feature_mix is None
+    assert load_backbone("mbv2-w0.35-nomix", str(nomix)).feature_mix is None
 
 
 # --- the real files (skipped where they are absent) ------------------------------------------------
@@ -192,8 +193,8 @@ def test_real_file_classifies_chelsea_as_a_cat(model):
 
     from tinytrain.data.transforms import EvalTransform
 
-    backbone, meta = load_backbone_with_meta(model, str(path))
-    assert meta["resolution"] == 128
+    backbone = load_backbone(model, str(path))
+    assert backbone.checkpoint_info.resolution == 128 and backbone.checkpoint_info.source == str(path)
     x = torch.stack([EvalTransform(128)(Image.fromarray(skimage.chelsea())),
                      EvalTransform(128)(Image.fromarray(skimage.coffee()))])
     with torch.no_grad():

@@ -115,24 +115,27 @@ def test_imagenet_loader_checks_the_hash(tmp_path):
 
 
 def test_load_backbone_resolves_names(tmp_path):
-    net, meta = W.load_backbone_with_meta("tiny-test", "random")
-    assert meta["checkpoint"] == "random"
+    net = W.load_backbone("tiny-test", "random")
+    assert net.checkpoint_info.source == "random" and net.checkpoint_info.resolution is None
     with pytest.raises(ValueError, match="no ImageNet weights"):
-        W.load_backbone_with_meta("mcunet-5fps", "imagenet")
+        W.load_backbone("mcunet-5fps", "imagenet")
     with pytest.raises(FileNotFoundError, match="no shipped checkpoint"):
-        W.load_backbone_with_meta("tiny-test", "nonexistent")
+        W.load_backbone("tiny-test", "nonexistent")
     path = W.save_checkpoint(tmp_path / "t.safetensors", net)
-    again, _ = W.load_backbone_with_meta("tiny-test", str(path))
+    again = W.load_backbone("tiny-test", path)
+    assert again.checkpoint_info.source == str(path)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
 @pytest.mark.parametrize("name", ["pocket", "pocket-long"])
 @pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
 def test_shipped_pocket_checkpoints_load_by_name(model, name):
-    from tinytrain.models.weights import load_backbone_with_meta
-    backbone, meta = load_backbone_with_meta(model, name)
-    assert backbone.spec.name == model and meta["stage"] == "metatrain"
-    assert meta["config"]["resolution"] == 64
+    from tinytrain.models.weights import load_backbone
+    backbone = load_backbone(model, name)
+    info = backbone.checkpoint_info
+    assert backbone.spec.name == model and info.meta["stage"] == "metatrain"
+    assert info.meta["config"]["resolution"] == 64 and info.resolution == 64
+    assert (info.head_scale, info.head_bias) == (info.meta["head"]["scale"], info.meta["head"]["bias"])
     with torch.no_grad():
         feats = backbone.eval()(torch.rand(2, 3, 64, 64))
     assert feats.shape[0] == 2 and torch.isfinite(feats).all()
@@ -144,10 +147,12 @@ def test_distilled_checkpoints_load_by_name_with_their_provenance(model, capsys)
     in the metadata, no 1000-way classifier, and `adapt`/`plan` pick its resolution by name."""
     import json
     from tinytrain.cli import main
-    from tinytrain.models.weights import load_backbone_with_meta, shipped_checkpoint_path
+    from tinytrain.models.weights import load_backbone, shipped_checkpoint_path
     path = shipped_checkpoint_path(model, "distilled")
     assert path.stat().st_size < 3 * 1024 * 1024
-    backbone, meta = load_backbone_with_meta(model, "distilled")
+    backbone = load_backbone(model, "distilled")
+    meta = backbone.checkpoint_info.meta
+    assert backbone.checkpoint_info.resolution == 128
     assert backbone.classifier is None and meta["shipped_as"] == "distilled" and meta["resolution"] == 128
     assert meta["images_seen"] > 0 and meta["recipe"][0].startswith("tinytrain distill --student " + model)
     with torch.no_grad():
@@ -158,30 +163,29 @@ def test_distilled_checkpoints_load_by_name_with_their_provenance(model, capsys)
 
 
 def test_default_checkpoint_is_the_measured_best():
-    from tinytrain.models.weights import default_checkpoint, load_backbone_with_meta
+    from tinytrain.models.weights import default_checkpoint, load_backbone
     assert default_checkpoint("mcunet-5fps") == "distilled"           # +3.9 ± 0.7 over pocket-long (card)
     assert default_checkpoint("mobilenetv2-1.0") == "imagenet"
-    _, meta = load_backbone_with_meta("mcunet-5fps", "default")
-    assert meta["shipped_as"] == "distilled"
+    assert load_backbone("mcunet-5fps", "default").checkpoint_info.meta["shipped_as"] == "distilled"
 
 
 def test_a_missing_checkpoint_file_is_said_to_be_missing_not_an_unshipped_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for text in ("nope.pt", "nope.safetensors", "runs/best.safetensors", str(tmp_path / "x.pth"), "~/no-such.pkl"):
         with pytest.raises(FileNotFoundError) as e:
-            W.load_backbone_with_meta("mcunet-5fps", text)
+            W.load_backbone("mcunet-5fps", text)
         msg = str(e.value)
         assert f"checkpoint file {text} does not exist" in msg, msg
         assert "shipped checkpoint" not in msg and "pocket-long" not in msg and "\n" not in msg
     with pytest.raises(FileNotFoundError, match=r"nope.pt does not exist \(looked in "):
-        W.load_backbone_with_meta("mcunet-5fps", "nope.pt")
+        W.load_backbone("mcunet-5fps", "nope.pt")
     with pytest.raises(FileNotFoundError, match="nor does its folder runs"):
-        W.load_backbone_with_meta("mcunet-5fps", "runs/best.safetensors")
+        W.load_backbone("mcunet-5fps", "runs/best.safetensors")
 
 
 def test_an_unknown_checkpoint_name_lists_the_shipped_ones_and_the_likely_meant_one():
     with pytest.raises(FileNotFoundError) as e:
-        W.load_backbone_with_meta("mcunet-5fps", "pocket_long")
+        W.load_backbone("mcunet-5fps", "pocket_long")
     msg = str(e.value)
     assert "no shipped checkpoint 'pocket_long' for mcunet-5fps" in msg
     assert "shipped: distilled, pocket, pocket-long" in msg and "did you mean 'pocket-long'?" in msg
@@ -190,4 +194,4 @@ def test_an_unknown_checkpoint_name_lists_the_shipped_ones_and_the_likely_meant_
 @pytest.mark.parametrize("text", ["", "   ", 3, ["pocket"]])
 def test_a_blank_or_non_text_checkpoint_is_refused_in_words(text):
     with pytest.raises(ValueError, match="is not a name or a file path; use 'default', a shipped name"):
-        W.load_backbone_with_meta("mcunet-5fps", text)
+        W.load_backbone("mcunet-5fps", text)

@@ -113,20 +113,20 @@ def register(sub) -> None:
 
 
 def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
-    """--model/--checkpoint/--resolution/--background -> (backbone, meta, resolution, where it came from,
+    """--model/--checkpoint/--resolution/--background -> (backbone, resolution, where it came from,
     background, support, query). Shared by `adapt` and `plan`."""
     from ..deploy.images import check_task_folders, parse_background
     from ..deploy.session import load_task_folders, resolve_resolution
-    from ..models.weights import load_backbone_with_meta
+    from ..models.weights import load_backbone
     import torch
 
     background = parse_background(args.background)
     check_task_folders(support_dir, query_dir)     # before the model: errors name --support / --query
     torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
-    backbone, meta = load_backbone_with_meta(args.model, args.checkpoint)
-    resolution, source = resolve_resolution(meta, args.resolution)
+    backbone = load_backbone(args.model, args.checkpoint)
+    resolution, source = resolve_resolution(backbone.checkpoint_info.resolution, args.resolution)
     support, query = load_task_folders(support_dir, query_dir, resolution, background)
-    return backbone, meta, resolution, source, background, support, query
+    return backbone, resolution, source, background, support, query
 
 
 def run_adapt(args) -> int:
@@ -134,7 +134,6 @@ def run_adapt(args) -> int:
 
     from ..deploy.adapted import check_save_target, save_adapted
     from ..deploy.session import adapt_to_support, resolve_budgets
-    from ..models.head import checkpoint_head
     from ..methods.base import AdaptConfig
     from ..methods.options import parse_options
     from ..progress import ProgressBars, report_to
@@ -151,16 +150,15 @@ def run_adapt(args) -> int:
     budgets = resolve_budgets(args.memory_budget, args.compute_budget, args.device)
     if args.save:
         check_save_target(args.save, args.overwrite)       # before any work: nothing is trained in vain
-    backbone, meta, resolution, source, background, support, query = load_model_for_task(args, args.support,
-                                                                                          args.query)
+    backbone, resolution, source, background, support, query = load_model_for_task(args, args.support, args.query)
     config = AdaptConfig(iterations=args.iterations, lr=args.lr, seed=args.seed, resolution=resolution,
                          options=options)
     bars = ProgressBars(enabled=not args.no_progress and sys.stderr.isatty())
     try:
         with report_to(bars):
             adapted, summary = adapt_to_support(backbone, args.model, support, query, args.method, config, budgets,
-                                                info={"checkpoint": meta.get("checkpoint", args.checkpoint)},
-                                                head=checkpoint_head(meta), background=background)
+                                                info={"checkpoint": backbone.checkpoint_info.source},
+                                                head=backbone.checkpoint_info.head(), background=background)
     finally:
         bars.close()
     summary["resolution_from"] = source

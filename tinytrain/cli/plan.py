@@ -59,11 +59,12 @@ def run_plan(args) -> int:
     if args.method == "tinytrain":
         if not args.support:
             raise UserError("TinyTrain's plan depends on the task: give --support DIR (one folder per class)")
-        backbone, _, resolution, source, _, support, _ = load_model_for_task(args, args.support)
+        backbone, resolution, source, _, support, _ = load_model_for_task(args, args.support)
     else:
         from ..deploy.session import resolve_resolution
-        from ..models.weights import load_backbone_with_meta
-        resolution, source = resolve_resolution(load_backbone_with_meta(args.model, args.checkpoint)[1], args.resolution)
+        from ..models.weights import load_backbone
+        trained = load_backbone(args.model, args.checkpoint).checkpoint_info.resolution
+        resolution, source = resolve_resolution(trained, args.resolution)
     result = make_plan(spec, args.method, budgets, resolution, backbone,
                        support.x if support else None, support.y if support else None, args.seed)
     result["resolution_from"] = source

@@ -204,15 +204,16 @@ def _ship(args, shipped: str, commands: list[str]) -> Path:
     from ..offline.card import distill_summary
     from ..offline.evaluate import split_resolution
     from ..offline.metatrain import strip_classifier
-    from ..models.weights import load_backbone_with_meta, save_checkpoint
+    from ..models.weights import load_backbone, save_checkpoint
     name, res = split_resolution(shipped)
-    backbone, meta = load_backbone_with_meta(args.model, name)
-    extra = {"shipped_as": args.card_name, "recipe": commands, "resolution": res or meta.get("resolution")}
+    backbone = load_backbone(args.model, name)
+    info = backbone.checkpoint_info
+    extra = {"shipped_as": args.card_name, "recipe": commands, "resolution": res or info.meta.get("resolution")}
     if args.distill_run:
         d = distill_summary(args.distill_run)
         extra |= {"images_seen": d["images_seen"], "distill_config": d["config"],
                   "distill_train_seconds": round(d["train_seconds"], 1)}
-    meta = {k: v for k, v in meta.items() if k != "checkpoint"} | extra
+    meta = dict(info.meta) | extra
     return save_checkpoint(args.ship, strip_classifier(backbone), meta)
 
 

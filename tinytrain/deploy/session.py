@@ -19,7 +19,6 @@ from ..methods import METHODS, make_method
 from ..methods.base import AdaptConfig, Predictor, support_prototypes
 from ..models.backbone import Backbone
 from ..models.head import CosineClassifier
-from ..models.weights import meta_resolution
 from .adapted import AdaptedModel
 from .images import LabeledImages, load_class_folder, normalisation
 
@@ -45,16 +44,15 @@ class TrainingDiverged(ValueError):
     """Fine-tuning blew up; the message names the learning rate to lower."""
 
 
-def resolve_resolution(meta: dict | None, given: int | None = None) -> tuple[int, str]:
+def resolve_resolution(trained: int | None, given: int | None = None) -> tuple[int, str]:
     """(pixels, where they came from): --resolution when given, else the resolution the checkpoint was
-    trained at (its metadata), else 128. A model is most accurate at the size it was trained at."""
+    trained at (`CheckpointInfo.resolution`), else 128. A model is most accurate at the size it was trained at."""
     if given is not None:
         if given < 8:
             raise ValueError(f"--resolution must be at least 8 pixels (got {given})")
         return int(given), "--resolution"
-    res = meta_resolution(meta or {})
-    if res:
-        return res, "the checkpoint's training resolution"
+    if trained:
+        return int(trained), "the checkpoint's training resolution"
     return DEFAULT_RESOLUTION, "the default; the checkpoint records none"
 
 

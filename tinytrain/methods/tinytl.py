@@ -8,7 +8,7 @@ of the backbone. Plain autograd, batch 100 by default. BN statistics stay frozen
 
 Offline pretraining: TinyTL pretrains the branches on ImageNet before transfer. `tinytrain metatrain
 --lite-residual` trains them on the source (episodic ProtoNet loss, backbone frozen) and the checkpoint
-carries them (`lite.*` keys, loaded as `backbone.lite_state`); this method starts from them when their
+carries them (`lite.*` keys, loaded as `backbone.checkpoint_info.lite`); this method starts from them when their
 resolution is the task's, and from a fresh no-op branch otherwise (`report.extra["lite_pretrained"]`); option
 "lite": "fresh" ignores the pretrained branches (the ablation that measures what pretraining them buys).
 `tinytrain distill --lite-residual` pretrains them the way the `distilled` backbones learnt natural images:
@@ -78,10 +78,10 @@ class TinyTLMethod(TrainedMethod):
         res = int(x.shape[-1])
         torch.manual_seed(int(self.config.seed))    # branch initialisation is part of the seeded run
         tl = TinyTLBackbone.from_backbone(private_copy(self.source_backbone), res)
-        lite = getattr(self.source_backbone, "lite_state", None) if self.opts.lite == "pretrained" else None
-        pretrained = bool(lite) and getattr(self.source_backbone, "lite_resolution", None) == res
+        lite = self.source_backbone.checkpoint_info.lite if self.opts.lite == "pretrained" else None
+        pretrained = lite is not None and lite.resolution == res
         if pretrained:
-            tl.lite.load_state_dict(lite)
+            tl.lite.load_state_dict(lite.state)
         bias = self.opts.bias
         up = tinytl_plan(tl.spec, res, self.config.optimizer, self.batch_size, train_biases=bias)
         return Built(_TinyTLModel(tl, bias), tl, up, extra={"train_biases": bias, "lite_pretrained": pretrained})

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .specs import ArchSpec, BlockSpec, ConvLayer, conv_layers, get_spec
+from .checkpoint_info import CheckpointInfo
 
 
 class ConvBNAct(nn.Module):
@@ -66,6 +67,8 @@ class Backbone(nn.Module):
             ConvBNAct(spec.blocks[-1].cout, spec.feature_mix, 1) if spec.feature_mix else None
         )
         self.classifier = nn.Linear(spec.feature_dim, num_classes) if num_classes else None
+        # where the weights came from (set by models.weights.load_backbone; random init until then)
+        self.checkpoint_info = CheckpointInfo()
         self._init_weights()
 
     @property

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from ..jsonfile import give_normal_mode
+from .checkpoint_info import CheckpointInfo
 from .backbone import Backbone, build_backbone
 from .specs import ArchSpec, get_spec
 
@@ -114,9 +115,10 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
         raise UnreadableCheckpoint(f"checkpoint {path}: its tensors do not match the {header['model']} architecture "
                                    f"it names ({first}); re-create it") from None
     meta = header.get("meta", {})
-    if lite:    # TinyTL lite-residual branches trained offline: kept beside the plain backbone for `tinytl`
-        backbone.lite_state = lite
-        backbone.lite_resolution = int(meta.get("resolution") or spec.resolution)
+    # TinyTL lite-residual branches trained offline ride along for `tinytl` (CheckpointInfo.lite)
+    backbone.checkpoint_info = CheckpointInfo.from_meta(meta, str(path), lite or None, spec.resolution)
+    if lite:    # transitional, until every reader uses checkpoint_info.lite
+        backbone.lite_state, backbone.lite_resolution = lite, backbone.checkpoint_info.lite.resolution
     return backbone.eval(), meta
 
 
@@ -138,12 +140,6 @@ def torch_load_tensors(path: str | Path, what: str = "checkpoint"):
     except Exception:     # torch's own reasons (zip directory, pickle opcodes) mean nothing to the user
         raise UnreadableCheckpoint(f"{what} {path} is not a readable PyTorch file; it may be truncated or another "
                                    f"format; {VALID_CHECKPOINT}") from None
-
-
-def meta_resolution(meta: dict) -> int | None:
-    """The input size a checkpoint was trained at, from its metadata (None when it records none)."""
-    res = meta.get("resolution") or (meta.get("config") or {}).get("resolution")
-    return int(res) if res else None
 
 
 # --- torchvision MobileNetV2 layout ------------------------------------------------------------
@@ -348,29 +344,44 @@ def resolve_checkpoint_path(model: str, checkpoint: str) -> Path:
     raise FileNotFoundError(f"checkpoint file {checkpoint} does not exist{where}; {CHECKPOINT_CHOICES}")
 
 
-def load_backbone_with_meta(model: str, checkpoint: str | None = "default") -> tuple[Backbone, dict]:
-    """Resolve `--model M --checkpoint C`: C is 'default' (`default_checkpoint`), a shipped name ('pocket':
-    meta-trained after a 2-epoch pretraining; 'pocket-long': after a 15-epoch pretraining; 'distilled':
-    distilled from the ImageNet teacher), 'imagenet' (mobilenetv2-1.0), 'random', or a path to a
-    tinytrain .safetensors / MIT-zoo .pth file / MIT tiny-training int8 .pkl file."""
+def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "default") -> Backbone:
+    """A zoo backbone with weights: `checkpoint` is 'default' (`default_checkpoint`), a shipped name
+    ('pocket': meta-trained after a 2-epoch pretraining; 'pocket-long': after a 15-epoch pretraining;
+    'distilled': distilled from the ImageNet teacher), 'imagenet' (mobilenetv2-1.0), 'random' (or None), or a
+    path to a tinytrain .safetensors / MIT-zoo .pth file / MIT tiny-training int8 .pkl file. What the
+    checkpoint records beside its weights is `backbone.checkpoint_info` (a CheckpointInfo)."""
     get_spec(model)   # validates the name
+    if isinstance(checkpoint, Path):
+        checkpoint = str(checkpoint)
     if checkpoint == "default":
         checkpoint = default_checkpoint(model)
     if checkpoint in (None, "random"):
-        return build_backbone(model).eval(), {"checkpoint": "random"}
+        return build_backbone(model).eval()
     if checkpoint == "imagenet":
         if model != "mobilenetv2-1.0":
             raise ValueError(f"no ImageNet weights for {model} on this machine; use --model mobilenetv2-1.0, "
                              f"or import the MIT zoo checkpoint with --checkpoint PATH.pth")
-        return load_torchvision_mbv2(), {"checkpoint": "imagenet"}
-    if not isinstance(checkpoint, (str, Path)) or not str(checkpoint).strip():
+        backbone = load_torchvision_mbv2()
+        backbone.checkpoint_info = CheckpointInfo(source="imagenet")
+        return backbone
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
         raise ValueError(f"checkpoint {checkpoint!r} is not a name or a file path; {CHECKPOINT_CHOICES}")
-    path = resolve_checkpoint_path(model, str(checkpoint))
+    path = resolve_checkpoint_path(model, checkpoint)
     if path.suffix == ".pkl":      # MIT tiny-training's int8 ImageNet models, dequantised (models/mit_int8.py)
         from .mit_int8 import checkpoint_meta, load_quantised
 
-        return load_quantised(model, path), checkpoint_meta(path, "rms") | {"checkpoint": str(path)}
+        backbone = load_quantised(model, path)
+        backbone.checkpoint_info = CheckpointInfo.from_meta(checkpoint_meta(path, "rms"), str(path))
+        return backbone
     if path.suffix in (".pth", ".pt", ".bin", ".tar", ".ckpt"):
-        return load_mit_checkpoint(model, path), {"checkpoint": str(path)}
-    backbone, meta = load_checkpoint(path, expect_model=model)
-    return backbone, meta | {"checkpoint": str(path)}
+        backbone = load_mit_checkpoint(model, path)
+        backbone.checkpoint_info = CheckpointInfo(source=str(path))
+        return backbone
+    return load_checkpoint(path, expect_model=model)[0]
+
+
+def load_backbone_with_meta(model: str, checkpoint: str | None = "default") -> tuple[Backbone, dict]:
+    """Transitional: `load_backbone` and its metadata record with the source under "checkpoint"."""
+    backbone = load_backbone(model, checkpoint)
+    info = backbone.checkpoint_info
+    return backbone, dict(info.meta) | {"checkpoint": info.source}
