@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinytrain.bench.harness import EpisodeShape, EvalConfig, Variant
+from tinytrain.bench.evalconfig import EvalConfig, EvalEpisodes, Variant
 from tinytrain.cli.evaluate import _lr
 from tinytrain.cli import UserError
 
@@ -20,8 +20,8 @@ def _config(**kw) -> EvalConfig:
     ({"compute_budget": "15%"}, "--compute-budget"), ({"compute_budget": float("nan")}, "--compute-budget"),
     ({"lr_episodes": "x"}, "--lr-episodes"), ({"lr": True}, "--lr"), ({"lr_grid": ("0.1",)}, "--lr-grid"),
     ({"variants": [Variant("n", "nope")]}, "unknown method 'nope'"),
-    ({"episodes": EpisodeShape(mode="garbage")}, "episodes mode"),
-    ({"episodes": EpisodeShape(mode="fixed", ways=5, shots=None, queries=5)}, "--shots"),
+    ({"episodes": EvalEpisodes(mode="garbage")}, "episodes mode"),
+    ({"episodes": EvalEpisodes(mode="fixed", ways=5, shots=None, queries=5)}, "--shots"),
     ({"domains": "pocket-digits"}, "domains must be a list"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(kw, message):
@@ -31,7 +31,7 @@ def test_bad_settings_are_refused_naming_the_setting(kw, message):
 
 def test_good_settings_pass():
     _config(compute_budget=0.15, memory_budget=1 << 20, lr={"fulltrain": 1e-4, "default": 1e-3}).validate()
-    _config(episodes=EpisodeShape(mode="fixed", ways=5, shots=1, queries=5)).validate()
+    _config(episodes=EvalEpisodes(mode="fixed", ways=5, shots=1, queries=5)).validate()
 
 
 @pytest.mark.parametrize("text,message", [
@@ -45,7 +45,7 @@ def test_per_method_rates_never_drop_a_pair(text, message):
 
 
 def test_deeply_nested_run_files_and_device_files_are_one_line(tmp_path):
-    from tinytrain.bench.harness import read_json
+    from tinytrain.bench.rundir import read_json
     from tinytrain.costs.devices import load_devices
     deep = tmp_path / "config.json"
     deep.write_text("[" * 100_000)

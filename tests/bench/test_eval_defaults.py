@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tinytrain.bench.harness import DEFAULT_LR_GRID, EvalConfig, Variant
+from tinytrain.bench.evalconfig import DEFAULT_LR_GRID, EvalConfig, Variant
 from tinytrain.bench.report import comparable_records
 from tinytrain.bench.results import ResultStore
 from tinytrain.bench.summary import write_run_report

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinytrain.bench.ablations import main_variants, option_variant
-from tinytrain.bench.harness import LR_PROTOCOLS, MAX_LR, EvalConfig, available_methods, check_rate, config_from_stored
+from tinytrain.bench.evalconfig import LR_PROTOCOLS, MAX_LR, EvalConfig, available_methods, check_rate
+from tinytrain.bench.rundir import config_from_stored
 from tinytrain.cli import UserError
 from tinytrain.cli.evaluate import _lr
 from tinytrain.methods.options import options_class

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..costs.units import format_bytes
 from ..methods.options import parse_options
-from .harness import Variant
+from .evalconfig import Variant
 
 SCORE_VARIANTS = ("fisher", "fisher/memory", "fisher/compute")   # reference: "full" (the main tinytrain row)
 CHANNEL_VARIANTS = ("l2", "random")                            # reference: "fisher" (the main tinytrain row)
@@ -59,8 +59,8 @@ def channel_variants(base: str = "tinytrain") -> list[Variant]:
 
 
 def static_variants(base: str = "tinytrain") -> list[Variant]:
-    """TinyTrain with one plan for all tasks (chosen once on validation episodes; harness.STATIC_PLAN)."""
-    from .harness import STATIC_PLAN
+    """TinyTrain with one plan for all tasks (chosen once on validation episodes; evalconfig.STATIC_PLAN)."""
+    from .evalconfig import STATIC_PLAN
     return [Variant(f"{base}[static]", base, {"fixed_plan": STATIC_PLAN}, group="static")]
 
 

@@ -43,7 +43,8 @@ def run(args) -> int:
     from ..data.sampler import EpisodeSampler, load_task
     from ..models.head import checkpoint_head
     from ..models.weights import load_backbone_with_meta
-    from .harness import checkpoint_resolution, open_domain
+    from .episodes import open_domain
+    from .evalconfig import checkpoint_resolution
 
     pools = sorted({int(v) for v in args.pools.split(",") if v.strip()})
     if not pools or min(pools) < 1:

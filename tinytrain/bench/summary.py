@@ -7,7 +7,7 @@ from pathlib import Path
 from ..costs.units import format_bytes
 from . import plots
 from .ablations import GROUP_TITLES
-from .harness import EvalConfig
+from .evalconfig import EvalConfig
 from .report import (Table, accuracy_report, comparable_records, cost_report, layer_report, lr_table,
                      paired_report, plan_variation_report, render)
 from .stats import accuracy_table, cost_table, layer_selection, plan_variation

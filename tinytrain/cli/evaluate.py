@@ -22,7 +22,7 @@ def _csv(text: str) -> list[str]:
 
 def _lr(text: str):
     """'auto', 'target-val', 'support', a number, or per-method values 'fulltrain=1e-4,default=1e-3'. Every
-    rate is checked (finite, positive, at most harness.MAX_LR); a UserError names the flag."""
+    rate is checked (finite, positive, at most evalconfig.MAX_LR); a UserError names the flag."""
     text = str(text).strip()
     if text in ("auto", "target-val", "support"):
         return text
@@ -45,7 +45,7 @@ def _lr(text: str):
             values = {"": float(text)}
     except ValueError:
         raise UserError(usage) from None
-    from ..bench.harness import check_rate
+    from ..bench.evalconfig import check_rate
     try:
         for k, v in values.items():
             check_rate(v, f"--lr {k}=" if k else "--lr", zero_ok=False)
@@ -84,7 +84,7 @@ def add_run_arguments(p: argparse.ArgumentParser, defaults: dict) -> None:
                         "fulltrain=1e-4,default=1e-3 (default: %(default)s)")
     g.add_argument("--lr-grid", default=defaults.get("lr_grid"),
                    help="candidates for --lr auto / target-val / support; 0 = no update (default: 0,1e-4,1e-3,1e-2, "
-                        "tinytrain.bench.harness.DEFAULT_LR_GRID, the same for the Python harness)")
+                        "tinytrain.bench.evalconfig.DEFAULT_LR_GRID, the same for the Python harness)")
     g.add_argument("--lr-episodes", type=int, default=3, help="validation episodes per lr candidate (default: %(default)s)")
     g.add_argument("--lr-domain", default=None,
                    help="domain with a 'val' split to choose lr on when a domain has none (pocket targets use "
@@ -140,7 +140,7 @@ def check_domains(domains: list[str], flag: str = "--domains") -> None:
 
 def config_from_file(args: argparse.Namespace):
     """`--config FILE`: every run setting from a JSON file in config.json's layout, checked as a stored one."""
-    from ..bench.harness import EvalConfig
+    from ..bench.evalconfig import EvalConfig
     given = sorted(dest for dest, default in args.setting_defaults.items() if getattr(args, dest, default) != default)
     if given:
         flags = ", ".join("--" + d.replace("_", "-") for d in given)
@@ -168,7 +168,7 @@ def config_from_args(args: argparse.Namespace):
     if getattr(args, "config", None):
         return config_from_file(args)
     from ..bench.ablations import build_variants
-    from ..bench.harness import EpisodeShape, EvalConfig, available_methods, checkpoint_resolution
+    from ..bench.evalconfig import EvalConfig, EvalEpisodes, available_methods, checkpoint_resolution
     from ..costs.units import parse_bytes, parse_compute_budget
 
     check_domains(_csv(args.domains))
@@ -193,7 +193,7 @@ def config_from_args(args: argparse.Namespace):
     except ValueError as exc:
         raise UserError(str(exc)) from None
     lr = _lr(args.lr)
-    from ..bench.harness import DEFAULT_LR_GRID
+    from ..bench.evalconfig import DEFAULT_LR_GRID
     try:
         grid = DEFAULT_LR_GRID if args.lr_grid is None else tuple(float(x) for x in _csv(args.lr_grid))
     except ValueError:
@@ -211,7 +211,7 @@ def config_from_args(args: argparse.Namespace):
                       if args.compute_budget else None)
     if any(x < 0 for x in grid):
         raise UserError(f"--lr-grid holds a negative rate ({args.lr_grid}); use rates >= 0 (0 = no update)")
-    from ..bench.harness import check_rate
+    from ..bench.evalconfig import check_rate
     try:
         for x in grid:
             check_rate(x, "--lr-grid", zero_ok=True)
@@ -238,7 +238,7 @@ def config_from_args(args: argparse.Namespace):
                                                           getattr(args, "resolution_fallback", 128))
     if resolution < 8:
         raise UserError(f"--resolution must be at least 8 (got {resolution})")
-    shape = EpisodeShape(args.mode, args.ways, args.shots, args.queries, args.max_ways, args.max_support)
+    shape = EvalEpisodes(args.mode, args.ways, args.shots, args.queries, args.max_ways, args.max_support)
     return EvalConfig(model=args.model, checkpoint=args.checkpoint, domains=_csv(args.domains), variants=variants,
                       tasks=args.tasks, seed=args.seed,
                       memory_budget=memory_budget, compute_budget=compute_budget,
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     whole launch (OUT/eval.lock), so a second launch on it refuses; the report is written once, when every
     rank is done."""
     from ..bench import distributed as dist_eval
-    from ..bench.harness import _raise_terminated
+    from ..bench.runner import raise_terminated
 
     if args.nproc < 1:
         raise UserError(f"--nproc must be at least 1 (got {args.nproc}); 1 evaluates in this process")
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (Slurm's time limit, torchrun stopping a launch) ends a launch as Ctrl-C does: the lock is
         # released and finished results are kept
-        old = signal.signal(signal.SIGTERM, _raise_terminated)
+        old = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if dist_eval.under_torchrun():
             return _torchrun_rank(args, device)
@@ -320,10 +320,12 @@ def _eval_rank(config_dict: dict, out: str, workers: int, progress: bool, device
     """One rank of `--nproc N` (a spawned process): its share of the jobs. Rank 0 prints a refusal once;
     the exit status tells the launcher (2: bad input, said already)."""
     from ..bench.distributed import RankStopped
-    from ..bench.harness import EvalConfig, _exit_with_parent, run_eval
+    from ..bench.evalconfig import EvalConfig
+    from ..bench.harness import run_eval
+    from ..bench.runner import exit_with_parent
     from ..offline.distributed import exit_rank
     # a launcher killed outright (SIGKILL) takes its ranks with it: none may write on without the lock
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         run_eval(EvalConfig.from_dict(config_dict), out, workers=workers, progress=progress, device=device,
                  lock=False)
@@ -429,7 +431,7 @@ def lr_protocol_for_domains(config):
     support image. When only some domains lack them, stop before sampling and name the options that work."""
     if config.lr != "auto":
         return config
-    from ..bench.harness import open_domain, validation_source
+    from ..bench.episodes import open_domain, validation_source
 
     def has_val(domain: str) -> bool:
         for cand in [domain] + [d for d in (config.lr_domain, validation_source(domain)) if d and d != domain]:
@@ -454,7 +456,7 @@ def lr_protocol_for_domains(config):
 
 
 def report(args: argparse.Namespace) -> int:
-    from ..bench.harness import config_from_stored, read_stored_config
+    from ..bench.rundir import config_from_stored, read_stored_config
     from ..bench.results import ResultStore
     from ..bench.summary import write_run_report
 

@@ -100,7 +100,7 @@ def _validation_set(data: str):
 def run(args) -> int:
     import torch
 
-    from ..bench.harness import checkpoint_resolution
+    from ..bench.evalconfig import checkpoint_resolution
     from ..costs.baselines import SPARSEUPDATE_POLICIES
     from ..costs.units import format_bytes
     from ..data.sampler import EpisodeSampler, load_task
