@@ -3,7 +3,8 @@ torch.distributed), resumable runs, and None-accuracy evaluation of checkpoints.
 from .schedule import warmup_cosine_lr
 from .episodes import EpisodeShape, EpisodeSource, ImageEpisodes, TensorEpisodes, episode_seed, sample_episode
 from .evaluate import AccuracySummary, evaluate_checkpoints, evaluate_none, format_table, none_accuracy, summarize
-from .metatrain import MetaTrainConfig, TrainResult, meta_train, run_metatrain
+from .loop import TrainResult
+from .metatrain import MetaTrainConfig, meta_train, run_metatrain
 from .pretrain import PretrainConfig, pretrain, run_pretrain
 
 __all__ = [

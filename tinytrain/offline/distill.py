@@ -13,19 +13,17 @@ kind need. Same run-folder semantics as pretraining: resumable, a changed config
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..models.backbone import Backbone
 from ..models.weights import save_checkpoint
 from .episodes import episode_seed, seeded_rng
-from .metatrain import TrainResult, _all_reduce_grads, _average_buffers, _barrier, _world, pick_device
-from .rundir import RunConfig, RunDir, keep_on_schedule, saved_at
-from .schedule import warmup_cosine_lr
+from .loop import Stage, TrainResult, train_loop
+from .rundir import RunConfig, RunDir
 
 IMAGENET_CLASSES = 1000
 
@@ -273,162 +271,133 @@ class PocketGlyphs:
         return torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
 
 
+class _Distillation(Stage):
+    """The student matches the teacher on `batches.batch(step)`, each rank on its slice of every batch; BN
+    statistics are those of the slice (as with any data-parallel training), averaged after each step."""
+
+    name = "distill"
+    keeps_best = False
+    optional = ("projector", "glyph_head")      # states written before these existed
+    unit = "img"
+
+    def __init__(self, student: Backbone, teacher: Backbone, batches: BatchSource, config: DistillConfig, heldout):
+        super().__init__(config, f"distill {config.student}")
+        self.student = student.to(self.device).to(memory_format=torch.channels_last)
+        self.teacher = teacher.to(self.device).to(memory_format=torch.channels_last)
+        if config.lite_residual:
+            _train_only_branches(student)
+        self.projector = torch.nn.Linear(student.feature_dim, teacher.feature_dim).to(self.device)
+        glyphs = batches.pocket is not None and config.pocket_loss == "ce"
+        self.glyph_classes = batches.pocket.num_classes if glyphs else 0
+        self.glyph_head = torch.nn.Linear(student.feature_dim, max(self.glyph_classes, 1)).to(self.device)
+        self.params = ([p for p in student.parameters() if p.requires_grad]
+                       + (list(self.projector.parameters()) if config.feature_weight > 0 else [])
+                       + (list(self.glyph_head.parameters()) if self.glyph_classes else []))
+        self.opt = torch.optim.AdamW([{"params": [p for p in self.params if p.dim() > 1],
+                                       "weight_decay": config.weight_decay},
+                                      {"params": [p for p in self.params if p.dim() <= 1], "weight_decay": 0.0}],
+                                     lr=config.lr)
+        self.modules = {"student": student, "projector": self.projector, "glyph_head": self.glyph_head}
+        self.averaged = student
+        self.steps_per_epoch, self.unit_size = config.steps_per_epoch, config.batch_size
+        self.batches, self.heldout, self.crops, self.t_logits = batches, heldout, None, None
+
+    def slice(self, step: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """This rank's share of batch `step`: (images, how many of them the teacher labels, glyph labels)."""
+        rank, world = self.rank, self.world
+        xk, gx, gy = self.batches.batch(step)
+        sk, sg = len(xk) // world, len(gx) // world           # each rank's slice of each part
+        xk = xk[rank * sk:(rank + 1) * sk]
+        gx, gy = gx[rank * sg:(rank + 1) * sg], gy[rank * sg:(rank + 1) * sg].to(self.device)
+        return torch.cat([xk, gx]).to(self.device, memory_format=torch.channels_last), sk, gy
+
+    def backward(self, step: int) -> torch.Tensor:
+        c = self.config
+        x, sk, gy = self.slice(step)
+        with torch.no_grad():
+            t_feat = self.teacher(x[:sk])
+            t = self.teacher.classifier(t_feat)
+        _training_mode(self.student, c.lite_residual)
+        s_feat = self.student(x)                               # one forward: BN sees photos and glyphs together
+        s = self.student.classifier(s_feat[:sk])
+        loss = kd_loss(s, t, c.temperature)
+        if c.feature_weight > 0:
+            loss = loss + c.feature_weight * feature_loss(s_feat[:sk], t_feat, self.projector)
+        glyph_acc = 0.0
+        if len(gy):
+            g_logits = self.glyph_head(s_feat[sk:])
+            loss = loss + F.cross_entropy(g_logits, gy, label_smoothing=0.1)
+            glyph_acc = float((g_logits.argmax(-1) == gy).float().mean())
+        (loss / self.world).backward()
+        return torch.tensor([loss.item(), float((s.argmax(-1) == t.argmax(-1)).float().mean()), 1.0, glyph_acc])
+
+    def postfix(self, stats: torch.Tensor, lr: float) -> dict:
+        return {"loss": f"{stats[0] / stats[2]:.4f}", "agree": f"{stats[1] / stats[2]:.2f}", "lr": f"{lr:.2g}"}
+
+    def log_fields(self, win: torch.Tensor, seconds: float) -> dict:
+        steps = float(win[2]) / self.world                     # win[2] counts ranks' steps
+        rec = {"train_agree_top1": float(win[1] / win[2]),
+               "images_per_s": self.config.batch_size * steps / max(seconds, 1e-9)}
+        if self.glyph_classes:
+            rec["train_glyph_acc"] = float(win[3] / win[2])
+        return rec
+
+    def record(self, step: int) -> dict:
+        """Images seen and the held-out agreement with the teacher (on fixed crops, made once)."""
+        c = self.config
+        if self.heldout is not None and self.crops is None:
+            self.crops = heldout_crops(self.heldout, c.resolution, c.heldout_crops, c.seed + 99)
+            with torch.no_grad():
+                self.t_logits = torch.cat([self.teacher.logits(self.crops[i:i + 100].to(self.device)).cpu()
+                                           for i in range(0, len(self.crops), 100)])
+        rec = {"step": step, "epoch": step / self.steps_per_epoch, "images_seen": step * c.batch_size,
+               "time": time.time()}
+        if self.crops is not None:
+            rec |= agreement(self.student, self.t_logits, self.crops).to_dict()
+        return rec
+
+    def keep(self, run: RunDir, history: list[dict], best: float | None) -> None:
+        """last.safetensors, a snapshot per epoch (snapshots/step-N) and the agreement curve."""
+        c, rec = self.config, history[-1]
+        meta = self.checkpoint_meta(rec, images_seen=rec["images_seen"], resolution=c.resolution)
+        save_checkpoint(run.last_path, self.student, meta | {k: v for k, v in rec.items() if k.startswith("agree")})
+        save_checkpoint(run.path / "snapshots" / f"step-{rec['step']:07d}.safetensors", self.student.cpu(), meta | rec)
+        self.student.to(self.device)
+        plot_curve(history, run.path / "agreement.png",
+                   f"{c.student} <- {c.teacher}, {c.resolution} px, held-out crops")
+
+
 def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: DistillConfig, out: str | Path,
             *, heldout=None, restart: bool = False, stop_at_step: int | None = None,
             progress: bool = True) -> TrainResult:
     """Train `student` (with its 1000-way classifier) in place to match `teacher`; resumable.
 
     In a distributed run each rank computes its slice of every batch and gradients are all-reduced; BN
-    statistics are those of the slice (as with any data-parallel training) and averaged after each step."""
+    statistics are those of the slice (as with any data-parallel training) and averaged after each step.
+    The result's best_val is the latest held-out top-1 agreement."""
     # KL at a high temperature gives tiny gradients; once Adam's second moments and the weights' small parts
     # fall into the denormal range a CPU step became ~20x slower (measured here); flush them to zero while
     # distilling, and only then: the flag is process-wide (it broke float arithmetic of whatever ran next)
     torch.set_flush_denormal(True)
     try:
-        return _distill(student, teacher, batches, config, out, heldout=heldout, restart=restart,
-                        stop_at_step=stop_at_step, progress=progress)
+        config.check()
+        stage = _Distillation(student, teacher, batches, config, heldout)
+        result = train_loop(stage, out, restart=restart, stop_at_step=stop_at_step, progress=progress)
     finally:
         torch.set_flush_denormal(False)
+    last = result.history[-1] if result.history else {}
+    return replace(result, best_val=last.get("agree_top1"))
 
 
-def _distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: DistillConfig, out: str | Path,
-             *, heldout=None, restart: bool = False, stop_at_step: int | None = None,
-             progress: bool = True) -> TrainResult:
-    config.check()
-    rank, world = _world()
-    device = pick_device(config.device)
-    student.to(device).to(memory_format=torch.channels_last)
-    teacher.to(device).to(memory_format=torch.channels_last)
-    run = RunDir(out)
-    if rank == 0:
-        state = run.prepare(config, restart=restart)
-    _barrier(world)
-    if rank != 0:
-        state = run.prepare(config, write=False)
-    if config.lite_residual:
-        if not hasattr(student, "lite"):
-            raise ValueError("lite_residual needs a student with lite-residual branches (initial_student(..., "
-                             "lite_residual_at=resolution))")
-        for p in student.parameters():
-            p.requires_grad_(False)
-        for p in student.lite.parameters():
-            p.requires_grad_(True)
-    projector = torch.nn.Linear(student.feature_dim, teacher.feature_dim).to(device)
-    glyph_classes = batches.pocket.num_classes if batches.pocket is not None and config.pocket_loss == "ce" else 0
-    glyph_head = torch.nn.Linear(student.feature_dim, max(glyph_classes, 1)).to(device)
-    params = ([p for p in student.parameters() if p.requires_grad] + (list(projector.parameters()) if config.feature_weight > 0 else [])
-              + (list(glyph_head.parameters()) if glyph_classes else []))
-    decay = [p for p in params if p.dim() > 1]
-    no_decay = [p for p in params if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    step, history = 0, []
-    if state is not None:
-        student.load_state_dict(state["student"])
-        if "projector" in state:
-            projector.load_state_dict(state["projector"])
-        if "glyph_head" in state:
-            glyph_head.load_state_dict(state["glyph_head"])
-        opt.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-    elif world > 1:
-        for t in [*student.state_dict().values(), *projector.state_dict().values(), *glyph_head.state_dict().values()]:
-            dist.broadcast(t, 0)
-    spe, total = config.steps_per_epoch, config.total_steps
-    crops = t_logits = None
-    if heldout is not None and rank == 0:
-        crops = heldout_crops(heldout, config.resolution, config.heldout_crops, config.seed + 99)
-        with torch.no_grad():
-            t_logits = torch.cat([teacher.logits(crops[i:i + 100].to(device)).cpu() for i in range(0, len(crops), 100)])
-
-    def meta(extra: dict) -> dict:
-        return {"stage": "distill", "config": config.to_dict(), "step": step, "epoch": step / spe,
-                "images_seen": step * config.batch_size, "resolution": config.resolution} | extra
-
-    def save_state():
-        if rank == 0:
-            run.save_state({"student": student.state_dict(), "projector": projector.state_dict(),
-                            "glyph_head": glyph_head.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "history": history})
-        _barrier(world)
-
-    def end_epoch():
-        if rank == 0:
-            rec = {"step": step, "epoch": step / spe, "images_seen": step * config.batch_size, "time": time.time()}
-            if crops is not None:
-                rec |= agreement(student, t_logits, crops).to_dict()
-            history.append(rec)
-            run.log(rec)
-            save_checkpoint(run.last_path, student, meta({k: v for k, v in rec.items() if k.startswith("agree")}))
-            save_checkpoint(run.path / "snapshots" / f"step-{step:07d}.safetensors", student.cpu(), meta(rec))
-            student.to(device)
-            plot_curve(history, run.path / "agreement.png",
-                       f"{config.student} <- {config.teacher}, {config.resolution} px, held-out crops")
-        _barrier(world)
-
-    if state is None:
-        end_epoch()               # the starting point of the curve
-        save_state()
-    bar = None
-    if progress and rank == 0 and step < total:
-        from tqdm import tqdm
-        bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="img",
-                   unit_scale=True, desc=f"distill {config.student}")
-    win, t0 = torch.zeros(4), time.time()
-    while step < total and (stop_at_step is None or step < stop_at_step):
-        lr = warmup_cosine_lr(step / spe, base_lr=config.lr, epochs=config.epochs,
-                              warmup_epochs=config.warmup_epochs, warmup_lr=config.lr * 0.01, min_lr=0.0)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        xk, gx, gy = batches.batch(step)
-        sk, sg = len(xk) // world, len(gx) // world           # each rank's slice of each part
-        xk = xk[rank * sk:(rank + 1) * sk]
-        gx, gy = gx[rank * sg:(rank + 1) * sg], gy[rank * sg:(rank + 1) * sg].to(device)
-        x = torch.cat([xk, gx]).to(device, memory_format=torch.channels_last)
-        with torch.no_grad():
-            t_feat = teacher(x[:sk])
-            t = teacher.classifier(t_feat)
-        _training_mode(student, config.lite_residual)
-        s_feat = student(x)                                    # one forward: BN sees photos and glyphs together
-        s = student.classifier(s_feat[:sk])
-        loss = kd_loss(s, t, config.temperature)
-        if config.feature_weight > 0:
-            loss = loss + config.feature_weight * feature_loss(s_feat[:sk], t_feat, projector)
-        glyph_acc = 0.0
-        if sg:
-            g_logits = glyph_head(s_feat[sk:])
-            loss = loss + F.cross_entropy(g_logits, gy, label_smoothing=0.1)
-            glyph_acc = float((g_logits.argmax(-1) == gy).float().mean())
-        opt.zero_grad(set_to_none=False)
-        (loss / world).backward()
-        stats = torch.tensor([loss.item(), float((s.argmax(-1) == t.argmax(-1)).float().mean()), 1.0, glyph_acc])
-        if world > 1:
-            stats = _all_reduce_grads(params, stats)     # sums over ranks; stats[2] counts ranks
-        opt.step()
-        if world > 1:
-            _average_buffers(student, world)
-        step += 1
-        win += stats
-        if bar is not None:
-            bar.update(config.batch_size)
-            bar.set_postfix(loss=f"{stats[0] / stats[2]:.4f}", agree=f"{stats[1] / stats[2]:.2f}", lr=f"{lr:.2g}")
-        if rank == 0 and (step % config.log_every_steps == 0 or step % spe == 0):
-            dt = time.time() - t0
-            steps = float(win[2]) / world
-            rec = {"step": step, "epoch": step / spe, "lr": lr, "loss": float(win[0] / win[2]),
-                   "train_agree_top1": float(win[1] / win[2]), "images_per_s": config.batch_size * steps / max(dt, 1e-9)}
-            if glyph_classes:
-                rec["train_glyph_acc"] = float(win[3] / win[2])
-            run.log(rec)
-            win.zero_()
-            t0 = time.time()
-        keep_on_schedule(step, spe, config.save_every_steps, end_epoch, save_state)
-    if not saved_at(step, spe, config.save_every_steps):
-        save_state()
-    if bar is not None:
-        bar.close()
-    last = history[-1] if history else {}
-    return TrainResult(Path(out), step, total, last.get("agree_top1"), history)
+def _train_only_branches(student: Backbone) -> None:
+    """Lite-residual pretraining: only the student's TinyTL branches train; the rest stays as it is."""
+    if not hasattr(student, "lite"):
+        raise ValueError("lite_residual needs a student with lite-residual branches (initial_student(..., "
+                         "lite_residual_at=resolution))")
+    for p in student.parameters():
+        p.requires_grad_(False)
+    for p in student.lite.parameters():
+        p.requires_grad_(True)
 
 
 def _training_mode(student: Backbone, lite_only: bool) -> None:

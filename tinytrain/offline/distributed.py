@@ -1,9 +1,13 @@
-"""Launching distributed meta-training on one machine: gloo on CPU, NCCL on GPUs.
+"""Distributed training on one machine (gloo on CPU, NCCL on GPUs): launching the ranks, and what a
+training loop does across them.
 
 Two ways to get N processes, both ending in an initialised default process group:
 - `torchrun --nproc-per-node N -m tinytrain metatrain ...` (env:// rendezvous; `init_from_env`);
 - `tinytrain metatrain --nproc N ...`, which calls `launch(fn, N, args)` to spawn N local processes
   that rendezvous on a free loopback port.
+Inside a run: `world()` (this rank and the number of ranks; (0, 1) without a process group), `pick_device`,
+`barrier`, `broadcast` and `broadcast_best` (rank 0's tensors or score to all), `all_reduce_grads` and
+`average_buffers`.
 """
 from __future__ import annotations
 
@@ -55,6 +59,67 @@ def _entry(rank: int, fn: Callable, nproc: int, port: int, backend: str, timeout
     finally:
         dist.destroy_process_group()
     exit_rank(0)
+
+
+def world() -> tuple[int, int]:
+    """(this process's rank, number of ranks); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def pick_device(name: str) -> torch.device:
+    """The device `--device name` means for this rank: "auto" is the CPU under gloo, else this rank's GPU."""
+    if name == "auto":
+        if dist.is_initialized() and dist.get_backend() == "gloo":
+            return torch.device("cpu")
+        if torch.cuda.is_available():
+            rank = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def broadcast(tensors) -> None:
+    """Overwrite `tensors` (in place) with rank 0's."""
+    for t in tensors:
+        dist.broadcast(t, 0)
+
+
+def broadcast_best(value: float | None) -> float | None:
+    """Rank 0's `value` (a non-negative score, or None) on every rank, rank 0 included: sent as float32, so
+    every rank holds the same (rounded) value."""
+    b = torch.tensor([-1.0 if value is None else value])
+    dist.broadcast(b, 0)
+    return None if b.item() < 0 else float(b.item())
+
+
+def all_reduce_grads(params: list[torch.nn.Parameter], extra: torch.Tensor) -> torch.Tensor:
+    """Sum gradients (and the `extra` statistics, returned) over ranks in one flat buffer."""
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]
+                     + [extra.to(params[0].device)])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.copy_(flat[offset:offset + n].view_as(p))
+        offset += n
+    return flat[offset:].cpu()
+
+
+def average_buffers(module: torch.nn.Module, world: int) -> None:
+    """Average the floating-point buffers (BN statistics) of `module` over ranks."""
+    for name, buf in module.named_buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(world)
 
 
 def exit_rank(code: int = 0) -> NoReturn:

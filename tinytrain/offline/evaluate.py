@@ -14,6 +14,7 @@ import torch
 from ..data.types import Task
 from ..models.backbone import Backbone
 from ..models.head import CosineClassifier, class_prototypes
+from .episodes import EpisodeSource
 
 
 @dataclass
@@ -57,6 +58,16 @@ def none_accuracy(backbone: Backbone, task: Task) -> float:
     protos = class_prototypes(_features(backbone, task.support_x), task.support_y.to(_device(backbone)))
     logits = head.to(protos.device)(_features(backbone, task.query_x), protos)
     return float((logits.argmax(-1).cpu() == task.query_y).float().mean())
+
+
+@torch.no_grad()
+def validate(backbone: Backbone, val: EpisodeSource, episodes: int) -> AccuracySummary:
+    """None accuracy on the first `episodes` episodes of `val` (a training stage's validation); the
+    backbone's train/eval mode is left as it was."""
+    was_training = backbone.training
+    accs = [none_accuracy(backbone, val.task(i)) for i in range(episodes)]
+    backbone.train(was_training)
+    return summarize(accs)
 
 
 def _device(backbone: Backbone) -> torch.device:

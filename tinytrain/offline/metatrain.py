@@ -9,20 +9,16 @@ episodes (up to float summation order).
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from ..models.backbone import Backbone
 from ..models.head import CosineClassifier, protonet_loss
-from ..models.weights import save_checkpoint
 from .episodes import EpisodeShape, EpisodeSource
-from .evaluate import none_accuracy, summarize
-from .rundir import RunConfig, RunDir, keep_on_schedule, saved_at
-from .schedule import warmup_cosine_lr
+from .loop import TrainResult, ValidatedStage, train_loop
+from .rundir import RunConfig
 
 
 @dataclass
@@ -85,78 +81,12 @@ class MetaTrainConfig(RunConfig):
         return "train" if self.init in ("random", "", None) else "eval"
 
 
-
-@dataclass
-class TrainResult:
-    out: Path
-    step: int
-    total_steps: int
-    best_val: float | None
-    history: list[dict] = field(default_factory=list)   # validation records
-
-    @property
-    def completed(self) -> bool:
-        return self.step >= self.total_steps
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if dist.is_initialized() and dist.get_backend() == "gloo":
-            return torch.device("cpu")
-        if torch.cuda.is_available():
-            rank = int(__import__("os").environ.get("LOCAL_RANK", 0))
-            return torch.device("cuda", rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
-
-
 def episode_loss(backbone: Backbone, head: CosineClassifier, task, device: torch.device):
     """ProtoNet loss of one episode; support and query go through the backbone in one batch."""
     x = torch.cat([task.support_x, task.query_x]).to(device)
     feats = backbone(x)
     ns = len(task.support_x)
     return protonet_loss(head, feats[:ns], task.support_y.to(device), feats[ns:], task.query_y.to(device))
-
-
-@torch.no_grad()
-def validate(backbone: Backbone, val: EpisodeSource, episodes: int):
-    was_training = backbone.training
-    accs = [none_accuracy(backbone, val.task(i)) for i in range(episodes)]
-    backbone.train(was_training)
-    return summarize(accs)
-
-
-def _all_reduce_grads(params: list[torch.nn.Parameter], extra: torch.Tensor) -> torch.Tensor:
-    """Sum gradients (and the `extra` statistics) over ranks in one flat buffer."""
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]
-                     + [extra.to(params[0].device)])
-    dist.all_reduce(flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        p.grad.copy_(flat[offset:offset + n].view_as(p))
-        offset += n
-    return flat[offset:].cpu()
-
-
-def _average_buffers(module: torch.nn.Module, world: int) -> None:
-    for name, buf in module.named_buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf)
-            buf.div_(world)
 
 
 def frozen_prefix(backbone: Backbone, blocks: int) -> torch.nn.Module:
@@ -170,12 +100,70 @@ def frozen_prefix(backbone: Backbone, blocks: int) -> torch.nn.Module:
     return torch.nn.ModuleList([backbone.stem, *backbone.blocks[:blocks]]) if blocks else torch.nn.ModuleList()
 
 
-def _checkpoint_meta(config: MetaTrainConfig, head: CosineClassifier, step: int, val) -> dict:
-    return {"stage": "metatrain", "config": config.to_dict(), "step": step,
-            "epoch": step / config.steps_per_epoch, "resolution": config.resolution,
-            "head": {"scale": float(head.scale.detach()), "bias": float(head.bias.detach())},
-            "val_acc": None if val is None else val.mean, "val_ci95": None if val is None else val.ci95,
-            "val_episodes": config.val_episodes}
+def _frozen(backbone: Backbone, config: MetaTrainConfig) -> torch.nn.Module:
+    """What keeps its starting weights: the first --frozen-blocks, or with --lite-residual all but the branches."""
+    frozen = frozen_prefix(backbone, config.frozen_blocks)
+    if config.lite_residual:
+        if not hasattr(backbone, "lite"):
+            raise ValueError("--lite-residual needs a backbone with lite-residual branches (TinyTLBackbone)")
+        frozen = torch.nn.ModuleList([m for n, m in backbone.named_children() if n != "lite"])
+    return frozen
+
+
+class _MetaTraining(ValidatedStage):
+    """ProtoNet episodes: step i's `batch_episodes` episodes are train.task(i * B + j), j < B, shared out
+    over the ranks."""
+
+    name = "metatrain"
+
+    def __init__(self, backbone: Backbone, train: EpisodeSource, val: EpisodeSource | None,
+                 config: MetaTrainConfig, head: CosineClassifier | None):
+        super().__init__(config, f"metatrain {config.model}")
+        if config.batch_episodes % self.world:
+            raise ValueError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of the number of "
+                             f"processes ({self.world})")
+        frozen = _frozen(backbone, config)     # checked before anything is written
+        self.backbone, self.episodes, self.val, self.frozen = backbone, train, val, frozen
+        self.head = head if head is not None else CosineClassifier()
+        backbone.to(self.device)
+        self.head.to(self.device)
+        self.was_trainable = [p.requires_grad for p in frozen.parameters()]
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        self.params = [p for p in backbone.parameters() if p.requires_grad] + list(self.head.parameters())
+        self.opt = torch.optim.SGD(self.params, lr=config.lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+        self.modules = {"backbone": backbone, "head": self.head}
+        self.bn_train = config.effective_bn_mode() == "train"
+        self.averaged = backbone if self.bn_train else None
+        self.steps_per_epoch = config.steps_per_epoch
+        self.warmup_lr, self.min_lr = config.warmup_lr, config.min_lr
+
+    def unfreeze(self) -> None:
+        """Give the caller's backbone back with the trainable flags it came with."""
+        for p, flag in zip(self.frozen.parameters(), self.was_trainable):
+            p.requires_grad_(flag)
+
+    def backward(self, step: int) -> torch.Tensor:
+        B = self.config.batch_episodes
+        self.backbone.train(self.bn_train)
+        self.frozen.eval()
+        stats = torch.zeros(3)      # loss sum, accuracy sum, episodes
+        for j in range(self.rank, B, self.world):
+            loss, acc = episode_loss(self.backbone, self.head, self.episodes.task(step * B + j), self.device)
+            (loss / B).backward()
+            stats += torch.tensor([loss.item(), acc.item(), 1.0])
+        return stats
+
+    def log_fields(self, win: torch.Tensor, seconds: float) -> dict:
+        return {"acc": float(win[1] / win[2]), "episodes": int(win[2]),
+                "sec_per_step": seconds / max(1, self.config.log_every_steps)}
+
+    def meta(self, record: dict) -> dict:
+        head = {"scale": float(self.head.scale.detach()), "bias": float(self.head.bias.detach())}
+        return self.checkpoint_meta(record, resolution=self.config.resolution, head=head,
+                                    val_acc=record.get("val_acc"), val_ci95=record.get("val_ci95"),
+                                    val_episodes=self.config.val_episodes)
 
 
 def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | None, config: MetaTrainConfig,
@@ -186,116 +174,11 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
     Call it in every rank of an initialised process group for distributed training; only rank 0
     writes files. `stop_at_step` ends the run early (state saved), as an interruption would."""
     config.check()
-    rank, world = _world()
-    if config.batch_episodes % world:
-        raise ValueError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of the number of "
-                         f"processes ({world})")
-    device = pick_device(config.device)
-    frozen = frozen_prefix(backbone, config.frozen_blocks)     # checked before anything is written
-    if config.lite_residual:
-        if not hasattr(backbone, "lite"):
-            raise ValueError("--lite-residual needs a backbone with lite-residual branches (TinyTLBackbone)")
-        frozen = torch.nn.ModuleList([m for n, m in backbone.named_children() if n != "lite"])
-    head = head if head is not None else CosineClassifier()
-    backbone.to(device)
-    head.to(device)
-    run = RunDir(out)
-    if rank == 0:
-        state = run.prepare(config, restart=restart)
-    _barrier(world)
-    if rank != 0:
-        state = run.prepare(config, write=False)
-    was_trainable = [p.requires_grad for p in frozen.parameters()]
-    for p in frozen.parameters():
-        p.requires_grad_(False)
-    params = [p for p in backbone.parameters() if p.requires_grad] + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    step, best, history = 0, None, []
-    if state is not None:
-        backbone.load_state_dict(state["backbone"])
-        head.load_state_dict(state["head"])
-        opt.load_state_dict(state["optimizer"])
-        step, best, history = state["step"], state["best_val"], state["history"]
-    elif world > 1:   # every rank starts from rank 0's weights
-        for t in list(backbone.state_dict().values()) + list(head.state_dict().values()):
-            dist.broadcast(t, 0)
-    bn_train = config.effective_bn_mode() == "train"
-    spe, total = config.steps_per_epoch, config.epochs * config.steps_per_epoch
-    B = config.batch_episodes
-
-    def save_state():
-        if rank == 0:
-            run.save_state({"backbone": backbone.state_dict(), "head": head.state_dict(),
-                            "optimizer": opt.state_dict(), "step": step, "best_val": best, "history": history})
-        _barrier(world)
-
-    def validate_and_keep():
-        nonlocal best
-        if rank == 0:
-            summary = validate(backbone, val, config.val_episodes) if val is not None and config.val_episodes else None
-            rec = {"step": step, "epoch": step / spe, "time": time.time()}
-            if summary is not None:
-                rec |= {"val_acc": summary.mean, "val_ci95": summary.ci95}
-            history.append(rec)
-            run.log(rec)
-            meta = _checkpoint_meta(config, head, step, summary)
-            save_checkpoint(run.last_path, backbone, meta)
-            if summary is not None and (best is None or summary.mean > best):
-                best = summary.mean
-                save_checkpoint(run.best_path, backbone, meta)
-            elif summary is None:
-                save_checkpoint(run.best_path, backbone, meta)
-        if world > 1:
-            b = torch.tensor([-1.0 if best is None else best])
-            dist.broadcast(b, 0)
-            best = None if b.item() < 0 else float(b.item())
-
-    if state is None:
-        validate_and_keep()          # epoch 0: the starting point, kept as best unless training beats it
-        save_state()
-    bar = None
-    if progress and rank == 0 and step < total:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=step, unit="step", desc=f"metatrain {config.model}")
-    win = torch.zeros(3)   # loss sum, acc sum, episodes since the last log
-    t0 = time.time()
-    while step < total and (stop_at_step is None or step < stop_at_step):
-        backbone.train(bn_train)
-        frozen.eval()
-        lr = warmup_cosine_lr(step / spe, base_lr=config.lr, epochs=config.epochs,
-                              warmup_epochs=config.warmup_epochs, warmup_lr=config.warmup_lr, min_lr=config.min_lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=False)
-        stats = torch.zeros(3)
-        for j in range(rank, B, world):
-            loss, acc = episode_loss(backbone, head, train.task(step * B + j), device)
-            (loss / B).backward()
-            stats += torch.tensor([loss.item(), acc.item(), 1.0])
-        if world > 1:
-            stats = _all_reduce_grads(params, stats)
-        opt.step()
-        if world > 1 and bn_train:
-            _average_buffers(backbone, world)
-        step += 1
-        win += stats
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats[0] / stats[2]:.3f}", lr=f"{lr:.2g}")
-        if rank == 0 and (step % config.log_every_steps == 0 or step % spe == 0):
-            run.log({"step": step, "epoch": step / spe, "lr": lr, "loss": float(win[0] / win[2]),
-                     "acc": float(win[1] / win[2]), "episodes": int(win[2]),
-                     "sec_per_step": (time.time() - t0) / max(1, config.log_every_steps)})
-            win.zero_()
-            t0 = time.time()
-        keep_on_schedule(step, spe, config.save_every_steps, validate_and_keep, save_state)
-    if not saved_at(step, spe, config.save_every_steps):   # stopped early between saves
-        save_state()
-    if bar is not None:
-        bar.close()
-    for p, flag in zip(frozen.parameters(), was_trainable):    # the caller's backbone as it was given
-        p.requires_grad_(flag)
-    return TrainResult(Path(out), step, total, best, history)
+    stage = _MetaTraining(backbone, train, val, config, head)
+    try:
+        return train_loop(stage, out, restart=restart, stop_at_step=stop_at_step, progress=progress)
+    finally:
+        stage.unfreeze()
 
 
 # --- from a config to a finished run (what the CLI calls) ------------------------------------------

@@ -7,7 +7,6 @@ then improves, and the best epoch is kept. Runs resume from the last saved step.
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models.backbone import Backbone
-from ..models.weights import save_checkpoint
 from .episodes import EpisodeShape, EpisodeSource, episode_seed, seeded_rng
-from .metatrain import TrainResult, pick_device, validate
-from .rundir import RunConfig, RunDir, keep_on_schedule, saved_at
-from .schedule import warmup_cosine_lr
+from .loop import TrainResult, ValidatedStage, train_loop
+from .rundir import RunConfig, RunDir
 
 
 @dataclass
@@ -57,6 +54,60 @@ class PretrainConfig(RunConfig):
         EpisodeShape.parse(self.ways, self.shots, self.queries)
 
 
+class _Pretraining(ValidatedStage):
+    """Cross-entropy with label smoothing on batches of the training set: batch b of epoch e is slice b of a
+    permutation seeded by (seed, e), its augmentation seeded by (seed, step)."""
+
+    name = "pretrain"
+    distributed = False              # one process (the CLI never runs it under a process group)
+    validates_at_start = False       # the first record is epoch 1's
+    set_to_none = True
+
+    def __init__(self, backbone: Backbone, data: torch.utils.data.Dataset, val: EpisodeSource | None,
+                 config: PretrainConfig, reseed: Callable[[int], None] | None):
+        if backbone.classifier is None:
+            raise ValueError("pretraining needs a classifier; build the backbone with num_classes=<training classes>")
+        super().__init__(config, f"pretrain {config.model}")
+        self.backbone, self.data, self.val, self.reseed = backbone.to(self.device), data, val, reseed
+        self.params = list(backbone.parameters())
+        self.opt = torch.optim.SGD(self.params, lr=config.lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+        self.modules = {"backbone": backbone}
+        self.steps_per_epoch = len(data) // config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the training set has {len(data)} images, fewer than --batch-size {config.batch_size}; "
+                             "lower it")
+        self.perm_epoch, self.perm = -1, None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        epoch, b = divmod(step, self.steps_per_epoch)
+        if epoch != self.perm_epoch:
+            seeded = torch.Generator().manual_seed(episode_seed(c.seed, epoch))
+            self.perm, self.perm_epoch = torch.randperm(len(self.data), generator=seeded), epoch
+        idx = self.perm[b * c.batch_size:(b + 1) * c.batch_size].tolist()
+        if self.reseed is not None:
+            self.reseed(episode_seed(c.seed + 1, step))
+        with seeded_rng(episode_seed(c.seed + 2, step)):
+            items = [self.data[i] for i in idx]
+        x = torch.stack([it[0] for it in items]).to(self.device)
+        return x, torch.tensor([int(it[1]) for it in items], device=self.device)
+
+    def backward(self, step: int) -> torch.Tensor:
+        x, y = self.batch(step)
+        self.backbone.train()
+        logits = self.backbone.logits(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+        loss.backward()
+        return torch.tensor([loss.item(), (logits.argmax(-1) == y).float().mean().item(), 1.0])
+
+    def log_fields(self, win: torch.Tensor, seconds: float) -> dict:
+        return {"train_acc": float(win[1] / win[2]), "sec_per_step": seconds / float(win[2])}
+
+    def meta(self, record: dict) -> dict:
+        return self.checkpoint_meta(record, resolution=self.config.resolution, val_acc=record.get("val_acc"),
+                                    val_ci95=record.get("val_ci95"))
+
 
 def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: EpisodeSource | None,
              config: PretrainConfig, out: str | Path, *, restart: bool = False,
@@ -67,90 +118,12 @@ def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: Epis
     Batch b of epoch e and its augmentation depend only on (seed, e, b), so a resumed run continues
     with exactly the batches the interrupted one would have seen."""
     config.check()
-    if backbone.classifier is None:
-        raise ValueError("pretraining needs a classifier; build the backbone with num_classes=<training classes>")
-    device = pick_device(config.device)
-    backbone.to(device)
+    stage = _Pretraining(backbone, train_data, val, config, reseed)
+    result = train_loop(stage, out, restart=restart, stop_at_step=stop_at_step, progress=progress)
     run = RunDir(out)
-    state = run.prepare(config, restart=restart)
-    opt = torch.optim.SGD(backbone.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay, nesterov=config.momentum > 0)
-    n = len(train_data)
-    spe = n // config.batch_size
-    if spe < 1:
-        raise ValueError(f"the training set has {n} images, fewer than --batch-size {config.batch_size}; lower it")
-    total = config.epochs * spe
-    step, best, history = 0, None, []
-    if state is not None:
-        backbone.load_state_dict(state["backbone"])
-        opt.load_state_dict(state["optimizer"])
-        step, best, history = state["step"], state["best_val"], state["history"]
-
-    def save_state():
-        run.save_state({"backbone": backbone.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "best_val": best, "history": history})
-
-    def validate_and_keep():
-        nonlocal best
-        summary = validate(backbone, val, config.val_episodes) if val is not None and config.val_episodes else None
-        rec = {"step": step, "epoch": step / spe, "time": time.time()}
-        if summary is not None:
-            rec |= {"val_acc": summary.mean, "val_ci95": summary.ci95}
-        history.append(rec)
-        run.log(rec)
-        meta = {"stage": "pretrain", "config": config.to_dict(), "step": step, "epoch": step / spe,
-                "resolution": config.resolution, "val_acc": rec.get("val_acc"), "val_ci95": rec.get("val_ci95")}
-        save_checkpoint(run.last_path, backbone, meta)
-        if summary is None or best is None or summary.mean > best:
-            best = None if summary is None else summary.mean
-            save_checkpoint(run.best_path, backbone, meta)
-
-    bar = None
-    if progress and step < total:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=step, unit="step", desc=f"pretrain {config.model}")
-    perm_epoch, perm = -1, None
-    win, t0 = torch.zeros(3), time.time()
-    while step < total and (stop_at_step is None or step < stop_at_step):
-        epoch, b = divmod(step, spe)
-        if epoch != perm_epoch:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(episode_seed(config.seed, epoch)))
-            perm_epoch = epoch
-        idx = perm[b * config.batch_size:(b + 1) * config.batch_size].tolist()
-        if reseed is not None:
-            reseed(episode_seed(config.seed + 1, step))
-        with seeded_rng(episode_seed(config.seed + 2, step)):
-            items = [train_data[i] for i in idx]
-        x = torch.stack([it[0] for it in items]).to(device)
-        y = torch.tensor([int(it[1]) for it in items], device=device)
-        lr = warmup_cosine_lr(step / spe, base_lr=config.lr, epochs=config.epochs,
-                              warmup_epochs=config.warmup_epochs, warmup_lr=config.lr * 0.01, min_lr=0.0)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        backbone.train()
-        logits = backbone.logits(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        win += torch.tensor([loss.item(), (logits.argmax(-1) == y).float().mean().item(), 1.0])
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2g}")
-        if step % config.log_every_steps == 0 or step % spe == 0:
-            run.log({"step": step, "epoch": step / spe, "lr": lr, "loss": float(win[0] / win[2]),
-                     "train_acc": float(win[1] / win[2]), "sec_per_step": (time.time() - t0) / float(win[2])})
-            win.zero_()
-            t0 = time.time()
-        keep_on_schedule(step, spe, config.save_every_steps, validate_and_keep, save_state)
-    if not saved_at(step, spe, config.save_every_steps):   # stopped early between saves
-        save_state()
-    if bar is not None:
-        bar.close()
-    if step >= total and not run.best_path.is_file():     # finished, then best.safetensors was deleted
-        print(f"note: {run.missing_best(best, restore=True)}")
-    return TrainResult(Path(out), step, total, best, history)
+    if result.completed and not run.best_path.is_file():     # finished, then best.safetensors was deleted
+        print(f"note: {run.missing_best(result.best_val, restore=True)}")
+    return result
 
 
 def run_pretrain(config: PretrainConfig, out: str | Path, *, restart: bool = False,

@@ -18,21 +18,6 @@ from .state import load_state, save_state
 OPERATIONAL_FIELDS = {"save_every_steps", "log_every_steps", "progress", "device", "nproc"}
 
 
-def keep_on_schedule(step: int, steps_per_epoch: int, save_every: int, end_epoch, save) -> None:
-    """The checkpoint schedule both training loops share: at an epoch's end `end_epoch()` (validate, keep
-    the best) then `save()` the resumable state; otherwise `save()` every `save_every` steps."""
-    if step % steps_per_epoch == 0:
-        end_epoch()
-        save()
-    elif step % save_every == 0:
-        save()
-
-
-def saved_at(step: int, steps_per_epoch: int, save_every: int) -> bool:
-    """Whether `keep_on_schedule` saved at `step`; a loop that stops anywhere else saves once more."""
-    return step % steps_per_epoch == 0 or step % save_every == 0
-
-
 class RunConfig:
     """Mixin for the run-config dataclasses: JSON round trip that ignores keys it does not know
     (so a config.json written by an older version still loads)."""
