@@ -16,7 +16,7 @@ from tinytrain.mcu import build
 from tinytrain.mcu.export import META_FILE, MODEL_FILE, export_c
 from tinytrain.mcu.quant import QParams, dequantise, fixed_point, integer_prefix, q_conv, qparams_of_range
 from tinytrain.mcu.reference import run_reference, to_input
-from tinytrain.models.weights import load_backbone_with_meta
+from tinytrain.models.weights import load_backbone
 
 from .conftest import TINY_PLAN, frames, save_model, write_folder
 from .test_equivalence import check_equal, rel
@@ -106,7 +106,7 @@ def test_q_conv_matches_a_direct_integer_loop():
 
 def test_int8_mcunet_at_128_equals_the_integer_reference(tmp_path):
     """mcunet-5fps with its shipped checkpoint at 128 px, a plan from block 10 up (SparseUpdate-like shape)."""
-    backbone, _ = load_backbone_with_meta("mcunet-5fps", "pocket")
+    backbone = load_backbone("mcunet-5fps", "pocket")
     from tinytrain.deploy.adapted import AdaptedModel, save_adapted
     from tinytrain.deploy.images import normalisation
     from tinytrain.methods.base import Predictor

@@ -130,7 +130,7 @@ def test_random_column_is_reproducible_for_a_seed(tmp_path):
 def test_metatrain_lite_residual_trains_only_the_branches_and_tinytl_starts_from_them(tmp_path):
     from safetensors.torch import load_file
     from tinytrain.methods import AdaptConfig, make_method
-    from tinytrain.models.weights import load_backbone_with_meta, save_checkpoint
+    from tinytrain.models.weights import load_backbone, save_checkpoint
     from tinytrain.models.backbone import build_backbone
     data = str(write_png_folder(tmp_path / "data", classes=15, per_class=8))
     torch.manual_seed(0)
@@ -145,8 +145,9 @@ def test_metatrain_lite_residual_trains_only_the_branches_and_tinytl_starts_from
     lite = [k for k in trained if k.startswith("lite.")]
     assert lite and all(torch.equal(trained[k], start[k]) for k in start)          # the backbone is untouched
     assert any(trained[k].abs().sum() > 0 for k in lite if k.endswith("bn2.weight"))   # branches moved off 0
-    backbone, _ = load_backbone_with_meta("tiny-test", str(out / "last.safetensors"))
-    assert backbone.lite_resolution == 32 and set(backbone.lite_state) == {k[5:] for k in lite}
+    backbone = load_backbone("tiny-test", str(out / "last.safetensors"))
+    lite_info = backbone.checkpoint_info.lite
+    assert lite_info.resolution == 32 and set(lite_info.state) == {k[5:] for k in lite}
     x, y = torch.randn(6, 3, 32, 32), torch.arange(3).repeat(2)
     m = make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, lr=0.0))
     m.fit(x, y)

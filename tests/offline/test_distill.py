@@ -15,7 +15,7 @@ from tinytrain.data.photos import resolve_images
 from tinytrain.data.transforms import PhotoPatches, cutmix
 from tinytrain.offline.distill import agreement, kd_loss
 from tinytrain.models.backbone import build_backbone
-from tinytrain.models.weights import load_backbone_with_meta, load_checkpoint, save_checkpoint
+from tinytrain.models.weights import load_backbone, load_checkpoint, save_checkpoint
 
 
 def _photo(path, seed: int, size=(96, 80)):
@@ -104,7 +104,8 @@ def test_distill_run_resumes_exactly_and_exports(setup, capsys):
     assert student.classifier.out_features == 1000 and meta["images_seen"] == 64 and meta["resolution"] == 32
     cfg = json.loads((out / "config.json").read_text())
     assert [i["file"] for i in cfg["images"]] == ["p0.png", "p1.png"] and len(cfg["images"][0]["sha256"]) == 64
-    features, fmeta = load_backbone_with_meta("tiny-test", str(tmp / "features.safetensors"))
+    features = load_backbone("tiny-test", str(tmp / "features.safetensors"))
+    fmeta = features.checkpoint_info.meta
     assert features.classifier is None and fmeta["stage"] == "distill" and fmeta["shipped_as"] == "distilled"
     assert torch.equal(features.state_dict()["stem.conv.weight"], a["stem.conv.weight"])
     # the same folder with another setting is refused, naming the setting
@@ -249,7 +250,8 @@ def test_card_and_shipped_checkpoint_of_a_distillation(setup, capsys):
     rows = [l for l in text.splitlines() if l.startswith("| 32 |") or l.startswith("| 0 |")]
     assert len(rows) == 2 and all(l.rstrip().endswith("% |") for l in rows)    # snapshot accuracy filled in
     assert "Paired difference" in text and "Shipped: **the distilled features**" in text
-    shipped, meta = load_backbone_with_meta("tiny-test", str(ship))
+    shipped = load_backbone("tiny-test", str(ship))
+    meta = shipped.checkpoint_info.meta
     assert shipped.classifier is None and meta["shipped_as"] == "distilled" and meta["images_seen"] == 64
     assert meta["resolution"] == 32 and any(c.startswith("tinytrain distill") for c in meta["recipe"])
     a, b = load_file(str(out / "features.safetensors")), load_file(str(ship))
@@ -284,8 +286,8 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
     exported, plain = load_file(str(features)), load_file(str(tmp / "plain.safetensors"))
     assert {k for k in exported if not k.startswith("lite.")} == plain.keys()
     assert all(torch.equal(exported[k], plain[k]) for k in plain) and all(torch.equal(exported[k], trained[k]) for k in lite)
-    backbone, _ = load_backbone_with_meta("tiny-test", str(features))
-    assert backbone.classifier is None and backbone.lite_resolution == 32
+    backbone = load_backbone("tiny-test", str(features))
+    assert backbone.classifier is None and backbone.checkpoint_info.lite.resolution == 32
     x, y = torch.randn(6, 3, 32, 32), torch.arange(3).repeat(2)
     m = make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, lr=0.0))
     m.fit(x, y)
@@ -300,9 +302,10 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
     zoo = tmp / "zoo.safetensors"
     zoo.write_bytes((tmp / "plain.safetensors").read_bytes())
     add_lite_branches(zoo, out, "the recipe")
-    shipped, smeta = load_backbone_with_meta("tiny-test", str(zoo))
+    shipped = load_backbone("tiny-test", str(zoo))
+    smeta = shipped.checkpoint_info.meta
     assert smeta["lite_residual"]["images_seen"] == 360 and smeta["lite_residual"]["recipe"] == "the recipe"
-    assert all(torch.equal(shipped.lite_state[k[5:]], trained[k]) for k in lite)
+    assert all(torch.equal(shipped.checkpoint_info.lite.state[k[5:]], trained[k]) for k in lite)
     torch.manual_seed(1)
     save_checkpoint(tmp / "other.safetensors", build_backbone("tiny-test"))
     with pytest.raises(ValueError, match="not the backbone"):

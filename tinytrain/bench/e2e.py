@@ -63,11 +63,11 @@ def add_arguments(p) -> None:
 def _loader(model: str, checkpoint: str, seed: int = 0):
     """A function loading the backbone, and a note if the model has no such shipped checkpoint (then a
     random initialisation, the same one for every adaptation)."""
-    from ..models.weights import load_backbone_with_meta
+    from ..models.weights import load_backbone
 
     shipped_name = "/" not in checkpoint and not checkpoint.endswith((".safetensors", ".pth"))
     try:
-        load_backbone_with_meta(model, checkpoint)
+        load_backbone(model, checkpoint)
     except FileNotFoundError:
         if not shipped_name:
             raise
@@ -76,9 +76,9 @@ def _loader(model: str, checkpoint: str, seed: int = 0):
         def random_init():
             import torch
             torch.manual_seed(seed)
-            return load_backbone_with_meta(model, "random")[0]
+            return load_backbone(model, "random")
         return random_init, "random", note
-    return (lambda: load_backbone_with_meta(model, checkpoint)[0]), checkpoint, None
+    return (lambda: load_backbone(model, checkpoint)), checkpoint, None
 
 
 def _config(name: str, args, batch: int) -> AdaptConfig:

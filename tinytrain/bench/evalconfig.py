@@ -194,7 +194,5 @@ def available_methods() -> list[str]:
 
 def checkpoint_resolution(model: str, checkpoint: str, default: int = 128) -> int:
     """The input size a checkpoint was trained at (its metadata), else `default`."""
-    from ..models.weights import load_backbone_with_meta
-    meta = load_backbone_with_meta(model, checkpoint)[1]
-    res = meta.get("resolution") or (meta.get("config") or {}).get("resolution")
-    return int(res) if res else default
+    from ..models.weights import load_backbone
+    return load_backbone(model, checkpoint).checkpoint_info.resolution or default

@@ -41,8 +41,7 @@ def run(args) -> int:
     from ..methods import make_method
     from ..methods.base import AdaptConfig
     from ..data.sampler import EpisodeSampler, load_task
-    from ..models.head import checkpoint_head
-    from ..models.weights import load_backbone_with_meta
+    from ..models.weights import load_backbone
     from .episodes import open_domain
     from .evalconfig import checkpoint_resolution
 
@@ -62,7 +61,7 @@ def run(args) -> int:
     split = "all" if Path(domain).expanduser().is_dir() else "val"
     dataset = open_domain(domain, split)
     res = args.resolution or checkpoint_resolution(args.model, args.checkpoint)
-    backbone, meta = load_backbone_with_meta(args.model, args.checkpoint)
+    backbone = load_backbone(args.model, args.checkpoint)
     sampler = EpisodeSampler(dataset, mode="fixed", ways=args.ways, shots=args.shots, queries=args.queries,
                              seed=args.seed)
     labels = ["fresh"] + [f"pool {p}" for p in pools]
@@ -74,7 +73,7 @@ def run(args) -> int:
             cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, resolution=res, seed=args.seed * 100_003 + i,
                               options={"augment_pool": pool})
             torch.manual_seed(cfg.seed)
-            head = checkpoint_head(meta)
+            head = backbone.checkpoint_info.head()
             pred = make_method("tinytrain", backbone, cfg, head).fit(task.support_x, task.support_y)
             acc[label].append(pred.accuracy(task.query_x, task.query_y))
         if not args.json:

@@ -47,16 +47,15 @@ class Runner:
         so every method starts from the same classifier."""
         ckpt = checkpoint or self.config.checkpoint
         if ckpt not in self._backbones:
-            from ..models.head import checkpoint_head
-            from ..models.weights import load_backbone_with_meta
+            from ..models.weights import load_backbone
             # building a backbone draws its initial weights (all of them for `random`) from torch's global
             # generator: draw them from the run's seed in a forked generator, so that they do not depend on which
             # job this process ran first (workers, ranks, resumes) and every job starts from its own seed alone.
             # seed * 100_003 is what a fresh single-process run had drawn them from (task 0's seed).
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed * 100_003)
-                backbone, meta = load_backbone_with_meta(self.config.model, ckpt)
-            head = checkpoint_head(meta)
+                backbone = load_backbone(self.config.model, ckpt)
+            head = backbone.checkpoint_info.head()
             self._backbones[ckpt] = (backbone.eval().to(self.device), head.to(self.device))
         return self._backbones[ckpt]
 

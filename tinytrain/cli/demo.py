@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.harness import run_eval
     from ..bench.summary import describe_episodes, describe_lr, write_run_report
     from ..data.pocket import ensure_pocket, pocket_root
-    from ..models.weights import load_backbone_with_meta
+    from ..models.weights import load_backbone
 
     t0 = time.perf_counter()
     config = config_from_args(args)
@@ -49,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"      ready ({time.perf_counter() - t:.0f} s)")
     print(f"[2/3] checkpoint {config.model}/{config.checkpoint} ...", flush=True)
     try:
-        _, meta = load_backbone_with_meta(config.model, config.checkpoint)
+        info = load_backbone(config.model, config.checkpoint).checkpoint_info
     except FileNotFoundError as exc:
         raise UserError(f"{exc}. The demo needs the shipped checkpoint; reinstall tinytrain or pass --checkpoint PATH")
-    print(f"      loaded ({meta.get('checkpoint', config.checkpoint)})")
+    print(f"      loaded ({info.source})")
     print("[3/3] adapting and evaluating ...", flush=True)
     out = Path(args.out)
     records = run_eval(config, out, workers=args.workers, progress=not args.no_progress)

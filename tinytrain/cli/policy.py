@@ -100,25 +100,23 @@ def _validation_set(data: str):
 def run(args) -> int:
     import torch
 
-    from ..bench.evalconfig import checkpoint_resolution
+    from ..deploy.session import DEFAULT_RESOLUTION
     from ..costs.baselines import SPARSEUPDATE_POLICIES
     from ..costs.units import format_bytes
     from ..data.sampler import EpisodeSampler, load_task
     from ..deploy.session import resolve_budgets
-    from ..models.head import checkpoint_head
     from ..methods.sparseupdate_policy import derive_static_policy
     from ..methods.tinytrain import DEFAULT_MEMORY_BUDGET
-    from ..models.weights import load_backbone_with_meta
+    from ..models.weights import load_backbone
 
     (lo_blocks, hi_blocks), out = _check_args(args)
     budgets = resolve_budgets(args.memory_budget, None, args.device)
     budget = budgets.memory_bytes if budgets.memory_bytes is not None else DEFAULT_MEMORY_BUDGET
     val = _validation_set(args.data)
     torch.manual_seed(args.seed)          # a 'random' checkpoint is then reproducible
-    backbone, meta = load_backbone_with_meta(args.model, args.checkpoint)
-    backbone.eval()
-    head = checkpoint_head(meta)
-    res = args.resolution or checkpoint_resolution(args.model, args.checkpoint)
+    backbone = load_backbone(args.model, args.checkpoint).eval()
+    head = backbone.checkpoint_info.head()
+    res = args.resolution or backbone.checkpoint_info.resolution or DEFAULT_RESOLUTION
     ways = min(args.ways, len(val.classes))
     if ways < 2:
         raise UserError(f"{val.name} has {len(val.classes)} validation class(es); episodes need at least 2")
@@ -137,7 +135,7 @@ def run(args) -> int:
                                   seed=args.seed, head=head, bias_blocks=range(lo_blocks, hi_blocks + 1),
                                   progress=log)
     policy["derived_with"] = {
-        "command": "tinytrain sparseupdate-policy", "checkpoint": meta.get("checkpoint", args.checkpoint),
+        "command": "tinytrain sparseupdate-policy", "checkpoint": backbone.checkpoint_info.source,
         "data": args.data, "split": "val", "dataset": val.name, "episodes": len(tasks), "ways": ways,
         "shots": args.shots, "queries": args.queries, "iterations": args.iterations, "lr": args.lr,
         "seed": args.seed, "seconds": round(time.perf_counter() - t0, 2)}

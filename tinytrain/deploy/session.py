@@ -196,7 +196,7 @@ def adapt_to_support(backbone: Backbone, model: str, support: LabeledImages, que
                      info: dict | None = None, head: CosineClassifier | None = None,
                      background: tuple[int, int, int] = WHITE) -> tuple[AdaptedModel, dict]:
     """Fit `method` on the support images; returns the adapted model and the summary `adapt` prints.
-    `head` is the checkpoint's cosine classifier (see `checkpoint_head`); default scale 10, bias 0."""
+    `head` is the checkpoint's cosine classifier (`CheckpointInfo.head()`); default scale 10, bias 0."""
     check_iterations(config.iterations)
     budgets = budgets or Budgets()
     config.memory_budget = budgets.memory_bytes if budgets.memory_bytes is not None else config.memory_budget

@@ -43,9 +43,3 @@ def protonet_loss(head: CosineClassifier, support_f: torch.Tensor, support_y: to
     acc = (logits.argmax(-1) == query_y).float().mean()
     return loss, acc
 
-
-def checkpoint_head(meta: dict | None) -> CosineClassifier:
-    """The cosine classifier a checkpoint was meta-trained with (its `head` metadata: scale and bias; the
-    defaults 10 and 0 where it records none). Every consumer (adapt, eval, policy, bench) starts from it."""
-    h = (meta or {}).get("head") or {}
-    return CosineClassifier(float(h.get("scale", 10.0)), float(h.get("bias", 0.0)))

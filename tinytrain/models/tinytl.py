@@ -61,4 +61,5 @@ class TinyTLBackbone(Backbone):
                             if backbone.classifier is not None else None)
         missing, unexpected = tl.load_state_dict(backbone.state_dict(), strict=False)
         assert not unexpected and all(k.startswith("lite.") for k in missing)
+        tl.checkpoint_info = backbone.checkpoint_info      # the same weights' provenance, head and resolution
         return tl.eval()

@@ -117,8 +117,6 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
     meta = header.get("meta", {})
     # TinyTL lite-residual branches trained offline ride along for `tinytl` (CheckpointInfo.lite)
     backbone.checkpoint_info = CheckpointInfo.from_meta(meta, str(path), lite or None, spec.resolution)
-    if lite:    # transitional, until every reader uses checkpoint_info.lite
-        backbone.lite_state, backbone.lite_resolution = lite, backbone.checkpoint_info.lite.resolution
     return backbone.eval(), meta
 
 
@@ -379,9 +377,3 @@ def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "d
         return backbone
     return load_checkpoint(path, expect_model=model)[0]
 
-
-def load_backbone_with_meta(model: str, checkpoint: str | None = "default") -> tuple[Backbone, dict]:
-    """Transitional: `load_backbone` and its metadata record with the source under "checkpoint"."""
-    backbone = load_backbone(model, checkpoint)
-    info = backbone.checkpoint_info
-    return backbone, dict(info.meta) | {"checkpoint": info.source}

@@ -104,8 +104,8 @@ class DistillConfig(RunConfig):
 
 def load_teacher(model: str, checkpoint: str) -> Backbone:
     """An ImageNet classifier (1000 outputs), frozen; anything else is refused."""
-    from ..models.weights import load_backbone_with_meta
-    teacher, _ = load_backbone_with_meta(model, checkpoint)
+    from ..models.weights import load_backbone
+    teacher = load_backbone(model, checkpoint)
     if teacher.classifier is None or teacher.classifier.out_features != IMAGENET_CLASSES:
         have = "no classifier" if teacher.classifier is None else f"{teacher.classifier.out_features} classes"
         raise ValueError(f"--teacher {model} --teacher-checkpoint {checkpoint} is not an ImageNet classifier ({have}); "
@@ -117,14 +117,14 @@ def load_teacher(model: str, checkpoint: str) -> Backbone:
 
 def initial_student(model: str, init: str, lite_residual_at: int | None = None) -> Backbone:
     """The student with a fresh 1000-way classifier; `init` (random, a shipped name or a path) gives its
-    features. A checkpoint of another model is refused by `load_backbone_with_meta`.
+    features. A checkpoint of another model is refused by `models.weights.load_backbone`.
 
     With `lite_residual_at` (a resolution) the student is `init` as it is, ImageNet classifier included, with
     TinyTL's lite-residual branches for that size added (each starts as a no-op): TinyTL pretrains its branches
     on ImageNet with the backbone frozen; here they learn to match the teacher through the student's own head."""
     from ..models.backbone import Backbone as _Backbone
-    from ..models.weights import load_backbone_with_meta
-    base, _ = load_backbone_with_meta(model, init)
+    from ..models.weights import load_backbone
+    base = load_backbone(model, init)
     if lite_residual_at:
         from ..models.tinytl import TinyTLBackbone
         if base.classifier is None or base.classifier.out_features != IMAGENET_CLASSES:
@@ -445,7 +445,7 @@ def add_lite_branches(shipped: str | Path, lite_run: str | Path, command: str = 
     from .metatrain import strip_classifier
     backbone, meta = load_checkpoint(shipped)
     trained, _ = load_checkpoint(Path(lite_run) / "last.safetensors")
-    if not getattr(trained, "lite_state", None):
+    if trained.checkpoint_info.lite is None:
         raise ValueError(f"{lite_run} holds no lite-residual branches; run `tinytrain distill --lite-residual` there")
     theirs = trained.state_dict()
     if any(not torch.equal(v, theirs[k]) for k, v in backbone.state_dict().items()):
@@ -453,5 +453,5 @@ def add_lite_branches(shipped: str | Path, lite_run: str | Path, command: str = 
     run = distill_summary(lite_run)
     meta = dict(meta) | {"lite_residual": {"recipe": command, "images_seen": run["images_seen"],
                                            "train_seconds": round(run["train_seconds"], 1),
-                                           "resolution": trained.lite_resolution}}
+                                           "resolution": trained.checkpoint_info.lite.resolution}}
     return save_checkpoint(shipped, strip_classifier(trained), meta)     # = the shipped backbone + the branches

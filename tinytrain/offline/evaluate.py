@@ -111,7 +111,7 @@ def evaluate_checkpoints(model: str, checkpoints: list[str], domains: list[str],
     meta; 128 px, the paper's, when it records none). 'NAME@RES' sets one checkpoint's size. Checkpoints at
     different sizes still see the same episodes: the same images, resized."""
     from ..data import EpisodeSampler, load_task, open_dataset
-    from ..models.weights import load_backbone_with_meta
+    from ..models.weights import load_backbone
 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -121,8 +121,8 @@ def evaluate_checkpoints(model: str, checkpoints: list[str], domains: list[str],
     backbones, sizes = {}, {}
     for c in checkpoints:
         name, res = split_resolution(c)
-        backbones[c], meta = load_backbone_with_meta(model, name)
-        sizes[c] = res or (int(meta.get("resolution") or 128) if resolution == "native" else resolution)
+        backbones[c] = load_backbone(model, name)
+        sizes[c] = res or ((backbones[c].checkpoint_info.resolution or 128) if resolution == "native" else resolution)
     results: dict[str, dict[str, AccuracySummary]] = {}
     pooled: dict[str, list[float]] = {c: [] for c in checkpoints}
     for domain in domains:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..models.backbone import Backbone
+from ..models.checkpoint_info import CheckpointInfo
 from ..models.head import CosineClassifier, protonet_loss
 from .episodes import EpisodeShape, EpisodeSource
 from .loop import TrainResult, ValidatedStage, train_loop
@@ -24,7 +25,7 @@ from .rundir import RunConfig
 @dataclass
 class MetaTrainConfig(RunConfig):
     model: str = "mcunet-5fps"
-    init: str = "random"            # checkpoint the backbone starts from (recorded; see load_backbone_with_meta)
+    init: str = "random"            # checkpoint the backbone starts from (recorded; see models.weights.load_backbone)
     data: str = "pocket-source"     # source dataset spec (train split: training; val split: validation)
     data_version: str = ""
     resolution: int = 64
@@ -185,31 +186,32 @@ def meta_train(backbone: Backbone, train: EpisodeSource, val: EpisodeSource | No
 
 def strip_classifier(backbone: Backbone, keep_lite: bool = True) -> Backbone:
     """The same network without the supervised classifier (meta-training only uses features). Pretrained
-    TinyTL branches loaded beside it (`lite_state`, from a checkpoint's `lite.*` keys) are kept with
+    TinyTL branches loaded beside it (`checkpoint_info.lite`, from a checkpoint's `lite.*` keys) are kept with
     `keep_lite`, as a TinyTLBackbone whose state_dict writes them back (what a shipped file must hold)."""
-    lite = getattr(backbone, "lite_state", None) if keep_lite else None
+    lite = backbone.checkpoint_info.lite if keep_lite else None
     if backbone.classifier is None and not lite:
         return backbone
     bare = Backbone(backbone.spec)
     bare.load_state_dict({k: v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")})
     if lite:
         from ..models.tinytl import TinyTLBackbone
-        bare = TinyTLBackbone.from_backbone(bare, backbone.lite_resolution)
-        bare.lite.load_state_dict(lite)
+        bare = TinyTLBackbone.from_backbone(bare, lite.resolution)
+        bare.lite.load_state_dict(lite.state)
     return bare
 
 
-def initial_model(model: str, init: str, lite_residual_at: int | None = None) -> tuple[Backbone, CosineClassifier, dict]:
+def initial_model(model: str, init: str, lite_residual_at: int | None = None) -> tuple[Backbone, CosineClassifier, CheckpointInfo]:
     """Backbone (no classifier) and ProtoNet head for `init` ('random', 'imagenet', 'pocket' or a path).
     With `lite_residual_at` (a resolution) the backbone gets TinyTL's lite-residual branches for that size."""
-    from ..models.weights import load_backbone_with_meta
-    backbone, meta = load_backbone_with_meta(model, init)
-    head = CosineClassifier(**meta.get("head", {}))
+    from ..models.weights import load_backbone
+    backbone = load_backbone(model, init)
+    info = backbone.checkpoint_info
+    head = info.head()
     backbone = strip_classifier(backbone, keep_lite=False)     # meta-training trains the plain backbone
     if lite_residual_at:
         from ..models.tinytl import TinyTLBackbone
         backbone = TinyTLBackbone.from_backbone(backbone, lite_residual_at)
-    return backbone, head, meta
+    return backbone, head, info
 
 
 def source_episodes(config: MetaTrainConfig):
