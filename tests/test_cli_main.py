@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tinytrain.errors import BadInput
+
 import tinytrain.bench
 import tinytrain.cli.bench as cli_bench
 import tinytrain.cli.zoo as cli_zoo
@@ -113,18 +115,27 @@ def failing(exc: BaseException):
 
 
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys):
-    monkeypatch.setattr(cli_zoo, "cmd_models", failing(ValueError("--model must be one of a, b")))
+    monkeypatch.setattr(cli_zoo, "cmd_models", failing(BadInput("--model must be one of a, b")))
     assert main(["models"]) == 2
     err = capsys.readouterr().err
     assert err == "tinytrain models: error: --model must be one of a, b\n"
 
 
+def test_a_value_error_that_is_not_bad_input_is_reported_as_a_bug(monkeypatch, capsys):
+    """Only the project's own BadInput reads as the user's mistake: a ValueError from inside a library (torch,
+    numpy) or from our own code's bug is an internal error, exit 1."""
+    monkeypatch.setattr(cli_zoo, "cmd_models", failing(ValueError("math domain error")))
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: math domain error" in err and "a bug in tinytrain" in err
+
+
 @pytest.mark.parametrize("where", ["first", "last"])
 def test_debug_prints_the_traceback_and_keeps_the_exit_status(monkeypatch, capsys, where):
-    monkeypatch.setattr(cli_zoo, "cmd_models", failing(ValueError("bad value")))
+    monkeypatch.setattr(cli_zoo, "cmd_models", failing(BadInput("bad value")))
     assert main(["--debug", "models"] if where == "first" else ["models", "--debug"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback (most recent call last)" in err and "ValueError: bad value" in err
+    assert "Traceback (most recent call last)" in err and "BadInput: bad value" in err
     assert err.strip().splitlines()[-1] == "tinytrain models: error: bad value"
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .api import adapt, load_adapted, load_backbone
+from .errors import BadInput
 
-__all__ = ["__version__", "load_backbone", "adapt", "load_adapted", "AdaptedModel"]
+__all__ = ["__version__", "load_backbone", "adapt", "load_adapted", "AdaptedModel", "BadInput"]
 
 
 def __getattr__(name: str):

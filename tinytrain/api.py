@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from .errors import BadInput
 
 if TYPE_CHECKING:
     from .deploy.adapted import AdaptedModel
@@ -41,14 +42,14 @@ def _support_set(support: Any, resolution: int, background: tuple[int, int, int]
         names = list(support) if classes is None else list(classes)
         unknown = [c for c in support if c not in names]
         if unknown:
-            raise ValueError(f"classes {unknown} are not in the support set {names}")
+            raise BadInput(f"classes {unknown} are not in the support set {names}")
         xs, ys = [], []
         for name, images in support.items():
             x, _ = as_image_batch(images, resolution, background)
             xs.append(x)
             ys += [names.index(name)] * len(x)
         return LabeledImages(torch.cat(xs), torch.tensor(ys, dtype=torch.long), names)
-    raise ValueError(f"support must be a folder (DIR/<class>/<image>) or a dict {{class: [images]}}, "
+    raise BadInput(f"support must be a folder (DIR/<class>/<image>) or a dict {{class: [images]}}, "
                      f"not a {type(support).__name__}")
 
 
@@ -85,7 +86,7 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
     if isinstance(backbone, str):      # a zoo model name: its default shipped checkpoint, as load_backbone(name)
         from .models.specs import ZOO
         if backbone not in ZOO:
-            raise ValueError(f"adapt takes a backbone (tinytrain.load_backbone(...)) or a zoo model name; "
+            raise BadInput(f"adapt takes a backbone (tinytrain.load_backbone(...)) or a zoo model name; "
                              f"{backbone!r} is neither (models: {', '.join(ZOO)})")
         backbone = load_backbone(backbone)
     if not isinstance(backbone, Backbone):
@@ -94,9 +95,9 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
     opts = parse_options(options, method, "options")    # the same check as `tinytrain adapt --option`
     check_iterations(iterations, "iterations")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive number (got {lr!r}); the default is 1e-3")
+        raise BadInput(f"lr must be a positive number (got {lr!r}); the default is 1e-3")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer (got {seed!r})")
+        raise BadInput(f"seed must be an integer (got {seed!r})")
     info = backbone.checkpoint_info
     res, source = resolve_resolution(info.resolution, resolution)
     bg = parse_background(background)

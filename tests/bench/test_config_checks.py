@@ -6,7 +6,7 @@ import pytest
 
 from tinytrain.bench.evalconfig import EvalConfig, EvalEpisodes, Variant
 from tinytrain.cli.evaluate import _lr
-from tinytrain.cli import UserError
+from tinytrain.errors import BadInput
 
 
 def _config(**kw) -> EvalConfig:
@@ -39,7 +39,7 @@ def test_good_settings_pass():
     ("sparseupdate=1e-3,sparseupdate=1e-2", "given twice"), ("x=", "METHOD=LR pairs"),
 ])
 def test_per_method_rates_never_drop_a_pair(text, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(BadInput, match=message):
         _lr(text)
     assert _lr("fulltrain=1e-4,default=1e-3") == {"fulltrain": 1e-4, "default": 1e-3}
 

@@ -1,7 +1,7 @@
 """Property-based tests of what `tinytrain eval` reads from the user: learning rates (--lr, --lr-grid, METHOD=LR),
 `--variant 'METHOD[key=value,...]'`, and a stored run's config.json (`config_from_stored`).
 
-Each either gives a value within its documented range, or one line (UserError/ValueError) naming the flag or
+Each either gives a value within its documented range, or one line (BadInput/ValueError) naming the flag or
 file; never another exception.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tinytrain.bench.ablations import main_variants, option_variant
 from tinytrain.bench.evalconfig import LR_PROTOCOLS, MAX_LR, EvalConfig, available_methods, check_rate
 from tinytrain.bench.rundir import config_from_stored
-from tinytrain.cli import UserError
+from tinytrain.errors import BadInput
 from tinytrain.cli.evaluate import _lr
 from tinytrain.methods.options import options_class
 
@@ -30,7 +30,7 @@ RATE_TEXT = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
 
 def one_line(exc: Exception, *names: str) -> None:
     text = str(exc)
-    assert isinstance(exc, (ValueError, UserError)) and text and "\n" not in text, repr(exc)
+    assert isinstance(exc, (ValueError, BadInput)) and text and "\n" not in text, repr(exc)
     for n in names:
         assert n in text, (n, text)
 
@@ -57,7 +57,7 @@ def test_a_rate_is_finite_within_the_limit_or_refused_naming_the_flag(value, zer
 def test_an_lr_text_is_a_protocol_a_rate_or_rates_by_method_or_one_line(text):
     try:
         lr = _lr(text)
-    except UserError as exc:
+    except BadInput as exc:
         one_line(exc, "--lr")
         return
     if isinstance(lr, str):

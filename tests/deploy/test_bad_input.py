@@ -260,9 +260,9 @@ def test_export_overwrite_replaces_file_and_leaves_no_temporary(saved, tmp_path,
 
 
 def test_failed_export_removes_what_it_made(saved, tmp_path, monkeypatch, capsys):
-    """A failure while writing (here: the tracer) leaves neither the temporary file nor new folders."""
+    """A failure while writing (here: the disk, while tracing) leaves neither the temporary file nor new folders."""
     def broken(*args, **kwargs):
-        raise ValueError("simulated failure while tracing")
+        raise OSError(28, "simulated failure while tracing")
     monkeypatch.setattr(torch.jit, "trace", broken)
     fails(capsys, tmp_path, ["export", "--model-dir", saved, "--format", "torchscript",
                              "--out", tmp_path / "a" / "b" / "m.pt"], "simulated failure")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from ..costs.units import format_bytes
 from ..methods.options import parse_options
 from .evalconfig import Variant
+from ..errors import BadInput
 
 SCORE_VARIANTS = ("fisher", "fisher/memory", "fisher/compute")   # reference: "full" (the main tinytrain row)
 CHANNEL_VARIANTS = ("l2", "random")                            # reference: "fisher" (the main tinytrain row)
@@ -88,16 +89,16 @@ def split_top_level(body: str, where: str) -> list[str]:
         elif ch in CLOSING.values():
             if not stack or CLOSING[stack[-1]] != ch:
                 what = f"does not close {stack[-1]!r}" if stack else "closes nothing"
-                raise ValueError(f"{where}: {ch!r} at position {i + 1} of the options {what}; check the brackets "
+                raise BadInput(f"{where}: {ch!r} at position {i + 1} of the options {what}; check the brackets "
                                  "and braces")
             stack.pop()
         elif ch == "," and not stack:
             items.append(body[start:i])
             start = i + 1
     if quote:
-        raise ValueError(f"{where}: the quote {quote} is not closed; close it, or leave quotes out")
+        raise BadInput(f"{where}: the quote {quote} is not closed; close it, or leave quotes out")
     if stack:
-        raise ValueError(f"{where}: {stack[-1]!r} is not closed by {CLOSING[stack[-1]]!r}; a JSON value must be "
+        raise BadInput(f"{where}: {stack[-1]!r} is not closed by {CLOSING[stack[-1]]!r}; a JSON value must be "
                          "complete, e.g. fixed_plan={\"weights\": [], \"biases\": []}")
     items.append(body[start:])
     return items
@@ -116,35 +117,35 @@ def option_variant(spec: str, methods: list[str]) -> Variant:
     separated by the commas outside brackets, braces and quotes, so a JSON value (fixed_plan) can be given
     as it is; a value in quotes loses them."""
     if not isinstance(spec, str):
-        raise ValueError(f"--variant {spec!r}: {VARIANT_FORM}")
+        raise BadInput(f"--variant {spec!r}: {VARIANT_FORM}")
     spec = spec.strip()
     where = f"--variant {spec!r}"
     if "[" not in spec:
-        raise ValueError(f"{where}: {VARIANT_FORM}")
+        raise BadInput(f"{where}: {VARIANT_FORM}")
     if not spec.endswith("]"):
-        raise ValueError(f"{where} does not end with ']' (the options go inside METHOD[...]); {VARIANT_FORM}")
+        raise BadInput(f"{where} does not end with ']' (the options go inside METHOD[...]); {VARIANT_FORM}")
     method, body = spec[:-1].split("[", 1)
     method = method.strip()
     if not method:
-        raise ValueError(f"{where} names no method before '['; {VARIANT_FORM}")
+        raise BadInput(f"{where} names no method before '['; {VARIANT_FORM}")
     if method not in methods:
-        raise ValueError(f"{where}: method {method!r} is not in --methods ({', '.join(methods)})")
+        raise BadInput(f"{where}: method {method!r} is not in --methods ({', '.join(methods)})")
     items = split_top_level(body, where)
     if not body.strip():
-        raise ValueError(f"{where} sets no option; {VARIANT_FORM}")
+        raise BadInput(f"{where} sets no option; {VARIANT_FORM}")
     pairs = []
     for n, item in enumerate(items, 1):
         if not item.strip():
-            raise ValueError(f"{where}: option {n} of {len(items)} is empty (two commas in a row, or one at an "
+            raise BadInput(f"{where}: option {n} of {len(items)} is empty (two commas in a row, or one at an "
                              "end); remove the extra comma")
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{where}: {item.strip()!r} is not key=value; {VARIANT_FORM}")
+            raise BadInput(f"{where}: {item.strip()!r} is not key=value; {VARIANT_FORM}")
         pairs.append((key.strip(), unquote(value)))
     keys = [k for k, _ in pairs]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
-        raise ValueError(f"{where} sets {', '.join(twice)} more than once; give each option one value")
+        raise BadInput(f"{where} sets {', '.join(twice)} more than once; give each option one value")
     options = parse_options(dict(pairs), method, where)
     return Variant(spec, method, options, group="options")
 
@@ -153,7 +154,7 @@ def budget_variants(budgets: list[int], methods: tuple[str, ...] = ("tinytrain",
     if not budgets:
         return []
     if any(b <= 0 for b in budgets):
-        raise ValueError("every --budget-sweep value must be a positive memory size, e.g. 128KB,256KB,1MB")
+        raise BadInput("every --budget-sweep value must be a positive memory size, e.g. 128KB,256KB,1MB")
     return [Variant(f"{m}@{format_bytes(b).replace(' ', '')}", m, memory_budget=int(b), group="budget")
             for m in methods for b in sorted(set(budgets))]
 
@@ -165,12 +166,12 @@ def build_variants(methods: list[str], meta_checkpoint: str | None = None, score
     variants = main_variants(methods)
     extra = [option_variant(s, methods) for s in options or []]
     if len({v.label for v in extra}) < len(extra):
-        raise ValueError("a --variant is given twice")
+        raise BadInput("a --variant is given twice")
     variants += extra
     if meta_checkpoint:
         variants += meta_variants(methods, meta_checkpoint)
     if (scores or channels or budgets or static) and "tinytrain" not in methods:
-        raise ValueError("the score, channel, static and budget ablations vary TinyTrain; include tinytrain in "
+        raise BadInput("the score, channel, static and budget ablations vary TinyTrain; include tinytrain in "
                          "--methods")
     if static:
         variants += static_variants()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
+from ..errors import BadInput
 
 LOCK_NAME = "eval.lock"
 HEARTBEAT_S = 30.0            # the holder touches its lock this often
@@ -40,11 +41,11 @@ TIMEOUT_S = 7 * 24 * 3600     # collectives wait this long: a rank waits at the 
 SHARE_SEED = 26               # the fixed shuffle of Ranks.share: the same split on every rank and every launch
 
 
-class RankStopped(ValueError):
+class RankStopped(BadInput):
     """Raised on ranks other than 0 when rank 0 refused or failed; rank 0 reports the reason, once."""
 
 
-class RunLocked(ValueError):
+class RunLocked(BadInput):
     """Another live launch holds the run folder."""
 
 
@@ -149,7 +150,7 @@ def launch(fn: Callable, nproc: int, args: tuple) -> None:
 
     from ..offline.distributed import _entry, free_port
     if nproc < 1:
-        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+        raise BadInput(f"--nproc must be at least 1, got {nproc}")
     ctx = tmp.start_processes(_entry, args=(fn, nproc, free_port(), "gloo", TIMEOUT_S, args), nprocs=nproc,
                               join=False, start_method="spawn")
     try:
@@ -178,11 +179,11 @@ def check_device(name: str | None) -> str:
     if name is None:
         return default_device()
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device takes cpu or cuda (each rank then uses its local GPU), got {name!r}")
+        raise BadInput(f"--device takes cpu or cuda (each rank then uses its local GPU), got {name!r}")
     if name == "cuda":
         import torch
         if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
-            raise ValueError("--device cuda: torch sees no CUDA GPU on this machine; use --device cpu")
+            raise BadInput("--device cuda: torch sees no CUDA GPU on this machine; use --device cpu")
     return name
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from .memory import _reset_peak, _rss, _status_kib
 from .speed import add_timing_arguments, loop_options, synthetic_task
 from .timing import format_ratio, pin_threads, ratio_spread, round_robin, spread
+from ..errors import BadInput
 
 if TYPE_CHECKING:       # torch and the methods are imported where they run: `bench e2e --help` needs neither
     import torch
@@ -123,12 +124,12 @@ def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS or m == "none"]
     if bad:
-        raise ValueError(f"--methods: {', '.join(bad)} cannot be timed; choose from "
+        raise BadInput(f"--methods: {', '.join(bad)} cannot be timed; choose from "
                          f"{', '.join(m for m in METHODS if m != 'none')}")
     if "tinytrain" not in methods:
-        raise ValueError("--methods must include tinytrain (the ratios and the selection share are TinyTrain's)")
+        raise BadInput("--methods must include tinytrain (the ratios and the selection share are TinyTrain's)")
     if args.rounds < 1 or args.iterations < 1:
-        raise ValueError("--rounds and --iterations must be at least 1")
+        raise BadInput("--rounds and --iterations must be at least 1")
     pinned = pin_threads(args.threads)
     load, checkpoint, note = _loader(args.model, args.checkpoint, args.seed)
     if note and not args.json:

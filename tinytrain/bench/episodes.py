@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..jsonfile import write_json_atomic
 from .evalconfig import TRAINING_FREE, EvalConfig, EvalEpisodes
+from ..errors import BadInput
 
 
 def domain_file_stem(domain: str) -> str:
@@ -74,10 +75,10 @@ def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = 
         if path.exists():
             episodes, meta = load_episodes(path)
             if meta.get("classes") is not None and list(meta["classes"]) != list(dataset.classes):
-                raise ValueError(f"{path} was sampled from a different class list than {domain!r} has now; "
+                raise BadInput(f"{path} was sampled from a different class list than {domain!r} has now; "
                                  "use a new --out (the data changed)")
             if len(episodes) != config.tasks:
-                raise ValueError(f"{path} holds {len(episodes)} episodes, not --tasks {config.tasks}; use a new --out")
+                raise BadInput(f"{path} holds {len(episodes)} episodes, not --tasks {config.tasks}; use a new --out")
             continue
         episodes = _sampler(dataset, config.episodes, config.seed).sample(config.tasks)
         meta = {"domain": domain, "split": config.split, "seed": config.seed, "tasks": config.tasks,
@@ -100,7 +101,7 @@ def check_support_split(config: EvalConfig, out: Path) -> None:
         episodes, _ = load_episodes(out / "episodes" / (domain_file_stem(domain) + ".json"))
         bad = [i for i, e in enumerate(episodes) if max(e.shots(), default=0) < 2]
         if bad:
-            raise ValueError(f"--lr support validates each rate on a split of the task's support set, but {len(bad)} "
+            raise BadInput(f"--lr support validates each rate on a split of the task's support set, but {len(bad)} "
                              f"of the {len(episodes)} episodes of {domain} (first: task {bad[0]}) have one support "
                              "image per class, nothing to validate on; use --lr target-val (held-out episodes of "
                              "the same domain), --lr auto with --lr-domain, or a fixed rate such as --lr 1e-3")
@@ -125,7 +126,7 @@ def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str
             except (ValueError, FileNotFoundError, KeyError) as exc:
                 errors.append(f"{cand}: {exc}")
         if dataset is None:
-            raise ValueError(f"{flag} needs validation classes for {domain!r} but found none ({'; '.join(errors)}); "
+            raise BadInput(f"{flag} needs validation classes for {domain!r} but found none ({'; '.join(errors)}); "
                              "pass --lr-domain with a domain that has a 'val' split"
                              + (", or a fixed --lr" if flag == "--lr auto" else ""))
         shape = config.episodes
@@ -160,7 +161,7 @@ def ensure_target_val_episodes(config: EvalConfig, out: Path, log: Callable[[str
                 seen.add(key)
                 picked.append(e)
         if len(picked) < config.lr_episodes:
-            raise ValueError(f"--lr target-val: {domain!r} ({len(dataset.classes)} classes, {dataset.num_images} "
+            raise BadInput(f"--lr target-val: {domain!r} ({len(dataset.classes)} classes, {dataset.num_images} "
                              f"images) is too small to hold out {config.lr_episodes} episodes that differ from the "
                              "test episodes; use --lr auto, --lr support or a fixed --lr")
         save_episodes(path, picked, {"domain": domain, "split": config.split, "for": domain, "held_out_of": "test",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from ..errors import BadInput
 
 TRAINING_FREE = {"none"}                 # methods whose result does not depend on the learning rate
 LR_PROTOCOLS = ("auto", "target-val", "support")
@@ -23,12 +24,12 @@ def check_rate(value, flag: str, zero_ok: bool) -> float:
     """One learning rate of --lr / --lr-grid / METHOD=LR: a finite number in (0, MAX_LR] ([0, MAX_LR] where
     0, no update, is a valid choice). A ValueError names the flag and what to change."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{flag} takes numbers, got {value!r}")
+        raise BadInput(f"{flag} takes numbers, got {value!r}")
     low = "0 or more (0 = no update)" if zero_ok else "positive"
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        raise ValueError(f"{flag} got {value!r}; a learning rate must be a finite number, {low}, e.g. 1e-3")
+        raise BadInput(f"{flag} got {value!r}; a learning rate must be a finite number, {low}, e.g. 1e-3")
     if value > MAX_LR:
-        raise ValueError(f"{flag} got {value:g}; rates above {MAX_LR:g} only diverge (Adam moves each weight by "
+        raise BadInput(f"{flag} got {value:g}; rates above {MAX_LR:g} only diverge (Adam moves each weight by "
                          "about lr per step): use e.g. 1e-3, or --lr auto to choose from a grid")
     return float(value)
 
@@ -70,7 +71,7 @@ def _whole(value, name: str, low: int | None = None, none_ok: bool = False) -> N
         return
     if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
         floor = f" >= {low}" if low is not None else ""
-        raise ValueError(f"{name} must be a whole number{floor} (got {value!r})")
+        raise BadInput(f"{name} must be a whole number{floor} (got {value!r})")
 
 
 @dataclass
@@ -114,9 +115,9 @@ class EvalConfig:
         config.json or Python (`EvalConfig(...)`): a wrong one is refused here, not misused later."""
         for name in ("model", "split"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty text (got {getattr(self, name)!r})")
+                raise BadInput(f"{name} must be a non-empty text (got {getattr(self, name)!r})")
         if not isinstance(self.domains, list) or not all(isinstance(d, str) and d for d in self.domains):
-            raise ValueError(f"domains must be a list of non-empty texts (got {self.domains!r})")
+            raise BadInput(f"domains must be a list of non-empty texts (got {self.domains!r})")
         _whole(self.tasks, "--tasks", 1)
         _whole(self.seed, "--seed", 0)
         _whole(self.resolution, "--resolution", 8)
@@ -126,21 +127,21 @@ class EvalConfig:
         cb = self.compute_budget
         if cb is not None and (isinstance(cb, bool) or not isinstance(cb, (int, float)) or not math.isfinite(cb)
                                or cb <= 0):
-            raise ValueError(f"--compute-budget must be a positive share (<= 1) or MAC count (got {cb!r})")
+            raise BadInput(f"--compute-budget must be a positive share (<= 1) or MAC count (got {cb!r})")
         if not isinstance(self.lr, (str, dict)) and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))):
-            raise ValueError(f"--lr must be a number, a protocol name or METHOD=LR pairs (got {self.lr!r})")
+            raise BadInput(f"--lr must be a number, a protocol name or METHOD=LR pairs (got {self.lr!r})")
         if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in self.lr_grid):
-            raise ValueError(f"--lr-grid must hold numbers (got {list(self.lr_grid)!r})")
+            raise BadInput(f"--lr-grid must hold numbers (got {list(self.lr_grid)!r})")
         for v in self.variants:
             if v.method not in available_methods():
-                raise ValueError(f"variant {v.label!r} names the unknown method {v.method!r}; methods: "
+                raise BadInput(f"variant {v.label!r} names the unknown method {v.method!r}; methods: "
                                  f"{', '.join(available_methods())}")
             if not isinstance(v.options, dict):
-                raise ValueError(f"variant {v.label!r}: options must be a {{key: value}} object (got {v.options!r})")
+                raise BadInput(f"variant {v.label!r}: options must be a {{key: value}} object (got {v.options!r})")
             _whole(v.memory_budget, f"variant {v.label!r} memory_budget", 1, none_ok=True)
         e = self.episodes
         if e.mode not in ("metadataset", "fixed"):
-            raise ValueError(f"episodes mode must be metadataset or fixed (got {e.mode!r})")
+            raise BadInput(f"episodes mode must be metadataset or fixed (got {e.mode!r})")
         for name in ("ways", "shots", "queries"):
             _whole(getattr(e, name), f"--{name}", 1, none_ok=e.mode != "fixed")
         _whole(e.max_ways, "--max-ways", 2)
@@ -149,20 +150,20 @@ class EvalConfig:
     def validate(self) -> None:
         self._check_types()
         if not self.domains:
-            raise ValueError("no domains to evaluate; pass --domains (pocket target names, SOURCE:PATH or folders)")
+            raise BadInput("no domains to evaluate; pass --domains (pocket target names, SOURCE:PATH or folders)")
         if not self.variants:
-            raise ValueError("no methods to evaluate; pass --methods")
+            raise BadInput("no methods to evaluate; pass --methods")
         from ..deploy.session import check_iterations
         check_iterations(self.iterations)
         labels = [v.label for v in self.variants]
         dup = sorted({l for l in labels if labels.count(l) > 1})
         if dup:
-            raise ValueError(f"methods listed twice: {', '.join(dup)}; list each once")
+            raise BadInput(f"methods listed twice: {', '.join(dup)}; list each once")
         if isinstance(self.lr, str) and self.lr not in LR_PROTOCOLS:
-            raise ValueError(f"--lr must be a number, 'auto', 'target-val', 'support' or METHOD=LR pairs "
+            raise BadInput(f"--lr must be a number, 'auto', 'target-val', 'support' or METHOD=LR pairs "
                              f"(got {self.lr!r})")
         if any(isinstance(x, (int, float)) and x < 0 for x in self.lr_grid):
-            raise ValueError(f"--lr-grid holds a negative rate ({', '.join(f'{x:g}' for x in self.lr_grid)}); use "
+            raise BadInput(f"--lr-grid holds a negative rate ({', '.join(f'{x:g}' for x in self.lr_grid)}); use "
                              "rates >= 0 (0 = no update)")
         for x in self.lr_grid:
             check_rate(x, "--lr-grid", zero_ok=True)
@@ -174,17 +175,17 @@ class EvalConfig:
         if isinstance(self.lr, dict):
             bad = [k for k in self.lr if k != "default" and k not in available_methods()]
             if bad:
-                raise ValueError(f"--lr names unknown method(s) {', '.join(bad)}; use METHOD=LR with methods "
+                raise BadInput(f"--lr names unknown method(s) {', '.join(bad)}; use METHOD=LR with methods "
                                  f"from {', '.join(available_methods())}, or default=LR")
         if self.variant_lr not in ("method", "own"):
-            raise ValueError(f"--variant-lr must be method or own (got {self.variant_lr!r})")
+            raise BadInput(f"--variant-lr must be method or own (got {self.variant_lr!r})")
         if self.variant_lr == "own" and self.lr not in ("auto", "target-val"):
-            raise ValueError("--variant-lr own chooses each --variant's rate on validation episodes; it needs --lr auto "
+            raise BadInput("--variant-lr own chooses each --variant's rate on validation episodes; it needs --lr auto "
                              "or --lr target-val")
         if self.lr == "support" and not self.lr_grid:
-            raise ValueError("--lr support chooses from --lr-grid, which is empty; give rates such as 0,1e-4,1e-3")
+            raise BadInput("--lr support chooses from --lr-grid, which is empty; give rates such as 0,1e-4,1e-3")
         if self.lr in ("auto", "target-val") and (not self.lr_grid or self.lr_episodes < 1):
-            raise ValueError(f"--lr {self.lr} needs a non-empty --lr-grid and --lr-episodes >= 1")
+            raise BadInput(f"--lr {self.lr} needs a non-empty --lr-grid and --lr-episodes >= 1")
 
 
 def available_methods() -> list[str]:

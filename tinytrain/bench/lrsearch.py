@@ -18,6 +18,7 @@ from .evalconfig import DEFAULT_LR, TRAINING_FREE, EvalConfig, Variant
 from .results import ResultStore, record_key
 from .rundir import LR_SEARCH
 from .runner import run_jobs
+from ..errors import BadInput
 
 
 def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress: bool,
@@ -83,7 +84,7 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
             (out / "failures.json").write_text(json.dumps(failures, indent=1))
             again = ("a rerun repeats it: change the settings" if any(f.get("recurs") for f in failures)
                      else "rerun the same command to retry")
-            raise ValueError(f"the lr search failed on {len(failures)} jobs (details in {out / 'failures.json'}); "
+            raise BadInput(f"the lr search failed on {len(failures)} jobs (details in {out / 'failures.json'}); "
                              f"first: {failures[0]['error']}; {again}")
         scores: dict[tuple[str, str, float], list[float]] = {}
         # in episode order, whoever ran them: the means do not depend on workers or ranks
@@ -99,7 +100,7 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
                      else sum(scores[(src, m, lr)]) / len(scores[(src, m, lr)]) for lr in config.lr_grid}
             usable = sorted(lr for lr in means if means[lr] is not None)
             if not usable:
-                raise ValueError(f"--lr {config.lr}: {m} diverged at every --lr-grid rate "
+                raise BadInput(f"--lr {config.lr}: {m} diverged at every --lr-grid rate "
                                  f"({', '.join(f'{lr:g}' for lr in config.lr_grid)}) on the validation episodes of "
                                  f"{d}; add smaller rates (e.g. 0,1e-4,1e-3) to --lr-grid")
             best = min(usable, key=lambda lr: -round(means[lr], 6))   # float noise is a tie: smaller lr

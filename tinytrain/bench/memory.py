@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from ..errors import BadInput
 
 DEFAULT_METHODS = ("none", "lastlayer", "sparseupdate", "tinytrain", "tinytl", "fulltrain")
 PAPER_BATCH = {"fulltrain": 100, "tinytl": 100}     # others: 1 (paper 3.2)
@@ -149,11 +150,11 @@ def run_child(cfg: dict, timeout: float = 600) -> dict:
         proc = subprocess.run([sys.executable, "-m", "tinytrain.bench.memory", json.dumps(cfg)],
                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        raise ValueError(f"measuring {cfg['method']} took over {timeout:.0f} s; lower --resolution, "
+        raise BadInput(f"measuring {cfg['method']} took over {timeout:.0f} s; lower --resolution, "
                          "--shots or --iterations, or raise --timeout") from None
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ValueError(f"measuring {cfg['method']} failed: {tail}")
+        raise BadInput(f"measuring {cfg['method']} failed: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -162,9 +163,9 @@ def measure(model: str, methods: list[str], resolution: int = 128, ways: int = 5
             threads: int = 1, timeout: float = 600, progress=None) -> dict:
     """Peak RSS per method, each in its own child process; one JSON-ready dict."""
     if ways < 2 or shots < 1:
-        raise ValueError("--ways must be >= 2 and --shots >= 1")
+        raise BadInput("--ways must be >= 2 and --shots >= 1")
     if iterations < 1:
-        raise ValueError("--iterations must be >= 1 (the peak is reached during training)")
+        raise BadInput("--iterations must be >= 1 (the peak is reached during training)")
     rows = {}
     for m in methods:
         cfg = {"model": model, "method": m, "resolution": resolution, "ways": ways, "shots": shots,
@@ -203,7 +204,7 @@ def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in DEFAULT_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(DEFAULT_METHODS)}")
+        raise BadInput(f"unknown method(s) {unknown}; choose from {', '.join(DEFAULT_METHODS)}")
     progress = None if args.json else (lambda m: print(f"measuring {m} ...", file=sys.stderr, flush=True))
     result = measure(args.model, methods, args.resolution, args.ways, args.shots, args.iterations,
                      args.memory_budget, args.compute_budget, args.threads, args.timeout, progress)

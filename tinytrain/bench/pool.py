@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .stats import mean_ci
+from ..errors import BadInput
 
 
 def add_arguments(p) -> None:
@@ -47,9 +48,9 @@ def run(args) -> int:
 
     pools = sorted({int(v) for v in args.pools.split(",") if v.strip()})
     if not pools or min(pools) < 1:
-        raise ValueError("--pools: give pool sizes >= 1, e.g. 1,4,8 (fresh augmentation is always the reference)")
+        raise BadInput("--pools: give pool sizes >= 1, e.g. 1,4,8 (fresh augmentation is always the reference)")
     if args.episodes < 2:
-        raise ValueError("--episodes must be at least 2 (the interval needs two)")
+        raise BadInput("--episodes must be at least 2 (the interval needs two)")
     torch.set_num_threads(args.threads)
     if args.domain is None:
         from ..data.pocket import POCKET_SOURCE, ensure_pocket

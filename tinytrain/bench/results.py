@@ -24,6 +24,7 @@ import json
 import os
 import re
 from pathlib import Path
+from ..errors import BadInput
 
 KEY_FIELDS = ("domain", "task", "method")
 REQUIRED_FIELDS = KEY_FIELDS + ("accuracy", "predicted_memory_bytes", "backward_macs", "seconds")
@@ -99,7 +100,7 @@ def record_key(record: dict) -> tuple[str, int, str]:
     """The identity of a result: which domain, which stored episode, which method (or ablation variant)."""
     missing = [k for k in KEY_FIELDS if k not in record]
     if missing:
-        raise ValueError(f"result record lacks {missing}; every record needs {list(KEY_FIELDS)}")
+        raise BadInput(f"result record lacks {missing}; every record needs {list(KEY_FIELDS)}")
     return str(record["domain"]), int(record["task"]), str(record["method"])
 
 
@@ -168,10 +169,10 @@ class ResultStore:
         """Write one record durably; returns False (and writes nothing) when its key is already stored."""
         missing = [k for k in REQUIRED_FIELDS if k not in record]
         if missing:
-            raise ValueError(f"result record lacks {missing}")
+            raise BadInput(f"result record lacks {missing}")
         bad = record_problem(record)
         if bad:
-            raise ValueError(f"result record {record_key(record)}: {bad}")
+            raise BadInput(f"result record {record_key(record)}: {bad}")
         key = record_key(record)
         keys = self.keys()
         if key in keys:

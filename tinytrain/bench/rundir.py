@@ -26,6 +26,7 @@ from pathlib import Path
 from ..jsonfile import write_json_atomic
 from .evalconfig import EvalConfig
 from .results import ResultStore, shard_paths
+from ..errors import BadInput
 
 CONFIG_DIGEST = "config.sha256"          # beside config.json: the digest of the settings the results were made with
 LR_SEARCH = "lr_search.jsonl"            # the lr search's records, kept as they finish
@@ -41,9 +42,9 @@ def read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} ({what}) is not valid JSON ({exc}); restore it, or use a new --out") from None
+        raise BadInput(f"{path} ({what}) is not valid JSON ({exc}); restore it, or use a new --out") from None
     except RecursionError:
-        raise ValueError(f"{path} ({what}) is nested too deeply to be a tinytrain file; restore it, or use a "
+        raise BadInput(f"{path} ({what}) is nested too deeply to be a tinytrain file; restore it, or use a "
                          "new --out") from None
 
 
@@ -59,11 +60,11 @@ def read_stored_config(out: Path) -> dict:
     path = out / "config.json"
     stored = read_json(path, "the run's settings")
     if not isinstance(stored, dict):
-        raise ValueError(f"{path} must hold a JSON object of settings; restore it, or use a new --out")
+        raise BadInput(f"{path} must hold a JSON object of settings; restore it, or use a new --out")
     digest = out / CONFIG_DIGEST
     if digest.exists():
         if digest.read_text(encoding="utf-8", errors="replace").strip() != config_digest(stored):
-            raise ValueError(f"{path} was edited after the run began (it no longer matches {digest.name}), so its "
+            raise BadInput(f"{path} was edited after the run began (it no longer matches {digest.name}), so its "
                              "settings are not the ones the results were made with; restore it, or rerun into a "
                              "new --out")
     else:
@@ -77,7 +78,7 @@ def config_from_stored(d: dict, path: Path) -> "EvalConfig":
         config = EvalConfig.from_dict(d)
         config.validate()
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise ValueError(f"{path} holds settings this tinytrain cannot read ({exc}); restore it, or rerun into a "
+        raise BadInput(f"{path} holds settings this tinytrain cannot read ({exc}); restore it, or rerun into a "
                          "new --out") from None
     return config
 
@@ -108,7 +109,7 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
         old = read_stored_config(out)
         diff = config_differences(old, new)
         if diff and ResultStore(out / "results.jsonl").load():
-            raise ValueError(f"{out} holds a run with different settings ({'; '.join(diff)}); "
+            raise BadInput(f"{out} holds a run with different settings ({'; '.join(diff)}); "
                              "use a new --out, or repeat the original settings to resume")
         if diff:       # nothing was evaluated yet (e.g. the first attempt failed early): start over
             import shutil

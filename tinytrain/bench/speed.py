@@ -16,6 +16,7 @@ import json
 from typing import TYPE_CHECKING
 
 from .timing import format_ratio, pin_threads, ratio_spread, round_robin, spread
+from ..errors import BadInput
 
 if TYPE_CHECKING:       # torch and the methods are imported where they run: `bench speed --help` needs neither
     import torch
@@ -64,7 +65,7 @@ def synthetic_task(ways: int, shots: int, res: int, seed: int) -> tuple[torch.Te
     """A reproducible task of noisy class templates (timing does not need real images)."""
     import torch
     if ways < 2 or shots < 1:
-        raise ValueError("the benches need --ways >= 2 and --shots >= 1")
+        raise BadInput("the benches need --ways >= 2 and --shots >= 1")
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(ways).repeat_interleave(shots)
     x = torch.randn(ways, 1, 3, res, res, generator=g).repeat(1, shots, 1, 1, 1).flatten(0, 1)
@@ -78,7 +79,7 @@ _task = synthetic_task      # the name older scripts import
 def loop_options(args) -> dict:
     """AdaptConfig options for the benches' loop settings."""
     if args.augment_pool < 0:
-        raise ValueError(f"--augment-pool must be >= 0 (got {args.augment_pool}); 0 = fresh augmentation")
+        raise BadInput(f"--augment-pool must be >= 0 (got {args.augment_pool}); 0 = fresh augmentation")
     return {"augment_pool": args.augment_pool, "cache_budget": args.cache_budget}
 
 
@@ -95,7 +96,7 @@ def run(args) -> int:
     from ..sparse.accounting import predicted_saved_bytes
     from ..sparse.reference import MaskedReference
     if args.iterations < 1:
-        raise ValueError("--iterations must be at least 1 (one warm-up round runs before the timed ones)")
+        raise BadInput("--iterations must be at least 1 (one warm-up round runs before the timed ones)")
     pinned = pin_threads(args.threads)
     torch.manual_seed(args.seed)
     backbone = build_backbone(args.model)

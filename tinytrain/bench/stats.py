@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from ..errors import BadInput
 
 # two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..30; beyond 30 an expansion is used.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -21,7 +22,7 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 def t_quantile_975(df: int) -> float:
     """Two-sided 95 % critical value of Student's t with `df` degrees of freedom."""
     if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1 (got {df})")
+        raise BadInput(f"degrees of freedom must be >= 1 (got {df})")
     if df <= len(_T975):
         return _T975[df - 1]
     z = 1.959964

@@ -12,6 +12,7 @@ import os
 import statistics
 import time
 from typing import Callable
+from ..errors import BadInput
 
 
 
@@ -20,7 +21,7 @@ def pin_threads(threads: int) -> dict:
     Returns what was set (for the bench's output)."""
     import torch
     if threads < 1:
-        raise ValueError(f"--threads must be at least 1 (got {threads})")
+        raise BadInput(f"--threads must be at least 1 (got {threads})")
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -46,7 +47,7 @@ def round_robin(runs: dict[str, Callable[[], object]], rounds: int, warmup: int 
     """Call every run once per round (round r starts at the r-th run, so no run is always first);
     the first `warmup` rounds are not timed. Returns wall seconds per timed round, per run."""
     if rounds < 1:
-        raise ValueError(f"at least one timed round is needed (got {rounds})")
+        raise BadInput(f"at least one timed round is needed (got {rounds})")
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + rounds):
@@ -69,7 +70,7 @@ def spread(values: list[float]) -> dict:
 def ratio_spread(numerator: list[float], denominator: list[float]) -> dict:
     """The per-round ratio numerator / denominator, summarised by `spread`."""
     if len(numerator) != len(denominator):
-        raise ValueError("ratios need the same rounds for both runs")
+        raise BadInput("ratios need the same rounds for both runs")
     return spread([a / b for a, b in zip(numerator, denominator)])
 
 

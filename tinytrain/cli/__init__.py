@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from .. import __version__
+from ..errors import BadInput
 
 # Each module defines register(subparsers); its parsers set `func(args) -> int | None`.
 COMMAND_MODULES = ["zoo", "data", "train", "adapt", "plan", "evaluate", "bench", "export", "demo", "policy"]
@@ -15,10 +16,6 @@ COMMAND_MODULES = ["zoo", "data", "train", "adapt", "plan", "evaluate", "bench",
 
 # Commands that write all or nothing (no resume): an interrupt leaves no output behind.
 ONE_SHOT_COMMANDS = {"adapt", "predict", "plan", "export"}
-
-
-class UserError(Exception):
-    """Bad input: printed as one clear line, exit status 2."""
 
 
 DEBUG_FLAG = "--debug"
@@ -150,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = innermost_parser(parser, args).prog      # `tinytrain bench mcu`, not only `tinytrain bench`
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except (BadInput, FileNotFoundError) as exc:      # bad input; any other ValueError is a bug
         if debug:
             traceback.print_exc()
         print(f"{prog}: error: {exc}", file=sys.stderr)

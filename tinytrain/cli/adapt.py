@@ -5,7 +5,8 @@ import argparse
 import json
 import math
 
-from . import UserError, one_line_errors  # noqa: F401  (one_line_errors: imported from here by the commands)
+from ..errors import BadInput
+from . import one_line_errors  # noqa: F401  (one_line_errors: imported from here by the commands)
 
 # Bounds of the numeric flags, checked when the command line is read (before any import of torch, any model
 # or image is loaded): the same as the library's (deploy.session.MAX_ITERATIONS, adapted.MAX_RESOLUTION,
@@ -140,11 +141,11 @@ def run_adapt(args) -> int:
 
     # --iterations, --lr, --seed and --resolution were checked as the command line was read
     if args.sparseupdate_policy and args.method != "sparseupdate":
-        raise UserError("--sparseupdate-policy is for --method sparseupdate")
+        raise BadInput("--sparseupdate-policy is for --method sparseupdate")
     try:    # the method's options class checks keys and values, before any work
         options = parse_options(args.option, args.method, "--option")
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     if args.sparseupdate_policy:
         options["policy"] = args.sparseupdate_policy
     budgets = resolve_budgets(args.memory_budget, args.compute_budget, args.device)
@@ -226,7 +227,7 @@ def run_predict(args) -> int:
     paths, ignored = collect_image_paths(args.images)
     x, kept, errors = load_images_skipping(paths, adapted.resolution, background or adapted.background)
     if x is None:
-        raise UserError(f"none of the {len(paths)} images could be read; first: {errors[0]}")
+        raise BadInput(f"none of the {len(paths)} images could be read; first: {errors[0]}")
     results = classify(adapted, x, args.top)
     for p, r in zip(kept, results):
         r["image"] = str(p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from . import UserError
+from ..errors import BadInput
 
 # sub-command -> module under tinytrain.bench defining add_arguments(parser) and run(args) -> int
 BENCHES = {"speed": "Training-iteration time and measured saved-for-backward bytes per method",
@@ -57,7 +57,7 @@ def add_bench_arguments(p: argparse.ArgumentParser, name: str) -> bool:
 def _unavailable(name: str, missing: str):
     def run(args) -> int:
         hint = INSTALL_HINTS.get(missing, f"pip install {missing}")
-        raise UserError(f"`tinytrain bench {name}` needs the Python package {missing!r}, which is not installed "
+        raise BadInput(f"`tinytrain bench {name}` needs the Python package {missing!r}, which is not installed "
                         f"({hint})")
     return run
 

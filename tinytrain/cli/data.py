@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from .adapt import SEED, one_line_errors, whole_number
+from ..errors import BadInput
 
 
 def register(sub) -> None:
@@ -71,10 +72,10 @@ def _build(args) -> int:
 def _sampler(args):
     from tinytrain.data import EpisodeSampler, open_dataset
     if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        raise BadInput(f"--episodes must be >= 1, got {args.episodes}")
     fixed_only = [f"--{k}" for k in ("ways", "shots", "queries") if getattr(args, k) is not None]
     if fixed_only and args.mode != "fixed":      # Meta-Dataset sampling would ignore them
-        raise ValueError(f"{', '.join(fixed_only)} {'is' if len(fixed_only) == 1 else 'are'} for --mode fixed; "
+        raise BadInput(f"{', '.join(fixed_only)} {'is' if len(fixed_only) == 1 else 'are'} for --mode fixed; "
                          f"--mode {args.mode} draws the ways and shots of each episode itself: add --mode fixed "
                          "(with --ways, --shots and --queries), or leave them out")
     ds = open_dataset(args.dataset, args.split, root=args.pocket_root)

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from . import UserError
+from ..errors import BadInput
 from .evaluate import add_run_arguments, config_from_args, print_summary
 
 # Sized to finish in under 10 minutes on 2 CPU cores including the pocket build (docs/evaluation.md has
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         info = load_backbone(config.model, config.checkpoint).checkpoint_info
     except FileNotFoundError as exc:
-        raise UserError(f"{exc}. The demo needs the shipped checkpoint; reinstall tinytrain or pass --checkpoint PATH")
+        raise BadInput(f"{exc}. The demo needs the shipped checkpoint; reinstall tinytrain or pass --checkpoint PATH")
     print(f"      loaded ({info.source})")
     print("[3/3] adapting and evaluating ...", flush=True)
     out = Path(args.out)

@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from . import UserError
+from ..errors import BadInput
 from .adapt import add_policy_argument
 
 
@@ -22,7 +22,7 @@ def _csv(text: str) -> list[str]:
 
 def _lr(text: str):
     """'auto', 'target-val', 'support', a number, or per-method values 'fulltrain=1e-4,default=1e-3'. Every
-    rate is checked (finite, positive, at most evalconfig.MAX_LR); a UserError names the flag."""
+    rate is checked (finite, positive, at most evalconfig.MAX_LR); a BadInput names the flag."""
     text = str(text).strip()
     if text in ("auto", "target-val", "support"):
         return text
@@ -36,21 +36,23 @@ def _lr(text: str):
             for k, v in pairs:
                 k = k.strip()
                 if not k:
-                    raise UserError(f"--lr {text!r}: a pair '={v.strip()}' names no method; write METHOD=LR, "
+                    raise BadInput(f"--lr {text!r}: a pair '={v.strip()}' names no method; write METHOD=LR, "
                                     "e.g. fulltrain=1e-4,default=1e-3")
                 if k in values:
-                    raise UserError(f"--lr {text!r}: {k} is given twice; give each method one rate")
+                    raise BadInput(f"--lr {text!r}: {k} is given twice; give each method one rate")
                 values[k] = float(v)
         else:
             values = {"": float(text)}
-    except ValueError:
-        raise UserError(usage) from None
+    except BadInput:
+        raise
+    except ValueError:          # float() of a word
+        raise BadInput(usage) from None
     from ..bench.evalconfig import check_rate
     try:
         for k, v in values.items():
             check_rate(v, f"--lr {k}=" if k else "--lr", zero_ok=False)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     return values[""] if "" in values else values
 
 
@@ -130,12 +132,12 @@ def check_domains(domains: list[str], flag: str = "--domains") -> None:
     """Every domain opens as a dataset, before anything is written or chosen for it (one line naming it)."""
     from ..data import open_dataset
     if not domains:
-        raise UserError(f"{flag} is empty; give pocket target names, SOURCE:PATH or class-per-folder paths")
+        raise BadInput(f"{flag} is empty; give pocket target names, SOURCE:PATH or class-per-folder paths")
     for d in domains:
         try:
             open_dataset(d, "all")
         except (ValueError, OSError) as exc:
-            raise UserError(f"{flag} {d}: {exc}") from None
+            raise BadInput(f"{flag} {d}: {exc}") from None
 
 
 def config_from_file(args: argparse.Namespace):
@@ -144,21 +146,21 @@ def config_from_file(args: argparse.Namespace):
     given = sorted(dest for dest, default in args.setting_defaults.items() if getattr(args, dest, default) != default)
     if given:
         flags = ", ".join("--" + d.replace("_", "-") for d in given)
-        raise UserError(f"--config {args.config} holds every run setting; leave out {flags}, or drop --config")
+        raise BadInput(f"--config {args.config} holds every run setting; leave out {flags}, or drop --config")
     path = Path(args.config).expanduser()
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file") from None
+        raise BadInput(f"--config {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise UserError(f"--config {path}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
+        raise BadInput(f"--config {path}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
     if not isinstance(d, dict):
-        raise UserError(f"--config {path}: must hold one JSON object in the layout of a run's config.json")
+        raise BadInput(f"--config {path}: must hold one JSON object in the layout of a run's config.json")
     try:
         config = EvalConfig.from_dict(d)
         config.validate()
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise UserError(f"--config {path}: {exc}") from None
+        raise BadInput(f"--config {path}: {exc}") from None
     check_domains(config.domains, f"--config {path}: domain")
     return config
 
@@ -176,33 +178,33 @@ def config_from_args(args: argparse.Namespace):
     methods = known if args.methods == "all" else _csv(args.methods)
     unknown = [m for m in methods if m not in known]
     if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}; --methods takes 'all' or some of {', '.join(known)}")
+        raise BadInput(f"unknown method(s) {', '.join(unknown)}; --methods takes 'all' or some of {', '.join(known)}")
     if args.mode == "fixed" and None in (args.ways, args.shots, args.queries):
-        raise UserError("--mode fixed needs --ways, --shots and --queries")
+        raise BadInput("--mode fixed needs --ways, --shots and --queries")
     if args.mode == "metadataset" and (args.ways, args.shots, args.queries) != (None, None, None):
         # never ignore them silently: Meta-Dataset episodes draw their own way and shot
-        raise UserError("--ways, --shots and --queries shape fixed episodes: add --mode fixed, or drop them for "
+        raise BadInput("--ways, --shots and --queries shape fixed episodes: add --mode fixed, or drop them for "
                         "Meta-Dataset-style episodes (--max-ways and --max-support cap those)")
     if args.workers is None:
         args.workers = default_workers(getattr(args, "nproc", 1))
     if args.workers < 1:
-        raise UserError(f"--workers must be >= 1 (got {args.workers})")
+        raise BadInput(f"--workers must be >= 1 (got {args.workers})")
     from ..deploy.session import check_iterations
     try:
         check_iterations(args.iterations)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     lr = _lr(args.lr)
     from ..bench.evalconfig import DEFAULT_LR_GRID
     try:
         grid = DEFAULT_LR_GRID if args.lr_grid is None else tuple(float(x) for x in _csv(args.lr_grid))
     except ValueError:
-        raise UserError(f"--lr-grid must be comma-separated numbers, got {args.lr_grid!r}") from None
+        raise BadInput(f"--lr-grid must be comma-separated numbers, got {args.lr_grid!r}") from None
     def flagged(parse, flag: str, value):
         try:
             return parse(value)
         except ValueError as exc:
-            raise UserError(f"{flag}: {exc}") from None
+            raise BadInput(f"{flag}: {exc}") from None
 
     budgets = [flagged(parse_bytes, "--budget-sweep", b) for b in _csv(args.budget_sweep)] if args.budget_sweep \
         else None
@@ -210,23 +212,23 @@ def config_from_args(args: argparse.Namespace):
     compute_budget = (flagged(parse_compute_budget, "--compute-budget", args.compute_budget)
                       if args.compute_budget else None)
     if any(x < 0 for x in grid):
-        raise UserError(f"--lr-grid holds a negative rate ({args.lr_grid}); use rates >= 0 (0 = no update)")
+        raise BadInput(f"--lr-grid holds a negative rate ({args.lr_grid}); use rates >= 0 (0 = no update)")
     from ..bench.evalconfig import check_rate
     try:
         for x in grid:
             check_rate(x, "--lr-grid", zero_ok=True)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     try:
         variants = build_variants(methods, args.ablate_meta, args.ablate_score, args.ablate_channels, budgets,
                                   static=getattr(args, "ablate_static", False),
                                   options=getattr(args, "variant", None))
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     if getattr(args, "sparseupdate_policy", None):
         from ..methods.sparseupdate_policy import read_policy
         if "sparseupdate" not in methods:
-            raise UserError("--sparseupdate-policy needs sparseupdate in --methods")
+            raise BadInput("--sparseupdate-policy needs sparseupdate in --methods")
         policy, _ = read_policy(args.sparseupdate_policy, args.model)   # embedded: the run stays reproducible
         policy = {"n_bias": policy["n_bias"], "ratios": {str(k): v for k, v in policy["ratios"].items()}}
         variants = [replace(v, options={**v.options, "policy": policy}) if v.method == "sparseupdate" else v
@@ -237,7 +239,7 @@ def config_from_args(args: argparse.Namespace):
     resolution = args.resolution or checkpoint_resolution(args.model, args.checkpoint,
                                                           getattr(args, "resolution_fallback", 128))
     if resolution < 8:
-        raise UserError(f"--resolution must be at least 8 (got {resolution})")
+        raise BadInput(f"--resolution must be at least 8 (got {resolution})")
     shape = EvalEpisodes(args.mode, args.ways, args.shots, args.queries, args.max_ways, args.max_support)
     return EvalConfig(model=args.model, checkpoint=args.checkpoint, domains=_csv(args.domains), variants=variants,
                       tasks=args.tasks, seed=args.seed,
@@ -264,14 +266,14 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.runner import raise_terminated
 
     if args.nproc < 1:
-        raise UserError(f"--nproc must be at least 1 (got {args.nproc}); 1 evaluates in this process")
+        raise BadInput(f"--nproc must be at least 1 (got {args.nproc}); 1 evaluates in this process")
     if args.nproc > 1 and dist_eval.under_torchrun():
-        raise UserError("--nproc starts its own ranks; under torchrun leave it out (torchrun's --nproc-per-node "
+        raise BadInput("--nproc starts its own ranks; under torchrun leave it out (torchrun's --nproc-per-node "
                         "and --nnodes set the ranks)")
     try:
         device = dist_eval.check_device(args.device)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     if args.workers is None:
         args.workers = default_workers(args.nproc)
     old = None
@@ -331,7 +333,7 @@ def _eval_rank(config_dict: dict, out: str, workers: int, progress: bool, device
                  lock=False)
     except RankStopped:
         exit_rank(2)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except (BadInput, FileNotFoundError) as exc:
         print(f"tinytrain eval: error: {exc}", file=sys.stderr)
         exit_rank(2)
 
@@ -381,7 +383,7 @@ def _torchrun_rank(args: argparse.Namespace, device: str) -> int:
             code = finish(config, out, records) if ranks.rank == 0 else 0
     except RankStopped:
         exit_rank(2)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except (BadInput, FileNotFoundError) as exc:
         print(f"tinytrain eval: error: {exc}", file=sys.stderr)
         exit_rank(2)
     except KeyboardInterrupt:
@@ -446,7 +448,7 @@ def lr_protocol_for_domains(config):
     if not lacking:
         return config
     if len(lacking) < len(config.domains):
-        raise UserError(f"--lr auto needs validation classes, and {', '.join(lacking)} has none (a plain folder has "
+        raise BadInput(f"--lr auto needs validation classes, and {', '.join(lacking)} has none (a plain folder has "
                         "no class splits); pass --lr-domain with a domain that has a 'val' split, --lr target-val "
                         "(choose on held-out episodes of each domain) or a fixed rate such as --lr 1e-3")
     print(f"note: {', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no validation classes for --lr auto; choosing the learning rate per "
@@ -462,7 +464,7 @@ def report(args: argparse.Namespace) -> int:
 
     out = Path(args.dir)
     if not (out / "config.json").is_file():
-        raise UserError(f"{out} is not an evaluation directory (no config.json); pass the --out of a `tinytrain eval` run")
+        raise BadInput(f"{out} is not an evaluation directory (no config.json); pass the --out of a `tinytrain eval` run")
     config = config_from_stored(read_stored_config(out), out / "config.json")
     store = ResultStore(out / "results.jsonl")
     from ..bench.harness import in_job_order
@@ -471,7 +473,7 @@ def report(args: argparse.Namespace) -> int:
     strangers = sorted({f"{r['method']} on {r['domain']}" for r in records
                         if r["method"] not in labels or r["domain"] not in domains})
     if strangers:
-        raise UserError(f"{out / 'results.jsonl'} holds results ({', '.join(strangers[:3])}) that {out / 'config.json'} "
+        raise BadInput(f"{out / 'results.jsonl'} holds results ({', '.join(strangers[:3])}) that {out / 'config.json'} "
                         "does not list; the settings were edited: restore config.json, or rerun into a new --out")
     text, files = write_run_report(out, config, records)
     print_summary(text, files, out)

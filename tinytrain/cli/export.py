@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from ..errors import BadInput
 
 
 def register(sub) -> None:
@@ -26,7 +27,7 @@ def register(sub) -> None:
 
 def run_export(args) -> int:
     if args.format != "c" and (args.precision or args.calibration):
-        raise ValueError("--precision and --calibration are for --format c")
+        raise BadInput("--precision and --calibration are for --format c")
     if args.format == "c":
         from ..mcu.export import run_export_c
         return run_export_c(args)

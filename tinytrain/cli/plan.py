@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from . import UserError
+from ..errors import BadInput
 from .adapt import SEED, add_budget_arguments, add_model_arguments, load_model_for_task, one_line_errors
 
 
@@ -42,23 +42,23 @@ def run_plan(args) -> int:
     if args.paper_check:
         from ..costs.devices import format_paper_check, get_device, paper_check
         if not args.device:
-            raise UserError("--paper-check needs --device NAME (e.g. pi-zero-2)")
+            raise BadInput("--paper-check needs --device NAME (e.g. pi-zero-2)")
         device = get_device(args.device, args.devices_file)
         if not paper_check(device):
-            raise UserError(f"the paper reports end-to-end times only for pi-zero-2 (Table 9, Fig. 5) and jetson-nano "
+            raise BadInput(f"the paper reports end-to-end times only for pi-zero-2 (Table 9, Fig. 5) and jetson-nano "
                             f"(Table 10), not for {args.device}")
         print(json.dumps(paper_check(device), indent=2) if args.json else format_paper_check(device))
         return 0
     if args.method not in PLANNED_METHODS:
-        raise UserError(f"--method {args.method!r} has no plan; choose one of {', '.join(PLANNED_METHODS)}")
+        raise BadInput(f"--method {args.method!r} has no plan; choose one of {', '.join(PLANNED_METHODS)}")
     budgets = resolve_budgets(args.memory_budget, args.compute_budget, args.device, args.devices_file)
     if args.method == "tinytrain" and budgets.memory_bytes is None:
-        raise UserError("TinyTrain needs a memory budget: give --device NAME or --memory-budget (e.g. 1MB)")
+        raise BadInput("TinyTrain needs a memory budget: give --device NAME or --memory-budget (e.g. 1MB)")
     spec = get_spec(args.model)
     backbone = support = None
     if args.method == "tinytrain":
         if not args.support:
-            raise UserError("TinyTrain's plan depends on the task: give --support DIR (one folder per class)")
+            raise BadInput("TinyTrain's plan depends on the task: give --support DIR (one folder per class)")
         backbone, resolution, source, _, support, _ = load_model_for_task(args, args.support)
     else:
         from ..deploy.session import resolve_resolution

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..jsonfile import write_json_atomic
-from . import UserError
+from ..errors import BadInput
 from .adapt import MAX_ITERATIONS, RESOLUTION, SEED, learning_rate, one_line_errors
 
 
@@ -63,27 +63,27 @@ def _check_args(args) -> tuple[tuple[int, int], Path]:
     for flag, value, low in (("--episodes", args.episodes, 1), ("--iterations", args.iterations, 1),
                              ("--ways", args.ways, 2), ("--shots", args.shots, 1), ("--queries", args.queries, 1)):
         if value < low:
-            raise UserError(f"{flag} must be >= {low} (got {value})")
+            raise BadInput(f"{flag} must be >= {low} (got {value})")
     if args.iterations > MAX_ITERATIONS:
-        raise UserError(f"--iterations must be at most {MAX_ITERATIONS:,} (got {args.iterations:,}); the method "
+        raise BadInput(f"--iterations must be at most {MAX_ITERATIONS:,} (got {args.iterations:,}); the method "
                         "uses 40")
     if not args.lr > 0:
-        raise UserError(f"--lr must be positive (got {args.lr})")
+        raise BadInput(f"--lr must be positive (got {args.lr})")
     if args.resolution is not None and args.resolution < 8:
-        raise UserError(f"--resolution must be at least 8 (got {args.resolution})")
+        raise BadInput(f"--resolution must be at least 8 (got {args.resolution})")
     get_spec(args.model)      # ValueError naming the known models
     try:
         blocks = parse_range(args.bias_blocks, "--bias-blocks")
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     out = Path(args.out).expanduser()
     if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name such as "
+        raise BadInput(f"--out {out} is a folder; give a file name such as "
                         f"{out / (args.model + '-sparseupdate.json')}")
     if not out.parent.is_dir():
-        raise UserError(f"--out: folder {out.parent} does not exist")
+        raise BadInput(f"--out: folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
-        raise UserError(f"--out: folder {out.parent} is not writable")
+        raise BadInput(f"--out: folder {out.parent} is not writable")
     return blocks, out
 
 
@@ -92,7 +92,7 @@ def _validation_set(data: str):
     try:
         return open_source_splits(data)[1]
     except ValueError as exc:
-        raise UserError(f"--data {data!r} has no validation classes to calibrate on ({exc}); use the source "
+        raise BadInput(f"--data {data!r} has no validation classes to calibrate on ({exc}); use the source "
                         "domain (pocket-symbols), a Meta-Dataset 'SOURCE:PATH' with a val split, or a "
                         "class-per-folder source with at least 10 classes") from None
 
@@ -119,7 +119,7 @@ def run(args) -> int:
     res = args.resolution or backbone.checkpoint_info.resolution or DEFAULT_RESOLUTION
     ways = min(args.ways, len(val.classes))
     if ways < 2:
-        raise UserError(f"{val.name} has {len(val.classes)} validation class(es); episodes need at least 2")
+        raise BadInput(f"{val.name} has {len(val.classes)} validation class(es); episodes need at least 2")
     sampler = EpisodeSampler(val, mode="fixed", ways=ways, shots=args.shots, queries=args.queries, seed=args.seed)
     tasks = [load_task(val, ep, res) for ep in sampler.sample(args.episodes)]
     if args.model in SPARSEUPDATE_POLICIES:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ..jsonfile import write_json_atomic
-from . import UserError
+from ..errors import BadInput
 
 DEFAULT_RESOLUTION = 64
 
@@ -84,7 +84,7 @@ def _check_run_flags(args) -> None:
     fewer than one process, is a one-line error naming the flag."""
     nproc = getattr(args, "nproc", None)
     if nproc is not None and nproc < 1:
-        raise UserError(f"--nproc must be at least 1 (got {nproc}); 1 trains in this process")
+        raise BadInput(f"--nproc must be at least 1 (got {nproc}); 1 trains in this process")
     name = getattr(args, "device", None)
     if name is None or name == "auto":
         return
@@ -92,19 +92,19 @@ def _check_run_flags(args) -> None:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise BadInput(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UserError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu "
+            raise BadInput(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu "
                             "(or auto)")
         if device.index is not None and device.index >= count:
-            raise UserError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+            raise BadInput(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UserError(f"--device {name}: Apple's MPS is not available here; use --device cpu (or auto)")
+            raise BadInput(f"--device {name}: Apple's MPS is not available here; use --device cpu (or auto)")
     elif device.type != "cpu":
-        raise UserError(f"--device {name!r}: training runs on auto, cpu, cuda or cuda:N")
+        raise BadInput(f"--device {name!r}: training runs on auto, cpu, cuda or cuda:N")
 
 
 def _report(result, out: Path) -> int:
@@ -165,7 +165,7 @@ def cmd_metatrain(args) -> int:
     config, out = _config_from_args(MetaTrainConfig, args, "metatrain")
     config.check()
     if config.nproc > 1 and config.batch_episodes % config.nproc:
-        raise UserError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of --nproc "
+        raise BadInput(f"--batch-episodes ({config.batch_episodes}) must be a multiple of --nproc "
                         f"({config.nproc}); e.g. --batch-episodes {config.nproc}")
 
     def from_log(log):
@@ -242,14 +242,14 @@ def cmd_checkpoint_eval(args) -> int:
     from ..offline.card import command_line
     domains = args.domains or list(POCKET_TARGETS)
     if args.ship and Path(args.ship).exists():
-        raise UserError(f"--ship {args.ship} exists; delete it or choose another path (nothing was evaluated)")
+        raise BadInput(f"--ship {args.ship} exists; delete it or choose another path (nothing was evaluated)")
     if args.ship_checkpoint and args.ship_checkpoint not in args.checkpoints:
-        raise UserError(f"--ship-checkpoint {args.ship_checkpoint} is not one of --checkpoints")
+        raise BadInput(f"--ship-checkpoint {args.ship_checkpoint} is not one of --checkpoints")
     if (args.ship_checkpoint or args.curve_episodes or args.shipped) and not (args.ship or args.card):
-        raise UserError("--ship-checkpoint, --curve-episodes and --shipped go with --ship or --card")
+        raise BadInput("--ship-checkpoint, --curve-episodes and --shipped go with --ship or --card")
     if args.resolution != "native":
         if not args.resolution.isdigit():
-            raise UserError(f"--resolution must be a number of pixels or 'native', got {args.resolution!r}")
+            raise BadInput(f"--resolution must be a number of pixels or 'native', got {args.resolution!r}")
         args.resolution = int(args.resolution)
     version = ""
     for d in domains:
@@ -353,7 +353,7 @@ def cmd_distill(args) -> int:
     _check_run_flags(args)
     config, out = _distill_config(args)
     if args.export and Path(args.export).exists() and not args.restart:
-        raise UserError(f"--export {args.export} exists; choose another file or delete it")
+        raise BadInput(f"--export {args.export} exists; choose another file or delete it")
 
     def from_log(log):
         return TrainResult(out, max((r.get("step", 0) for r in log), default=0), config.total_steps, None,

@@ -5,6 +5,7 @@ import json
 
 from ..models.specs import ZOO, conv_layers, get_spec
 from .adapt import MAX_RESOLUTION, one_line_errors, whole_number
+from ..errors import BadInput
 
 
 def cmd_models(args) -> int:
@@ -59,11 +60,11 @@ def cmd_import(args) -> int:
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
-        raise ValueError(f"--out {out}: name the file *.safetensors (it is a tinytrain checkpoint)")
+        raise BadInput(f"--out {out}: name the file *.safetensors (it is a tinytrain checkpoint)")
     if out.is_dir():
-        raise ValueError(f"--out {out} is a directory; name a .safetensors file")
+        raise BadInput(f"--out {out} is a directory; name a .safetensors file")
     if out.exists() and not args.overwrite:
-        raise ValueError(f"--out {out} exists; pass --overwrite to replace it, or choose another name")
+        raise BadInput(f"--out {out} exists; pass --overwrite to replace it, or choose another name")
     qm = read_quantised(args.file)
     if args.model:
         check_model(args.model, qm)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from ..models.specs import ArchSpec, conv_layers, get_spec
 from .model import CostModel
 from .plan import LayerUpdate, UpdatePlan
+from ..errors import BadInput
 
 # model -> budget in KB -> (n_bias, {layer: input-channel ratio})
 SPARSEUPDATE_POLICIES: dict[str, dict[int, tuple[int, dict[int, float]]]] = {
@@ -79,12 +80,12 @@ def sparseupdate_plan(spec: ArchSpec | str, budget_kb: int | None = None, resolu
     spec = _spec(spec)
     policies = SPARSEUPDATE_POLICIES.get(spec.name)
     if policies is None:
-        raise ValueError(f"SparseUpdate has no published policy for {spec.name!r}; it exists for "
+        raise BadInput(f"SparseUpdate has no published policy for {spec.name!r}; it exists for "
                          f"{', '.join(SPARSEUPDATE_POLICIES)}")
     if budget_kb is None:
         budget_kb = SPARSEUPDATE_DEFAULT_KB[spec.name]
     if budget_kb not in policies:
-        raise ValueError(f"no SparseUpdate policy of {budget_kb} KB for {spec.name}; choose one of "
+        raise BadInput(f"no SparseUpdate policy of {budget_kb} KB for {spec.name}; choose one of "
                          f"{', '.join(str(k) for k in policies)}")
     n_bias, ratios = policies[budget_kb]
     n_layers = len(conv_layers(spec, resolution))

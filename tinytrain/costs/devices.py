@@ -29,6 +29,7 @@ from ..models.specs import ArchSpec, conv_layers, get_spec
 from .model import CostModel
 from .plan import UpdatePlan
 from .units import format_bytes, parse_bytes
+from ..errors import BadInput
 
 ENV_VAR = "TINYTRAIN_DEVICES"
 
@@ -59,11 +60,11 @@ class DeviceProfile:
         """From a JSON entry; sizes may be strings like '320KB' (keys ram/flash/memory_budget or *_bytes).
         Every field is checked (type and range); a ValueError names the file, the device and the field."""
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: every device entry must be a JSON object such as {{\"name\": \"my-board\", "
+            raise BadInput(f"{source}: every device entry must be a JSON object such as {{\"name\": \"my-board\", "
                              f"\"ram\": \"1MB\"}}, not {json.dumps(d)[:40]}")
         name = d.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{source}: every device entry needs a 'name' that is a non-empty string "
+            raise BadInput(f"{source}: every device entry needs a 'name' that is a non-empty string "
                              f"(got {json.dumps(name)[:40]})")
         where = f"{source}: device {name!r}"
 
@@ -72,18 +73,18 @@ class DeviceProfile:
             value = d.get(field_name)
             if value is None:
                 if required:
-                    raise ValueError(f"{where} lacks {key!r}; give e.g. \"{key}\": \"1MB\"")
+                    raise BadInput(f"{where} lacks {key!r}; give e.g. \"{key}\": \"1MB\"")
                 return None
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                raise ValueError(f"{where}: {field_name} must be a size such as \"1MB\" or a byte count "
+                raise BadInput(f"{where}: {field_name} must be a size such as \"1MB\" or a byte count "
                                  f"(got {json.dumps(value)[:40]})")
             try:
                 n = parse_bytes(value)
             except ValueError as exc:
-                raise ValueError(f"{where}: {field_name}: {exc}") from None
+                raise BadInput(f"{where}: {field_name}: {exc}") from None
             if n <= 0:
                 hint = "; leave it out to budget the whole RAM" if key == "memory_budget" else ""
-                raise ValueError(f"{where}: {field_name} must be positive (got {value!r}){hint}")
+                raise BadInput(f"{where}: {field_name} must be positive (got {value!r}){hint}")
             return n
 
         def number(key: str, default=None, kind=float):
@@ -94,46 +95,46 @@ class DeviceProfile:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     (kind is int and isinstance(value, float) and not value.is_integer()) or not math.isfinite(value):
                 what = "a whole number" if kind is int else "a number"
-                raise ValueError(f"{where}: {key} must be {what} (got {json.dumps(value)[:40]})")
+                raise BadInput(f"{where}: {key} must be {what} (got {json.dumps(value)[:40]})")
             return kind(value)
 
         def text(key: str) -> str:
             value = d.get(key, "")
             if not isinstance(value, str):
-                raise ValueError(f"{where}: {key} must be a string (got {json.dumps(value)[:40]})")
+                raise BadInput(f"{where}: {key} must be a string (got {json.dumps(value)[:40]})")
             return value
 
         def positive(key: str) -> float | None:
             value = number(key)
             if value is not None and not value > 0:
-                raise ValueError(f"{where}: {key} must be positive (got {value})")
+                raise BadInput(f"{where}: {key} must be positive (got {value})")
             return value
 
         ram = size("ram")
         budget = size("memory_budget", required=False)
         budget = ram if budget is None else budget       # left out: the whole RAM; 0 is refused, never read as RAM
         if budget > ram:
-            raise ValueError(f"{where}: memory_budget ({format_bytes(budget)}) is more than its ram "
+            raise BadInput(f"{where}: memory_budget ({format_bytes(budget)}) is more than its ram "
                              f"({format_bytes(ram)}); lower it or raise ram")
         compute = number("compute_budget", 0.15)
         if not 0 < compute <= 1:
-            raise ValueError(f"{where}: compute_budget is a fraction of FullTrain's backward MACs "
+            raise BadInput(f"{where}: compute_budget is a fraction of FullTrain's backward MACs "
                              f"in (0, 1] (got {compute})")
         bits = number("frozen_weight_bits", 32, int)
         if bits not in (8, 16, 32):
-            raise ValueError(f"{where}: frozen_weight_bits must be 8, 16 or 32 (got {bits})")
+            raise BadInput(f"{where}: frozen_weight_bits must be 8, 16 or 32 (got {bits})")
         act_bits = number("frozen_activation_bits", 32, int)
         if act_bits not in (8, 32):
-            raise ValueError(f"{where}: frozen_activation_bits must be 8 (an int8 frozen prefix) or 32 (got {act_bits})")
+            raise BadInput(f"{where}: frozen_activation_bits must be 8 (an int8 frozen prefix) or 32 (got {act_bits})")
         in_flash = d.get("frozen_weights_in_flash", False)
         if not isinstance(in_flash, bool):
-            raise ValueError(f"{where}: frozen_weights_in_flash must be true or false (got {json.dumps(in_flash)[:40]})")
+            raise BadInput(f"{where}: frozen_weights_in_flash must be true or false (got {json.dumps(in_flash)[:40]})")
         batch = number("batch_size", 1, int)
         if batch < 1:
-            raise ValueError(f"{where}: batch_size must be at least 1 (got {batch})")
+            raise BadInput(f"{where}: batch_size must be at least 1 (got {batch})")
         cores = number("cores", None, int)
         if cores is not None and cores < 1:
-            raise ValueError(f"{where}: cores must be at least 1 (got {cores})")
+            raise BadInput(f"{where}: cores must be at least 1 (got {cores})")
 
         return DeviceProfile(
             name=name, description=text("description"), ram_bytes=ram, flash_bytes=size("flash", False),
@@ -149,12 +150,12 @@ def _read_table(text: str, source: str) -> list[DeviceProfile]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"device file {source} is not valid JSON: {exc}") from None
+        raise BadInput(f"device file {source} is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ValueError(f"device file {source} is nested too deeply to be a device table") from None
+        raise BadInput(f"device file {source} is nested too deeply to be a device table") from None
     entries = data.get("devices") if isinstance(data, dict) else data
     if not isinstance(entries, list):
-        raise ValueError(f"device file {source} must hold a list of devices or {{\"devices\": [...]}}")
+        raise BadInput(f"device file {source} must hold a list of devices or {{\"devices\": [...]}}")
     return [DeviceProfile.from_dict(e, f"device file {source}") for e in entries]
 
 
@@ -176,7 +177,7 @@ def load_devices(extra_file: str | Path | None = None) -> dict[str, DeviceProfil
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise ValueError(f"device file {path} is not a text (JSON) file; check --devices-file or ${ENV_VAR}") from None
+            raise BadInput(f"device file {path} is not a text (JSON) file; check --devices-file or ${ENV_VAR}") from None
         table.update({d.name: d for d in _read_table(text, str(path))})
     return table
 
@@ -188,7 +189,7 @@ def list_devices(extra_file: str | Path | None = None) -> list[DeviceProfile]:
 def get_device(name: str, extra_file: str | Path | None = None) -> DeviceProfile:
     table = load_devices(extra_file)
     if name not in table:
-        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(table)} or add it to a JSON file "
+        raise BadInput(f"unknown device {name!r}; choose one of {', '.join(table)} or add it to a JSON file "
                          f"named by --devices-file or ${ENV_VAR}")
     return table[name]
 
@@ -398,7 +399,7 @@ def calibrate_power(device: str = "pi-zero-2") -> float:
     """Average watts from Fig. 5b energy over Table 9 total time, mean over Table 9's rows (Pi Zero 2 only:
     the paper gives no energy for the Jetson Nano)."""
     if device != "pi-zero-2":
-        raise ValueError("the paper reports energy only for the Raspberry Pi Zero 2 (Fig. 5b)")
+        raise BadInput("the paper reports energy only for the Raspberry Pi Zero 2 (Fig. 5b)")
     rows = PAPER_END_TO_END[device]
     watts = [1000 * PAPER_FIG5[key][1] / (f + r) for key, (f, r) in rows.items()]
     return sum(watts) / len(watts)

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Mapping
 
 from ..models.specs import ArchSpec, ConvLayer, conv_layers, get_spec, lite_residual_branches
 from .plan import LayerUpdate, UpdatePlan
+from ..errors import BadInput
 
 BYTES = 4                                             # fp32 everywhere
 OPTIMIZER_STATE = {"adam": 3, "sgd": 1, "sgdm": 2}    # gradient (+ momentum) (+ second moment), x weights
@@ -64,7 +65,7 @@ def compute_budget_macs(spec: ArchSpec, budget: float | int, resolution: int | N
     if isinstance(budget, float) and 0 < budget <= 1:
         return int(budget * fulltrain_backward_macs(spec, resolution))
     if budget <= 0:
-        raise ValueError(f"compute budget must be positive (got {budget})")
+        raise BadInput(f"compute budget must be positive (got {budget})")
     return int(budget)
 
 
@@ -101,7 +102,7 @@ def saved_activation_bytes_last_k_blocks(spec: ArchSpec, k: int, resolution: int
     """
     n_blocks = len(spec.blocks)
     if not 1 <= k <= n_blocks:
-        raise ValueError(f"k must be between 1 and {n_blocks} (the blocks of {spec.name}); got {k}")
+        raise BadInput(f"k must be between 1 and {n_blocks} (the blocks of {spec.name}); got {k}")
     path = [l for l in conv_layers(spec, resolution) if l.block >= n_blocks - k]
     return (sum(BYTES * l.input_elems for l in path)
             + sum(l.output_elems for l in path if _has_act(l)) / 8)
@@ -219,7 +220,7 @@ def _check_plan(spec: ArchSpec, plan: UpdatePlan, layers: list[ConvLayer]) -> No
     n = len(layers)
     bad = [u.index for u in plan.layers if u.index >= n] + [i for i in plan.bias_layers if i >= n]
     if bad:
-        raise ValueError(f"plan names layer(s) {bad} but {spec.name} has conv layers 0..{n - 1}")
+        raise BadInput(f"plan names layer(s) {bad} but {spec.name} has conv layers 0..{n - 1}")
 
 
 PRECISIONS = ("float32", "int8")
@@ -241,7 +242,7 @@ class CostModel:
 
     def __init__(self, spec: ArchSpec | str, resolution: int | None = None, precision: str = "float32"):
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+            raise BadInput(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
         self.precision = precision
         self._walks: dict[int, tuple[list[_Op], dict[int, int], dict[int, int]]] = {}
         self.spec = get_spec(spec) if isinstance(spec, str) else spec
@@ -409,7 +410,7 @@ class CostModel:
 
 def _model_for(spec: ArchSpec, plan: UpdatePlan) -> CostModel:
     if plan.model != spec.name:
-        raise ValueError(f"the plan is for {plan.model!r} but the model is {spec.name!r}")
+        raise BadInput(f"the plan is for {plan.model!r} but the model is {spec.name!r}")
     return CostModel(spec, plan.resolution)
 
 
@@ -504,17 +505,17 @@ def runtime_arena(spec: ArchSpec, plan: UpdatePlan, n_classes: int, precision: s
     bytes (the runtime rounds each layer's up to 4 bytes).
     """
     if plan.kind != "sparse":
-        raise ValueError(f"the C runtime runs sparse plans only (got a {plan.kind!r} plan)")
+        raise BadInput(f"the C runtime runs sparse plans only (got a {plan.kind!r} plan)")
     spec = get_spec(spec) if isinstance(spec, str) else spec
     if plan.model != spec.name:
-        raise ValueError(f"the plan is for {plan.model!r} but the model is {spec.name!r}")
+        raise BadInput(f"the plan is for {plan.model!r} but the model is {spec.name!r}")
     model = CostModel(spec, plan.resolution, precision)
     layers = model.layers
     bias_set = sorted(set(plan.bias_layers) | {u.index for u in plan.layers if u.ratio == 0 and not u.channels})
     weighted = {u.index: u for u in plan.layers if _channel_fraction(layers[u.index], u)[0] > 0}
     trained_idx = list(weighted) + bias_set
     if not trained_idx:
-        raise ValueError("the plan trains nothing")
+        raise BadInput("the plan trains nothing")
     earliest = min(trained_idx)
     forward = model.sparse_activation_bytes(plan.layers, bias_set)
 
@@ -564,7 +565,7 @@ def flash_constants(spec: ArchSpec | str, plan: UpdatePlan, n_classes: int, prec
     input table. Not counted: the layer table, class names and code (a few KiB, measured by the bench)."""
     spec = get_spec(spec) if isinstance(spec, str) else spec
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     layers = conv_layers(spec, plan.resolution)
     weighted = {u.index: u for u in plan.layers if _channel_fraction(layers[u.index], u)[0] > 0}
     trained = list(weighted) + list(plan.bias_layers)

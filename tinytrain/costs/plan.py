@@ -7,6 +7,7 @@ machine can be saved, diffed, and replayed on another.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ..errors import BadInput
 
 OPTIMIZERS = ("adam", "sgd", "sgdm")
 PLAN_KINDS = ("sparse", "full", "tinytl")
@@ -29,21 +30,21 @@ class LayerUpdate:
 
     def __post_init__(self) -> None:
         if self.index < 0:
-            raise ValueError(f"layer index must be >= 0 (got {self.index})")
+            raise BadInput(f"layer index must be >= 0 (got {self.index})")
         if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"layer {self.index}: ratio must be in [0, 1] (got {self.ratio})")
+            raise BadInput(f"layer {self.index}: ratio must be in [0, 1] (got {self.ratio})")
         if self.axis not in AXES:
-            raise ValueError(f"layer {self.index}: axis must be 'out' or 'in' (got {self.axis!r})")
+            raise BadInput(f"layer {self.index}: axis must be 'out' or 'in' (got {self.axis!r})")
         if self.channels is not None:
             object.__setattr__(self, "channels", [int(c) for c in self.channels])
             if len(set(self.channels)) != len(self.channels) or any(c < 0 for c in self.channels):
-                raise ValueError(f"layer {self.index}: channels must be distinct non-negative indices")
+                raise BadInput(f"layer {self.index}: channels must be distinct non-negative indices")
 
     def n_channels(self, total: int) -> int:
         """How many of `total` channels are updated (at least 1 when ratio > 0)."""
         if self.channels is not None:
             if any(c >= total for c in self.channels):
-                raise ValueError(f"layer {self.index}: channel index out of range (layer has {total} along "
+                raise BadInput(f"layer {self.index}: channel index out of range (layer has {total} along "
                                  f"axis {self.axis!r})")
             return len(self.channels)
         if self.ratio == 0:
@@ -80,16 +81,16 @@ class UpdatePlan:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
+            raise BadInput(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
         if self.kind not in PLAN_KINDS:
-            raise ValueError(f"plan kind must be one of {', '.join(PLAN_KINDS)} (got {self.kind!r})")
+            raise BadInput(f"plan kind must be one of {', '.join(PLAN_KINDS)} (got {self.kind!r})")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 (got {self.batch_size})")
+            raise BadInput(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.resolution < 8:
-            raise ValueError(f"resolution must be >= 8 pixels (got {self.resolution})")
+            raise BadInput(f"resolution must be >= 8 pixels (got {self.resolution})")
         indices = [u.index for u in self.layers]
         if len(set(indices)) != len(indices):
-            raise ValueError(f"a layer appears twice in the plan: {sorted(indices)}")
+            raise BadInput(f"a layer appears twice in the plan: {sorted(indices)}")
         object.__setattr__(self, "layers", sorted(self.layers, key=lambda u: u.index))
         object.__setattr__(self, "bias_layers", sorted({int(i) for i in self.bias_layers}))
 
@@ -113,4 +114,4 @@ class UpdatePlan:
                 resolution=int(d.get("resolution", 128)),
             )
         except KeyError as exc:
-            raise ValueError(f"update plan JSON lacks the key {exc}; it needs at least 'model'") from None
+            raise BadInput(f"update plan JSON lacks the key {exc}; it needs at least 'model'") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from ..errors import BadInput
 
 _BYTE_UNITS = {
     "": 1, "b": 1,
@@ -25,18 +26,18 @@ def parse_bytes(text: str | int | float) -> int:
     """Bytes from "1MB", "512KB", "1.5MiB", "320k" or "1048576" (KB/MB are 1024-based, like the paper)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text < 0:
-            raise ValueError(f"a memory size cannot be negative (got {text})")
+            raise BadInput(f"a memory size cannot be negative (got {text})")
         value = float(text)
     else:
         m = _NUMBER.match(str(text))
         unit = m.group(2).lower() if m else None
         if not m or unit not in _BYTE_UNITS:
-            raise ValueError(f"cannot read memory size {text!r}; write e.g. '1MB', '512KB', '1.5MiB' or a byte count")
+            raise BadInput(f"cannot read memory size {text!r}; write e.g. '1MB', '512KB', '1.5MiB' or a byte count")
         value = float(m.group(1)) * _BYTE_UNITS[unit]
     if math.isnan(value):
-        raise ValueError(f"memory size {text!r} is not a number; write e.g. '1MB' or '512KB'")
+        raise BadInput(f"memory size {text!r} is not a number; write e.g. '1MB' or '512KB'")
     if value > MAX_BYTES:
-        raise ValueError(f"memory size {text!r} is larger than any device (at most {MAX_BYTES // 2 ** 50} PiB); "
+        raise BadInput(f"memory size {text!r} is larger than any device (at most {MAX_BYTES // 2 ** 50} PiB); "
                          "write e.g. '1MB' or '512KB'")
     return int(text) if isinstance(text, int) else int(round(value))
 
@@ -52,33 +53,33 @@ def parse_compute_budget(text: str | int | float) -> float | int:
     else:
         m = _NUMBER.match(str(text))
         if not m:
-            raise ValueError(f"cannot read compute budget {text!r}; write e.g. '15%', '0.15' or '6.5M' (MACs)")
+            raise BadInput(f"cannot read compute budget {text!r}; write e.g. '15%', '0.15' or '6.5M' (MACs)")
         value, unit = float(m.group(1)), m.group(2).lower()
     if not math.isfinite(value):
-        raise ValueError(f"compute budget {text!r} is not a finite number; write e.g. '15%', '0.15' or '6.5M' (MACs)")
+        raise BadInput(f"compute budget {text!r} is not a finite number; write e.g. '15%', '0.15' or '6.5M' (MACs)")
     if unit == "%":
         if not 0 < value <= 100 or value / 100 == 0:       # 1e-322 % is 0.0 as a share
-            raise ValueError(f"a percentage compute budget must be in (0, 100] (got {text!r})")
+            raise BadInput(f"a percentage compute budget must be in (0, 100] (got {text!r})")
         return value / 100
     if unit.endswith("macs"):
         unit = unit[:-4]
     if unit not in _MAC_UNITS:
-        raise ValueError(f"cannot read compute budget {text!r}; use '%' or a K/M/G suffix, e.g. '15%' or '6.5M'")
+        raise BadInput(f"cannot read compute budget {text!r}; use '%' or a K/M/G suffix, e.g. '15%' or '6.5M'")
     if value <= 0:
-        raise ValueError(f"a compute budget must be positive (got {text!r})")
+        raise BadInput(f"a compute budget must be positive (got {text!r})")
     if unit == "" and value <= 1:
         return value
     if unit == "" and value <= 100 and not isinstance(text, (int, float)):
         # '15' is far too few MACs to train any layer, and reads like the paper's 15 %: ask which was meant
-        raise ValueError(f"compute budget {text!r} is ambiguous: write '{m.group(1)}%' for a share of FullTrain's "
+        raise BadInput(f"compute budget {text!r} is ambiguous: write '{m.group(1)}%' for a share of FullTrain's "
                          f"backward MACs, or a MAC count with its unit (e.g. '{m.group(1)}M' for "
                          f"{m.group(1)} million); a bare number is a share only up to 1 (0.15 = 15%)")
     if value * _MAC_UNITS[unit] > MAX_MACS:
-        raise ValueError(f"compute budget {text!r} is over {MAX_MACS:.0e} MACs, more than any adaptation needs; "
+        raise BadInput(f"compute budget {text!r} is over {MAX_MACS:.0e} MACs, more than any adaptation needs; "
                          "write e.g. '15%' or '6.5M'")
     macs = int(round(value * _MAC_UNITS[unit]))
     if macs < 1:        # e.g. '0.0004k': never a budget of 0 MACs
-        raise ValueError(f"compute budget {text!r} is less than one MAC; write e.g. '15%' or '6.5M'")
+        raise BadInput(f"compute budget {text!r} is less than one MAC; write e.g. '15%' or '6.5M'")
     return macs
 
 
@@ -88,7 +89,7 @@ def format_bytes(n: int | float, digits: int = 3, largest: str = "GiB") -> str:
     units = (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024))
     names = [u for u, _ in units]
     if largest not in names:
-        raise ValueError(f"largest must be one of {', '.join(names)} (got {largest!r})")
+        raise BadInput(f"largest must be one of {', '.join(names)} (got {largest!r})")
     for unit, size in units[names.index(largest):]:
         if abs(n) >= size:
             return f"{_sig(n / size, digits)} {unit}"

@@ -12,6 +12,7 @@ from .metadataset import READERS as METADATASET_SOURCES
 from .metadataset import open_source
 from .sampler import (EpisodeSampler, episode_stats, load_episode_file, load_task, save_episode_file)
 from .types import Episode, Task, load_episodes, save_episodes
+from ..errors import BadInput
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -33,34 +34,34 @@ def open_dataset(spec: str, split: str = "all", root: str | None = None) -> Imag
     `root` overrides where the pocket benchmark lives (default: `pocket.pocket_root()`).
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        raise BadInput(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     from .pocket import POCKET_DOMAINS, open_pocket
     spec = str(spec)
     if spec in POCKET_DOMAINS:
         return open_pocket(spec, split, root)
     if not spec.strip():       # Path('') is the current folder: never read it by accident
-        raise ValueError(f"the dataset is empty text; give a class-per-folder path or one of {', '.join(dataset_names())}")
+        raise BadInput(f"the dataset is empty text; give a class-per-folder path or one of {', '.join(dataset_names())}")
     source, sep, path = spec.partition(":")
     if sep and source in METADATASET_SOURCES:
         return open_source(source, path, split)
     p = Path(spec).expanduser()
     if p.is_dir():
         if split != "all":
-            raise ValueError(f"a plain folder has no class splits; use --split all (got {split!r}) or split "
+            raise BadInput(f"a plain folder has no class splits; use --split all (got {split!r}) or split "
                              "the folder yourself")
         return folder_dataset(p)
     named = ", ".join(dataset_names())
     if p.exists():
-        raise ValueError(f"dataset {spec} is a file, not a folder; give a folder that holds one sub-folder per class "
+        raise BadInput(f"dataset {spec} is a file, not a folder; give a folder that holds one sub-folder per class "
                          f"(ROOT/<class>/<image>), or one of {named}")
     if sep and "/" not in source and "\\" not in source:
         close = difflib.get_close_matches(source, METADATASET_SOURCES, n=1)
-        raise ValueError(f"unknown dataset source {source!r} in {spec!r}"
+        raise BadInput(f"unknown dataset source {source!r} in {spec!r}"
                          + (f" (did you mean {close[0]}:{path}?)" if close else "")
                          + f"; the sources are {', '.join(f'{s}:<path>' for s in METADATASET_SOURCES)}")
     if any(c in spec for c in "/\\") or spec.startswith((".", "~")):
-        raise ValueError(f"dataset folder {spec} does not exist; check the path (named datasets: {named})")
+        raise BadInput(f"dataset folder {spec} does not exist; check the path (named datasets: {named})")
     close = difflib.get_close_matches(spec, list(POCKET_DOMAINS), n=1)
-    raise ValueError(f"unknown dataset {spec!r}: no folder of that name here"
+    raise BadInput(f"unknown dataset {spec!r}: no folder of that name here"
                      + (f", and not a named dataset (did you mean {close[0]}?)" if close else
                         f", and not one of {named}"))

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .folders import NOT_AN_IMAGE, read_class_folders
+from ..errors import BadInput
 
 WHITE = (255, 255, 255)
 # Pillow's own guard against decompression bombs (about 89 Mpixels); TINYTRAIN_MAX_IMAGE_PIXELS overrides it.
@@ -90,7 +91,7 @@ class SubsetDataset(ImageDataset):
 
 # --- reading one image file ---------------------------------------------------------------------
 
-class BadImage(ValueError):
+class BadImage(BadInput):
     """An image file refused for what it holds; the message names the file and what to change."""
 
 
@@ -109,10 +110,10 @@ def max_image_pixels() -> int | None:
     try:
         value = int(float(raw))
     except (ValueError, OverflowError):
-        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels; set e.g. "
+        raise BadInput(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels; set e.g. "
                          f"{MAX_PIXELS_ENV}=200000000, or 'none' for no limit") from None
     if value < 0:
-        raise ValueError(f"{MAX_PIXELS_ENV} must be positive (got {raw!r}); 'none' removes the limit")
+        raise BadInput(f"{MAX_PIXELS_ENV} must be positive (got {raw!r}); 'none' removes the limit")
     return value
 
 
@@ -264,7 +265,7 @@ def read_image(path: str | Path, background: tuple[int, int, int] = WHITE) -> Im
             why = "an empty file" if _is_empty(path) else NOT_AN_IMAGE
         else:
             why = str(exc) or type(exc).__name__
-        raise ValueError(f"cannot read image {path}: {why}; remove it or convert it to PNG/JPEG") from None
+        raise BadInput(f"cannot read image {path}: {why}; remove it or convert it to PNG/JPEG") from None
 
 
 def _is_empty(path: str | Path) -> bool:
@@ -298,7 +299,7 @@ class FileDataset(ImageDataset):
     def __init__(self, name: str, classes: list[str], items: list[list], groups: list[int] | None = None,
                  group_names: list[str] | None = None, skipped: int = 0):
         if len(classes) != len(items):
-            raise ValueError("classes and items must have the same length")
+            raise BadInput("classes and items must have the same length")
         self.name, self.classes, self.items = name, list(classes), [list(x) for x in items]
         self.groups, self.group_names = groups, group_names
         self.skipped = skipped
@@ -316,7 +317,7 @@ class FileDataset(ImageDataset):
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
                 self.skipped += 1
                 warnings.warn(f"{exc} (skipped: the next image of class {self.classes[class_idx]!r} is used)")
-        raise ValueError(f"class {self.classes[class_idx]!r} of {self.name} has no readable image; "
+        raise BadInput(f"class {self.classes[class_idx]!r} of {self.name} has no readable image; "
                          "remove the class folder or replace its files")
 
     def verify(self, progress: bool = False) -> int:
@@ -351,7 +352,7 @@ class ArrayDataset(ImageDataset):
                  group_names: list[str] | None = None,
                  transform_item: Callable[[np.ndarray], np.ndarray] | None = None):
         if len(classes) != len(arrays):
-            raise ValueError("classes and arrays must have the same length")
+            raise BadInput("classes and arrays must have the same length")
         self.name, self.classes, self.arrays = name, list(classes), list(arrays)
         self.groups, self.group_names = groups, group_names
         self.transform_item = transform_item
@@ -370,11 +371,11 @@ class ArrayDataset(ImageDataset):
 
 def _check_nonempty(ds: ImageDataset) -> None:
     if not ds.classes:
-        raise ValueError(f"dataset {ds.name!r} has no classes; expected ROOT/<class>/<image> folders")
+        raise BadInput(f"dataset {ds.name!r} has no classes; expected ROOT/<class>/<image> folders")
     empty = [c for c, n in zip(ds.classes, ds.class_sizes()) if n == 0]
     if empty:
         shown = ", ".join(repr(c) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
-        raise ValueError(f"{len(empty)} class(es) of {ds.name!r} have no readable images: {shown}; "
+        raise BadInput(f"{len(empty)} class(es) of {ds.name!r} have no readable images: {shown}; "
                          "add images or remove those classes")
 
 

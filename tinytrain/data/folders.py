@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, ImageFile, UnidentifiedImageError
+from ..errors import BadInput
 
 # Files with these suffixes are taken to be images: one that cannot be decoded is an error that names it.
 # Any other file is read too when Pillow recognises it by its content (`probe_image`); one it does not
@@ -181,7 +182,7 @@ class ClassFolders:
         labels: list[int] = []
         for name, files in self.images.items():
             if name not in order:
-                raise ValueError(f"{self.root}: class folder {name!r} is not one of the classes {order}")
+                raise BadInput(f"{self.root}: class folder {name!r} is not one of the classes {order}")
             paths += files
             labels += [order.index(name)] * len(files)
         return paths, labels
@@ -210,19 +211,19 @@ def read_class_folders(root: str | Path, *, flag: str | None = None, what: str =
     if not root.exists():
         raise FileNotFoundError(f"{flag + ' folder' if flag else what} {root} does not exist")
     if not root.is_dir():
-        raise ValueError(f"{name} is a file, not a folder; give the folder that holds {LAYOUT} (DIR/<class name>/"
+        raise BadInput(f"{name} is a file, not a folder; give the folder that holds {LAYOUT} (DIR/<class name>/"
                          "<image>)")
     images: dict[str, list[Path]] = {}
     metadata, skipped = 0, []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p)):
         if not sub.name.strip():        # a saved model could not hold it (adapted.json refuses blank names)
-            raise ValueError(f"class folder {str(sub)!r}{inside} has a blank name (only spaces or other white "
+            raise BadInput(f"class folder {str(sub)!r}{inside} has a blank name (only spaces or other white "
                              "space); rename it to the name of its class")
         listing = list_image_files(sub, recursive=False)
         metadata += listing.metadata
         if not listing.images:
             held = skipped_message(listing.skipped)
-            raise ValueError(f"class folder {sub}{inside} holds no images{f' ({held})' if held else ''}; add images "
+            raise BadInput(f"class folder {sub}{inside} holds no images{f' ({held})' if held else ''}; add images "
                              "(any format Pillow reads: JPEG, PNG, ...) directly in it, or remove the folder")
         skipped += listing.skipped
         images[sub.name] = listing.images
@@ -230,17 +231,17 @@ def read_class_folders(root: str | Path, *, flag: str | None = None, what: str =
     if not images:
         held = (f"{_plural(len(loose), 'image')} directly, with no class sub-folders" if loose
                 else "no class sub-folders")
-        raise ValueError(f"{name} has no class folders: it holds {held}; lay images out as {root}/<class name>/"
+        raise BadInput(f"{name} has no class folders: it holds {held}; lay images out as {root}/<class name>/"
                          f"<image>, {LAYOUT}")
     if len(images) < min_classes:
         found = ", ".join(map(repr, images))
         count = "a single class folder" if len(images) == 1 else f"only {len(images)} class folders"
-        raise ValueError(f"{name} has {count} ({found}); few-shot adaptation needs at least "
+        raise BadInput(f"{name} has {count} ({found}); few-shot adaptation needs at least "
                          f"{'two' if min_classes == 2 else min_classes}, {LAYOUT}")
     if known is not None:
         unknown = [c for c in images if c not in known]
         if unknown:
-            raise ValueError(f"{name}: class folders {unknown} are not "
+            raise BadInput(f"{name}: class folders {unknown} are not "
                              f"{known_as or 'among the classes ' + ', '.join(map(repr, known))}; "
                              f"{fix or 'rename or remove those folders'}")
     skipped = [(p, LOOSE_IMAGE) for p in loose] + skipped

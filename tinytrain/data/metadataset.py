@@ -17,6 +17,7 @@ import numpy as np
 
 from .datasets import ArrayDataset, FileDataset, ImageDataset
 from .folders import is_image_file
+from ..errors import BadInput
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -91,7 +92,7 @@ def _find(root: Path, *candidates: str) -> Path:
     for c in candidates:
         if (root / c).exists():
             return root / c
-    raise ValueError(f"{root} does not look like the expected layout: none of {', '.join(candidates)} found")
+    raise BadInput(f"{root} does not look like the expected layout: none of {', '.join(candidates)} found")
 
 
 def _split_by(keys: list, split: str, valid: set, test: set, train: set | None = None) -> list[int]:
@@ -110,7 +111,7 @@ def _split_by(keys: list, split: str, valid: set, test: set, train: set | None =
 def _finish(ds: ImageDataset, keys: list, split: str, valid, test, train=None) -> ImageDataset:
     idx = _split_by(keys, split, set(valid), set(test), None if train is None else set(train))
     if not idx:
-        raise ValueError(f"{ds.name} has no classes in split {split!r} (Meta-Dataset puts none there, or the "
+        raise BadInput(f"{ds.name} has no classes in split {split!r} (Meta-Dataset puts none there, or the "
                          "files of that split are missing); choose another --split")
     return ds if len(idx) == len(keys) else ds.subset(idx, f"{ds.name}:{split}")
 
@@ -121,7 +122,7 @@ def read_traffic_sign(root: Path, split: str) -> ImageDataset:
     base = _find(root, "GTSRB/Final_Training/Images", "Final_Training/Images", "Images", ".")
     dirs = sorted(d for d in base.iterdir() if d.is_dir() and d.name.isdigit())
     if not dirs:
-        raise ValueError(f"no class folders 00000..00042 under {base}")
+        raise BadInput(f"no class folders 00000..00042 under {base}")
     ds = FileDataset("traffic_sign", [str(int(d.name)) for d in dirs], [_images_in(d) for d in dirs])
     keys = [int(d.name) for d in dirs]
     return _finish(ds, keys, split, valid=[], test=keys, train=[])
@@ -131,7 +132,7 @@ def read_omniglot(root: Path, split: str) -> ImageDataset:
     """images_background/ and images_evaluation/, each <alphabet>/<character>/*.png; groups = alphabets."""
     sets = [(name, root / name) for name in ("images_background", "images_evaluation") if (root / name).is_dir()]
     if not sets:
-        raise ValueError(f"{root} has neither images_background/ nor images_evaluation/ (Omniglot layout)")
+        raise BadInput(f"{root} has neither images_background/ nor images_evaluation/ (Omniglot layout)")
     classes, items, groups, group_names, keys = [], [], [], [], []
     for set_name, d in sets:
         for alphabet in sorted(a for a in d.iterdir() if a.is_dir()):
@@ -147,7 +148,7 @@ def read_omniglot(root: Path, split: str) -> ImageDataset:
         return ds
     idx = [i for i, k in enumerate(keys) if k == split]
     if not idx:
-        raise ValueError(f"omniglot split {split!r} is empty under {root}: train/val need images_background/, "
+        raise BadInput(f"omniglot split {split!r} is empty under {root}: train/val need images_background/, "
                          "test needs images_evaluation/")
     return ds.subset(idx, f"omniglot:{split}")
 
@@ -165,7 +166,7 @@ def read_aircraft(root: Path, split: str) -> ImageDataset:
                     img, variant = line.strip().split(" ", 1)
                     label_of[img] = variant
     if not label_of:
-        raise ValueError(f"no images_variant_*.txt under {data} (FGVC-Aircraft layout)")
+        raise BadInput(f"no images_variant_*.txt under {data} (FGVC-Aircraft layout)")
     boxes = {}
     if (data / "images_box.txt").exists():
         for line in (data / "images_box.txt").read_text().splitlines():
@@ -187,7 +188,7 @@ def read_vgg_flower(root: Path, split: str) -> ImageDataset:
     try:
         from scipy.io import loadmat
     except ImportError as exc:  # pragma: no cover
-        raise ValueError("reading VGG Flower's imagelabels.mat needs scipy: pip install scipy") from exc
+        raise BadInput("reading VGG Flower's imagelabels.mat needs scipy: pip install scipy") from exc
     labels = np.asarray(loadmat(str(mat))["labels"]).ravel().astype(int)
     jpg = _find(root, "jpg")
     per: dict[int, list[str]] = {}
@@ -227,12 +228,12 @@ def read_quickdraw(root: Path, split: str) -> ImageDataset:
     Files are memory-mapped, so the 345 classes open instantly."""
     files = sorted(root.glob("*.npy")) or sorted(root.glob("numpy_bitmap/*.npy"))
     if not files:
-        raise ValueError(f"no <class>.npy files under {root} (QuickDraw numpy_bitmap layout)")
+        raise BadInput(f"no <class>.npy files under {root} (QuickDraw numpy_bitmap layout)")
     names = [f.stem.replace("full_numpy_bitmap_", "") for f in files]
     arrays = [np.load(f, mmap_mode="r") for f in files]
     for f, a in zip(files, arrays):
         if a.ndim != 2 or a.shape[1] != 784:
-            raise ValueError(f"{f} has shape {a.shape}; QuickDraw bitmaps are (N, 784)")
+            raise BadInput(f"{f} has shape {a.shape}; QuickDraw bitmaps are (N, 784)")
     ds = ArrayDataset("quickdraw", names, arrays, transform_item=_quickdraw_item)
     return _finish(ds, names, split, QUICKDRAW_VALID, QUICKDRAW_TEST)
 
@@ -241,7 +242,7 @@ def read_fungi(root: Path, split: str) -> ImageDataset:
     """FGVCx Fungi 2018: train.json + val.json (COCO-style images/annotations/categories) and images/."""
     anns = [root / n for n in ("train.json", "val.json") if (root / n).exists()]
     if not anns:
-        raise ValueError(f"no train.json/val.json under {root} (FGVCx Fungi layout)")
+        raise BadInput(f"no train.json/val.json under {root} (FGVCx Fungi layout)")
     categories: dict[int, str] = {}
     per: dict[int, list[str]] = {}
     for f in anns:
@@ -290,10 +291,10 @@ READERS: dict[str, Callable[[Path, str], ImageDataset]] = {
 def open_source(source: str, root: str | Path, split: str = "all") -> ImageDataset:
     """Open a Meta-Dataset source in its native layout; split is train|val|test|all (Meta-Dataset's)."""
     if source not in READERS:
-        raise ValueError(f"unknown Meta-Dataset source {source!r}; valid: {', '.join(READERS)}")
+        raise BadInput(f"unknown Meta-Dataset source {source!r}; valid: {', '.join(READERS)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        raise BadInput(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ValueError(f"{root} is not a folder; give the {source} dataset's extracted root")
+        raise BadInput(f"{root} is not a folder; give the {source} dataset's extracted root")
     return READERS[source](root, split)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from .datasets import _open_image
 from .folders import list_image_files, report_skipped, skipped_message
+from ..errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def skimage_data_dir() -> Path:
     try:
         import skimage
     except ImportError as exc:
-        raise ValueError("skimage:NAME images need scikit-image (`pip install scikit-image`)") from exc
+        raise BadInput("skimage:NAME images need scikit-image (`pip install scikit-image`)") from exc
     return Path(skimage.__file__).resolve().parent / "data"
 
 
@@ -75,7 +76,7 @@ def _expand(spec: str) -> list[Path]:
     if spec.startswith("skimage:"):
         name = spec.removeprefix("skimage:")
         if name not in SKIMAGE_PHOTOS:
-            raise ValueError(f"--images {spec}: unknown scikit-image photograph; use one of "
+            raise BadInput(f"--images {spec}: unknown scikit-image photograph; use one of "
                              f"{', '.join('skimage:' + n for n in SKIMAGE_PHOTOS)}")
         return [skimage_data_dir() / SKIMAGE_PHOTOS[name].file]
     p = Path(spec).expanduser()
@@ -83,31 +84,31 @@ def _expand(spec: str) -> list[Path]:
         listing = list_image_files(p)           # every file Pillow reads, whatever its suffix
         if not listing.images:
             why = skipped_message(listing.skipped)
-            raise ValueError(f"--images {spec}: the folder holds no image file Pillow reads"
+            raise BadInput(f"--images {spec}: the folder holds no image file Pillow reads"
                              + (f" ({why})" if why else ""))
         report_skipped(listing.skipped)
         return listing.images
     if p.is_file():
         return [p]
-    raise ValueError(f"--images {spec}: no such file or folder (give image files, folders, or skimage:NAME)")
+    raise BadInput(f"--images {spec}: no such file or folder (give image files, folders, or skimage:NAME)")
 
 
 def resolve_images(specs: list[str] | tuple[str, ...], flag: str = "--images") -> list[Path]:
     """Image files named by `specs`, checked readable, with the evaluation-only textures refused."""
     if not specs:
-        raise ValueError(f"{flag} is empty; give at least one photograph (a file, a folder or skimage:NAME)")
+        raise BadInput(f"{flag} is empty; give at least one photograph (a file, a folder or skimage:NAME)")
     banned = _evaluation_only_hashes()
     out: list[Path] = []
     for spec in specs:
         for f in _expand(str(spec)):
             if f.name in EVALUATION_ONLY and banned and sha256_file(f) in banned:
-                raise ValueError(f"{flag}: {f} is scikit-image's {f.stem} texture, held back for evaluation; "
+                raise BadInput(f"{flag}: {f} is scikit-image's {f.stem} texture, held back for evaluation; "
                                  "leave it out")
             try:
                 with Image.open(f) as img:
                     img.verify()
             except Exception as exc:   # PIL raises many kinds for a broken file
-                raise ValueError(f"{flag}: {f} is not a readable image ({type(exc).__name__}); remove or replace it")
+                raise BadInput(f"{flag}: {f} is not a readable image ({type(exc).__name__}); remove or replace it")
             if f.resolve() not in {o.resolve() for o in out}:
                 out.append(f)
     return out
@@ -119,7 +120,7 @@ def load_photos(paths: list[Path], min_side: int = 32) -> list[Image.Image]:
     for p in paths:
         img = _open_image(str(p)).convert("RGB")
         if min(img.size) < min_side:
-            raise ValueError(f"{p} is {img.size[0]}x{img.size[1]} pixels; distillation needs photographs of at "
+            raise BadInput(f"{p} is {img.size[0]}x{img.size[1]} pixels; distillation needs photographs of at "
                              f"least {min_side} pixels on the shorter side")
         imgs.append(img)
     return imgs

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from ..errors import BadInput
 
 POCKET_VERSION = "pocket-v1.1"
 POCKET_SOURCE = "pocket-symbols"
@@ -81,7 +82,7 @@ def _font_files() -> list[Path]:
     d = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     keep = [f for f in sorted(d.glob("*.ttf")) if f.name.startswith(("DejaVu", "STIXGeneral"))]
     if not keep:
-        raise ValueError(f"no DejaVu/STIX fonts under {d}; reinstall matplotlib")
+        raise BadInput(f"no DejaVu/STIX fonts under {d}; reinstall matplotlib")
     return keep
 
 
@@ -353,7 +354,7 @@ def open_pocket(name: str, split: str = "all", root: str | Path | None = None):
     """
     from .datasets import ArrayDataset
     if name not in POCKET_DOMAINS:
-        raise ValueError(f"unknown pocket domain {name!r}; valid: {', '.join(POCKET_DOMAINS)}")
+        raise BadInput(f"unknown pocket domain {name!r}; valid: {', '.join(POCKET_DOMAINS)}")
     root = Path(root) if root is not None else pocket_root()
     if not _is_built(root):
         build_pocket(root)
@@ -367,9 +368,9 @@ def open_pocket(name: str, split: str = "all", root: str | Path | None = None):
         return ds
     if name == POCKET_SOURCE:
         if split not in meta["splits"]:
-            raise ValueError(f"{name} has splits train, val and all; got {split!r}")
+            raise BadInput(f"{name} has splits train, val and all; got {split!r}")
         return ds.subset(meta["splits"][split], f"{name}:{split}")
     if split == "test":
         return ds
-    raise ValueError(f"target domain {name} has splits test and all (all classes are for evaluation); "
+    raise BadInput(f"target domain {name} has splits test and all (all classes are for evaluation); "
                      f"got {split!r}")

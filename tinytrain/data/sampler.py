@@ -22,6 +22,7 @@ import torch
 from .datasets import ImageDataset
 from .transforms import eval_transform
 from .types import Episode, Task, load_episodes, save_episodes
+from ..errors import BadInput
 
 MODES = ("metadataset", "fixed")
 
@@ -34,7 +35,7 @@ class EpisodeSampler:
                  max_support: int = 500, max_per_class: int = 100, min_ways: int = 5,
                  max_queries: int = 10, use_groups: bool = True, cap_shots: bool = True):
         if mode not in MODES:
-            raise ValueError(f"unknown sampling mode {mode!r}; use one of {', '.join(MODES)}")
+            raise BadInput(f"unknown sampling mode {mode!r}; use one of {', '.join(MODES)}")
         self.dataset, self.mode, self.seed, self.cap_shots = dataset, mode, int(seed), cap_shots
         self.sizes = np.asarray(dataset.class_sizes(), dtype=np.int64)
         names = dataset.classes
@@ -42,33 +43,33 @@ class EpisodeSampler:
         if mode == "fixed":
             for label, v in (("ways", ways), ("shots", shots), ("queries", queries)):
                 if v is None or int(v) < (0 if label == "queries" else 1):
-                    raise ValueError(f"fixed mode needs --{label} as a positive integer, got {v!r}")
+                    raise BadInput(f"fixed mode needs --{label} as a positive integer, got {v!r}")
             self.ways, self.shots, self.queries = int(ways), int(shots), int(queries)
             need = self.shots + self.queries
             self.eligible = np.flatnonzero(self.sizes >= need)
             if self.ways > n:
-                raise ValueError(f"{self.ways}-way episodes need {self.ways} classes but {dataset.name} has {n}; "
+                raise BadInput(f"{self.ways}-way episodes need {self.ways} classes but {dataset.name} has {n}; "
                                  f"lower --ways to at most {n}")
             if len(self.eligible) < self.ways:
                 small = np.flatnonzero(self.sizes < need)
                 shown = ", ".join(f"{names[c]!r} ({self.sizes[c]})" for c in small[:5]) + (" ..." if len(small) > 5 else "")
                 have = (f"only {len(self.eligible)} of its {n} classes have" if len(self.eligible)
                         else f"none of its {n} classes has")
-                raise ValueError(f"{self.ways}-way episodes with --shots {self.shots} + --queries {self.queries} need "
+                raise BadInput(f"{self.ways}-way episodes with --shots {self.shots} + --queries {self.queries} need "
                                  f"{self.ways} classes with at least {need} images each, but {have} that many "
                                  f"(fewer: {shown}); lower --ways, --shots or --queries, or add images")
             self.groups = None
             return
         if min_ways < 1 or max_ways < min_ways:
-            raise ValueError(f"need 1 <= min_ways <= max_ways, got {min_ways}, {max_ways}")
+            raise BadInput(f"need 1 <= min_ways <= max_ways, got {min_ways}, {max_ways}")
         if max_support < 1 or max_per_class < 1 or max_queries < 1:
-            raise ValueError("max_support, max_per_class and max_queries must be positive")
+            raise BadInput("max_support, max_per_class and max_queries must be positive")
         self.min_ways, self.max_ways = min_ways, max_ways
         self.max_support, self.max_per_class, self.max_queries = max_support, max_per_class, max_queries
         too_small = np.flatnonzero(self.sizes < 2)
         if len(too_small):
             shown = ", ".join(f"{names[c]!r} ({self.sizes[c]})" for c in too_small[:5])
-            raise ValueError(f"Meta-Dataset episodes need at least 2 images per class (1 support + 1 query); "
+            raise BadInput(f"Meta-Dataset episodes need at least 2 images per class (1 support + 1 query); "
                              f"{dataset.name} has {len(too_small)} smaller: {shown}; add images or remove them")
         self.groups = None
         if use_groups and dataset.groups is not None:
@@ -77,12 +78,12 @@ class EpisodeSampler:
                 members.setdefault(int(g), []).append(c)
             self.groups = [np.asarray(v) for _, v in sorted(members.items()) if len(v) >= min_ways]
             if not self.groups:
-                raise ValueError(f"no group of {dataset.name} has {min_ways} classes; sample without groups")
+                raise BadInput(f"no group of {dataset.name} has {min_ways} classes; sample without groups")
         elif n < 2:
-            raise ValueError(f"dataset {dataset.name!r} has a single class ({names[0]!r}); few-shot episodes need at "
+            raise BadInput(f"dataset {dataset.name!r} has a single class ({names[0]!r}); few-shot episodes need at "
                              "least two classes: add a folder per class")
         elif n < min_ways:
-            raise ValueError(f"{dataset.name} has {n} classes but Meta-Dataset episodes need at least {min_ways}; "
+            raise BadInput(f"{dataset.name} has {n} classes but Meta-Dataset episodes need at least {min_ways}; "
                              f"use --mode fixed with --ways {n} (or fewer), or add classes")
 
     def _rng(self, i: int) -> np.random.Generator:
@@ -117,7 +118,7 @@ class EpisodeSampler:
 
     def sample(self, n: int, start: int = 0) -> list[Episode]:
         if n < 1:
-            raise ValueError(f"number of episodes must be >= 1, got {n}")
+            raise BadInput(f"number of episodes must be >= 1, got {n}")
         return [self.episode(i) for i in range(start, start + n)]
 
 
@@ -140,7 +141,7 @@ def episode_stats(episodes: Sequence[Episode]) -> dict:
     """Table-5 style statistics: mean and SD over episodes of ways, support size, query size, and the
     per-episode mean of support shots and query shots per class."""
     if not episodes:
-        raise ValueError("no episodes to summarise")
+        raise BadInput("no episodes to summarise")
     ways = np.array([e.ways for e in episodes], dtype=float)
     sup = np.array([len(e.support) for e in episodes], dtype=float)
     qry = np.array([len(e.query) for e in episodes], dtype=float)
@@ -165,7 +166,7 @@ def load_episode_file(path: str | Path, dataset: ImageDataset | None = None) -> 
     """Load episodes; with `dataset`, fail clearly if they were sampled from a different class list."""
     episodes, meta = load_episodes(path)
     if dataset is not None and meta.get("classes") is not None and list(meta["classes"]) != list(dataset.classes):
-        raise ValueError(f"{path} was sampled from {meta.get('dataset')!r} with {len(meta['classes'])} classes, "
+        raise BadInput(f"{path} was sampled from {meta.get('dataset')!r} with {len(meta['classes'])} classes, "
                          f"which does not match {dataset.name!r} ({len(dataset.classes)} classes); "
                          "resample the episodes for this dataset")
     if dataset is not None:
@@ -173,6 +174,6 @@ def load_episode_file(path: str | Path, dataset: ImageDataset | None = None) -> 
         for e in episodes:
             for label, j in e.support + e.query:
                 if j >= sizes[e.classes[label]]:
-                    raise ValueError(f"{path} refers to image {j} of class {dataset.classes[e.classes[label]]!r}, "
+                    raise BadInput(f"{path} refers to image {j} of class {dataset.classes[e.classes[label]]!r}, "
                                      "which has fewer images; resample the episodes")
     return episodes, meta

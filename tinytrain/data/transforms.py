@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
+from ..errors import BadInput
 
 # Standard ImageNet statistics; the mobilenetv2-1.0 ImageNet weights expect them, so they are used everywhere.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -27,7 +28,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 def _check_resolution(resolution: int) -> None:
     if not isinstance(resolution, int) or resolution < 8:
-        raise ValueError(f"resolution must be an integer >= 8 pixels, got {resolution!r}")
+        raise BadInput(f"resolution must be an integer >= 8 pixels, got {resolution!r}")
 
 
 class EvalTransform:
@@ -69,7 +70,7 @@ class TrainTransform:
                  seed: int | None = None):
         _check_resolution(resolution)
         if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+            raise BadInput(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         self.resolution, self.scale, self.ratio, self.jitter, self.flip = resolution, scale, ratio, jitter, flip
         self.rng = np.random.default_rng(seed)
 
@@ -115,9 +116,9 @@ def finetune_augment(x: torch.Tensor, generator: torch.Generator, p: float = 0.9
     `translation` of H and W with zero padding. Deterministic for a given generator state.
     """
     if x.dim() != 4:
-        raise ValueError(f"finetune_augment expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        raise BadInput(f"finetune_augment expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
+        raise BadInput(f"p must be in [0, 1], got {p}")
     x = x.detach()
     n, _, h, w = x.shape
     dt, dev = x.dtype, x.device
@@ -156,9 +157,9 @@ class PhotoPatches:
                  min_area: float = 0.002, rotation: float = 30.0, shear: float = 30.0, seed: int | None = None):
         _check_resolution(resolution)
         if not photos:
-            raise ValueError("PhotoPatches needs at least one photograph")
+            raise BadInput("PhotoPatches needs at least one photograph")
         if not 0 < init_crop <= 1 or not 0 < min_area <= 1:
-            raise ValueError(f"init_crop and min_area must be in (0, 1], got {init_crop} and {min_area}")
+            raise BadInput(f"init_crop and min_area must be in (0, 1], got {init_crop} and {min_area}")
         self.photos = [p.convert("RGB") for p in photos]
         self.resolution, self.init_crop, self.min_area = resolution, init_crop, min_area
         self.rotation, self.shear = rotation, shear

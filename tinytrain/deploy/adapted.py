@@ -29,6 +29,7 @@ from ..methods.base import Predictor
 from ..models.head import CosineClassifier
 from ..models.weights import UnreadableCheckpoint, load_checkpoint, read_safetensors, save_checkpoint
 from .outputs import check_output_dir, missing_parents, remove_made_dirs
+from ..errors import BadInput
 
 FORMAT = "tinytrain-adapted"
 FORMAT_VERSION = 1
@@ -65,7 +66,7 @@ class AdaptedModel:
         probability}]} (plus `image` for files). `top`: how many classes to list (an integer >= 1)."""
         from .images import as_image_batch
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise ValueError(f"top must be an integer >= 1 (got {top!r})")
+            raise BadInput(f"top must be an integer >= 1 (got {top!r})")
         x, names = as_image_batch(images, self.resolution, self.background)
         results = classify(self, x, top)
         for r, name in zip(results, names):
@@ -187,11 +188,11 @@ def check_save_target(out_dir: str | Path, overwrite: bool = False, flag: str = 
     out = check_output_dir(out_dir, flag)
     if out.is_dir() and any(out.iterdir()):
         if not is_adapted_dir(out):
-            raise ValueError(f"{flag} {out} is a non-empty directory that is not a saved tinytrain model; "
+            raise BadInput(f"{flag} {out} is a non-empty directory that is not a saved tinytrain model; "
                              "choose a new or empty directory")
         if not overwrite:
             how = "--overwrite" if flag.startswith("--") else "overwrite=True"
-            raise ValueError(f"{flag} {out} already holds a saved model; pass {how} to replace it, "
+            raise BadInput(f"{flag} {out} already holds a saved model; pass {how} to replace it, "
                              "or choose another directory")
     return out
 
@@ -227,7 +228,7 @@ def save_adapted(out_dir: str | Path, adapted: AdaptedModel, overwrite: bool = F
         shutil.rmtree(tmp, ignore_errors=True)
         remove_made_dirs(made)
         if isinstance(exc, OSError):     # never name the temporary folder
-            raise ValueError(f"{flag} {out}: could not write the model ({(exc.strerror or str(exc)).lower()})") from None
+            raise BadInput(f"{flag} {out}: could not write the model ({(exc.strerror or str(exc)).lower()})") from None
         raise
     return out
 
@@ -250,15 +251,15 @@ def load_adapted(folder: str | Path) -> AdaptedModel:
     if not folder.exists():
         raise FileNotFoundError(f"model directory {folder} does not exist; create it with `tinytrain adapt --save`")
     if not folder.is_dir():
-        raise ValueError(f"{folder} is a file; --model-dir takes the directory written by `tinytrain adapt --save`")
+        raise BadInput(f"{folder} is a file; --model-dir takes the directory written by `tinytrain adapt --save`")
     if not is_adapted_dir(folder):
-        raise ValueError(f"{folder} is not a saved tinytrain model (no valid {META_FILE}); "
+        raise BadInput(f"{folder} is not a saved tinytrain model (no valid {META_FILE}); "
                          "create one with `tinytrain adapt ... --save DIR`")
     meta = json.loads((folder / META_FILE).read_text())
     check_metadata(meta, folder / META_FILE)
     for name in (MODEL_FILE, HEAD_FILE):
         if not (folder / name).is_file():
-            raise ValueError(f"{folder} lacks {name}, so it is incomplete; save the model again with "
+            raise BadInput(f"{folder} lacks {name}, so it is incomplete; save the model again with "
                              "`tinytrain adapt ... --save DIR`")
     backbone, _ = load_checkpoint(folder / MODEL_FILE, expect_model=meta["model"])
     head_t = read_safetensors(folder / HEAD_FILE, what="classifier file")
@@ -266,15 +267,15 @@ def load_adapted(folder: str | Path) -> AdaptedModel:
         raise UnreadableCheckpoint(f"{folder / HEAD_FILE} lacks prototypes/scale/bias; save the model again")
     protos = head_t["prototypes"]
     if protos.ndim != 2 or protos.shape[1] != backbone.feature_dim:
-        raise ValueError(f"{folder / HEAD_FILE}: prototypes have shape {tuple(protos.shape)}, expected "
+        raise BadInput(f"{folder / HEAD_FILE}: prototypes have shape {tuple(protos.shape)}, expected "
                          f"({len(meta['classes'])}, {backbone.feature_dim}); the directory is inconsistent, save it again")
     if protos.shape[0] != len(meta["classes"]):
-        raise ValueError(f"{folder / META_FILE} names {len(meta['classes'])} classes but {HEAD_FILE} holds "
+        raise BadInput(f"{folder / META_FILE} names {len(meta['classes'])} classes but {HEAD_FILE} holds "
                          f"{protos.shape[0]} prototypes; restore the class list (one name per prototype, in order) "
                          "or save the model again")
     if not all(bool(torch.isfinite(head_t[k]).all()) for k in ("prototypes", "scale", "bias")) or \
             head_t["scale"].numel() != 1 or head_t["bias"].numel() != 1:
-        raise ValueError(f"{folder / HEAD_FILE} holds non-finite values or a scale/bias that is not one number; "
+        raise BadInput(f"{folder / HEAD_FILE} holds non-finite values or a scale/bias that is not one number; "
                          "save the model again")
     head = CosineClassifier(float(head_t["scale"]), float(head_t["bias"]))
     predictor = Predictor(backbone, protos, head, list(meta["classes"]))
@@ -295,18 +296,18 @@ def check_metadata(meta: dict, path: Path) -> None:
     another would make the two disagree; it is refused instead (save the model again)."""
     from .images import normalisation as pipeline_normalisation
 
-    def bad(field_name: str, want: str) -> ValueError:
-        return ValueError(f"{path}: {field_name} must be {want} (got {json.dumps(meta.get(field_name))[:60]}); "
+    def bad(field_name: str, want: str) -> BadInput:
+        return BadInput(f"{path}: {field_name} must be {want} (got {json.dumps(meta.get(field_name))[:60]}); "
                           "restore it or save the model again with `tinytrain adapt --save`")
 
     version = meta.get("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise bad("version", f"a whole number from 1 to {FORMAT_VERSION}")
     if version > FORMAT_VERSION:
-        raise ValueError(f"{path} was written by a newer tinytrain (format version {version}); upgrade tinytrain")
+        raise BadInput(f"{path} was written by a newer tinytrain (format version {version}); upgrade tinytrain")
     missing = [k for k in ("model", "resolution", "classes", "normalisation", "method") if k not in meta]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}; the directory is damaged, save it again")
+        raise BadInput(f"{path} lacks {', '.join(missing)}; the directory is damaged, save it again")
     for key in ("model", "method"):
         if not isinstance(meta[key], str) or not meta[key].strip():
             raise bad(key, "a non-empty string")

@@ -31,6 +31,7 @@ from ..models.backbone import Backbone
 from ..models.weights import sha256_of
 from .adapted import AdaptedModel
 from .outputs import check_output_file, missing_parents, remove_made_dirs
+from ..errors import BadInput
 
 DEFAULT_OPSET = 13
 FORMATS = ("onnx", "torchscript")
@@ -91,7 +92,7 @@ def export_onnx(adapted: AdaptedModel, path: str | Path, opset: int = DEFAULT_OP
                 overwrite: bool = False) -> Path:
     """Write an ONNX file with a dynamic batch axis, plus FILE.json."""
     if not 11 <= opset <= 20:
-        raise ValueError(f"--opset {opset} is outside 11..20; use 13 (the default) for broad runtime support")
+        raise BadInput(f"--opset {opset} is outside 11..20; use 13 (the default) for broad runtime support")
     prepare_export_target(path, overwrite)
     path = Path(path)
     model = scoring_model(adapted)
@@ -220,7 +221,7 @@ def _write_pair(path: Path, write_graph, side_data: dict) -> None:
         if not placed:
             remove_made_dirs(made)
         if isinstance(exc, OSError):      # never name a temporary file
-            raise ValueError(f"--out {path}: could not write it ({(exc.strerror or str(exc)).lower()})") from None
+            raise BadInput(f"--out {path}: could not write it ({(exc.strerror or str(exc)).lower()})") from None
         raise
 
 
@@ -231,4 +232,4 @@ def export_model(adapted: AdaptedModel, fmt: str, path: str | Path, opset: int =
         return export_onnx(adapted, path, opset, overwrite)
     if fmt == "torchscript":
         return export_torchscript(adapted, path, overwrite)
-    raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    raise BadInput(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")

@@ -19,6 +19,7 @@ import torch
 from ..data.datasets import WHITE, check_image_shape, open_rgb, to_rgb
 from ..data.folders import is_metadata_file, list_image_files, read_class_folders, report_skipped, skipped_message
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize
+from ..errors import BadInput
 
 NAMED_BACKGROUNDS = {"white": WHITE, "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
 
@@ -53,7 +54,7 @@ def parse_background(text: str | tuple | list | None) -> tuple[int, int, int]:
     red. Anything else is refused."""
     if text is None:
         return WHITE
-    bad = ValueError(f"--background {text!r} is not a colour; use white, black, grey, R,G,B (integers 0-255, or "
+    bad = BadInput(f"--background {text!r} is not a colour; use white, black, grey, R,G,B (integers 0-255, or "
                      "fractions 0-1 such as 0.5,0.5,0.5) or #RRGGBB")
     if isinstance(text, (tuple, list)):
         parts = list(text)
@@ -87,7 +88,7 @@ def parse_background(text: str | tuple | list | None) -> tuple[int, int, int]:
     if any(not isinstance(v, numbers.Integral) for v in values):
         if all(0.0 <= float(v) <= 1.0 for v in values):
             return tuple(int(round(float(v) * 255)) for v in values)
-        raise ValueError(f"--background {text!r}: written with a decimal point the values are fractions 0-1; give "
+        raise BadInput(f"--background {text!r}: written with a decimal point the values are fractions 0-1; give "
                          "fractions 0-1 (0.5,0.5,0.5) or integers 0-255 (128,128,128)")
     if all(0 <= int(v) <= 255 for v in values):
         return tuple(int(v) for v in values)
@@ -99,7 +100,7 @@ def load_images(paths: list[str | Path], resolution: int, background: tuple[int,
     """Load and transform image files -> (N, 3, R, R), plus the distinct original sizes. Any unreadable
     file is an error that names it."""
     if not paths:
-        raise ValueError("no images given")
+        raise BadInput("no images given")
     transform = eval_transform(resolution)
     tensors, sizes = [], set()
     for p in paths:
@@ -183,7 +184,7 @@ def collect_image_paths(items: list[str | Path]) -> tuple[list[Path], int]:
             raise FileNotFoundError(f"image {p} does not exist")
     if not out:
         msg = skipped_message(skipped)
-        raise ValueError(f"no images found in {', '.join(str(i) for i in items)}"
+        raise BadInput(f"no images found in {', '.join(str(i) for i in items)}"
                          + (f" ({ignored} macOS '._' metadata files ignored)" if ignored else "")
                          + (f"; {msg}" if msg else "")
                          + "; give image files Pillow reads (JPEG, PNG, TIFF, WebP, ...)")
@@ -199,20 +200,20 @@ def _tensor_batch(images: torch.Tensor, resolution: int) -> torch.Tensor:
     bool or complex tensors, and NaN or infinite values, are refused."""
     x = images.unsqueeze(0) if images.dim() == 3 else images
     if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (resolution, resolution):
-        raise ValueError(f"a tensor of images must be (N, 3, {resolution}, {resolution}) (channels first): uint8 "
+        raise BadInput(f"a tensor of images must be (N, 3, {resolution}, {resolution}) (channels first): uint8 "
                          f"pixels 0-255 or a normalised float tensor; got shape {tuple(images.shape)}; or pass file "
                          "paths / PIL images and they are prepared for you")
     if x.shape[0] == 0:
-        raise ValueError("the tensor of images holds no image (batch size 0)")
+        raise BadInput("the tensor of images holds no image (batch size 0)")
     if x.dtype == torch.uint8:
         return normalize(x.float() / 255.0)
     if not x.dtype.is_floating_point or x.dtype.is_complex:
-        raise ValueError(f"a tensor of images must be uint8 (pixels 0-255) or floating point (normalised with the "
+        raise BadInput(f"a tensor of images must be uint8 (pixels 0-255) or floating point (normalised with the "
                          f"model's mean/std); got {x.dtype}: for 0-255 pixels use x.to(torch.uint8), for 0-1 pixels "
                          "(x * 255).round().to(torch.uint8)")
     x = x.float()
     if not torch.isfinite(x).all():
-        raise ValueError(f"the tensor of images holds {int((~torch.isfinite(x)).sum())} NaN or infinite values; "
+        raise BadInput(f"the tensor of images holds {int((~torch.isfinite(x)).sum())} NaN or infinite values; "
                          "give finite values (uint8 pixels 0-255, or normalised floats)")
     if x.min() >= 0 and x.max() <= 1 and x.numel() > 3 * resolution * resolution // 2:
         import warnings
@@ -235,7 +236,7 @@ def as_image_batch(images, resolution: int, background: tuple[int, int, int] = W
         return x, [None] * len(x)
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     if not items:
-        raise ValueError("no images given")
+        raise BadInput("no images given")
     transform = eval_transform(resolution)
     tensors, names = [], []
     for k, item in enumerate(items):
@@ -250,5 +251,5 @@ def as_image_batch(images, resolution: int, background: tuple[int, int, int] = W
                 tensors.append(transform(open_rgb(p, background)))
                 names.append(str(p))
         else:
-            raise ValueError(f"cannot classify a {type(item).__name__}; give file paths, folders or PIL images")
+            raise BadInput(f"cannot classify a {type(item).__name__}; give file paths, folders or PIL images")
     return torch.stack(tensors), names

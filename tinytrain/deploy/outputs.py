@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..jsonfile import give_normal_mode
+from ..errors import BadInput
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -29,12 +30,12 @@ def _check_creatable(path: Path, flag: str) -> None:
     """`path` does not exist yet: its nearest existing ancestor must be a folder we can write in."""
     base = _nearest_existing(path.parent if str(path.parent) else Path("."))
     if not base.is_dir():
-        raise ValueError(f"{flag} {path}: {base} is a file, so {path} cannot be created under it; choose another path")
+        raise BadInput(f"{flag} {path}: {base} is a file, so {path} cannot be created under it; choose another path")
     try:
         with tempfile.TemporaryFile(dir=base):
             pass
     except OSError as exc:
-        raise ValueError(f"{flag} {path}: cannot write in {base} ({exc.strerror.lower()}); "
+        raise BadInput(f"{flag} {path}: cannot write in {base} ({exc.strerror.lower()}); "
                          "choose a folder you can write to") from None
 
 
@@ -44,11 +45,11 @@ def check_output_file(path: str | Path, flag: str = "--out", overwrite: bool = F
     path = Path(path)
     for p in [path] + [path.with_name(path.name + s) for s in sidecars]:
         if p.is_dir():
-            raise ValueError(f"{flag} {p} is an existing directory; give a file name (a new file inside it, "
+            raise BadInput(f"{flag} {p} is an existing directory; give a file name (a new file inside it, "
                              "or another path)" if p == path else f"{flag} {path}: {p} (written beside it) is a directory; "
                              "move it or choose another name")
         if p.exists() and not overwrite:
-            raise ValueError(f"{flag} {p} already exists; pass --overwrite to replace it, or choose another name")
+            raise BadInput(f"{flag} {p} already exists; pass --overwrite to replace it, or choose another name")
     _check_creatable(path, flag)
     return path
 
@@ -57,7 +58,7 @@ def check_output_dir(path: str | Path, flag: str = "--save") -> Path:
     """A folder to be created or replaced (the caller decides what may be replaced)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path} is a file; give a directory path")
+        raise BadInput(f"{flag} {path} is a file; give a directory path")
     _check_creatable(path, flag)
     return path
 
@@ -93,7 +94,7 @@ def atomic_file(path: str | Path, flag: str = "--out") -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp, made)
-        raise ValueError(f"{flag} {path}: could not write it ({(exc.strerror or str(exc)).lower()})") from None
+        raise BadInput(f"{flag} {path}: could not write it ({(exc.strerror or str(exc)).lower()})") from None
     except BaseException:
         _discard(tmp, made)
         raise

@@ -20,6 +20,7 @@ from ..models.backbone import Backbone
 from ..models.specs import ArchSpec, conv_layers
 from ..methods import make_method
 from .session import Budgets, device_precision, resolution_advice_on_failure
+from ..errors import BadInput
 
 FIXED_PLANS = {"fulltrain": fulltrain_plan, "lastlayer": lastlayer_plan, "tinytl": tinytl_plan,
                "sparseupdate": sparseupdate_plan}
@@ -29,7 +30,7 @@ PLANNED_METHODS = ("tinytrain",) + tuple(FIXED_PLANS)
 def fixed_plan(method: str, spec: ArchSpec, resolution: int, optimizer: str = "adam") -> UpdatePlan:
     """A baseline's update plan at the paper's batch size (FullTrain/TinyTL 100, others 1)."""
     if method not in FIXED_PLANS:
-        raise ValueError(f"no fixed plan for {method!r}; choose one of {', '.join(PLANNED_METHODS)}")
+        raise BadInput(f"no fixed plan for {method!r}; choose one of {', '.join(PLANNED_METHODS)}")
     if method == "sparseupdate":
         return sparseupdate_plan(spec, None, resolution, optimizer)
     return FIXED_PLANS[method](spec, resolution, optimizer)
@@ -43,7 +44,7 @@ def tinytrain_plan(backbone: Backbone, support_x: torch.Tensor, support_y: torch
     report = method.plan(support_x, support_y)
     seconds = report.selection_seconds or (time.perf_counter() - t0)
     if report.update_plan is None:
-        raise ValueError("the tinytrain method returned no update plan; it cannot be priced")
+        raise BadInput("the tinytrain method returned no update plan; it cannot be priced")
     return report.update_plan, [r.to_dict() for r in report.rows], float(seconds)
 
 
@@ -138,7 +139,7 @@ def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
     result = {"model": model, "method": method, "resolution": resolution} | budgets.to_dict()
     if method == "tinytrain":
         if support_x is None or backbone is None:
-            raise ValueError("TinyTrain's plan depends on the task: give --support DIR")
+            raise BadInput("TinyTrain's plan depends on the task: give --support DIR")
         config = AdaptConfig(seed=seed, resolution=resolution, memory_budget=budgets.memory_bytes,
                              compute_budget=budgets.compute, precision=device_precision(budgets))
         torch.manual_seed(seed)

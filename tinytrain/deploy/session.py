@@ -21,6 +21,7 @@ from ..models.backbone import Backbone
 from ..models.head import CosineClassifier
 from .adapted import AdaptedModel
 from .images import LabeledImages, load_class_folder, normalisation
+from ..errors import BadInput
 
 # The methods the CLI offers: the registry in tinytrain.methods.
 METHOD_NAMES = tuple(METHODS)
@@ -34,13 +35,13 @@ def check_iterations(value, flag: str = "--iterations") -> int:
     """Fine-tuning iterations: an integer in [0, MAX_ITERATIONS] (a float such as 2.5 or 1e20 is refused,
     not rounded); the ValueError names `flag`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{flag} must be a whole number of iterations (got {value!r}); e.g. 40, as the paper")
+        raise BadInput(f"{flag} must be a whole number of iterations (got {value!r}); e.g. 40, as the paper")
     if not 0 <= value <= MAX_ITERATIONS:
-        raise ValueError(f"{flag} must be between 0 and {MAX_ITERATIONS:,} (got {value:,}); the paper uses 40")
+        raise BadInput(f"{flag} must be between 0 and {MAX_ITERATIONS:,} (got {value:,}); the paper uses 40")
     return value
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(BadInput):
     """Fine-tuning blew up; the message names the learning rate to lower."""
 
 
@@ -49,7 +50,7 @@ def resolve_resolution(trained: int | None, given: int | None = None) -> tuple[i
     trained at (`CheckpointInfo.resolution`), else 128. A model is most accurate at the size it was trained at."""
     if given is not None:
         if given < 8:
-            raise ValueError(f"--resolution must be at least 8 pixels (got {given})")
+            raise BadInput(f"--resolution must be at least 8 pixels (got {given})")
         return int(given), "--resolution"
     if trained:
         return int(trained), "the checkpoint's training resolution"
@@ -91,33 +92,33 @@ def resolve_budgets(memory: str | int | None = None, compute: str | float | None
         try:
             from ..costs.devices import get_device
         except ImportError:
-            raise ValueError("device profiles are not available in this installation; "
+            raise BadInput("device profiles are not available in this installation; "
                              "give --memory-budget and --compute-budget instead") from None
         profile = get_device(device, devices_file)
         mem = getattr(profile, "memory_budget_bytes", None)
         comp = getattr(profile, "compute_budget", None)
     for flag, value, e_g in (("--memory-budget", memory, "1MB or 512KB"), ("--compute-budget", compute, "15% or 6.5M")):
         if value is not None and (str(value).strip().startswith("-") or str(value).strip() in ("0", "0%")):
-            raise ValueError(f"{flag} must be positive (got {value!r}); e.g. {e_g}")
+            raise BadInput(f"{flag} must be positive (got {value!r}); e.g. {e_g}")
     try:
         if memory is not None:
             mem = parse_bytes(memory)
             if mem <= 0:
-                raise ValueError(f"must be positive (got {memory!r})")
+                raise BadInput(f"must be positive (got {memory!r})")
     except ValueError as exc:
-        raise ValueError(f"--memory-budget: {exc}") from None
+        raise BadInput(f"--memory-budget: {exc}") from None
     if compute is not None:
         try:
             comp = parse_compute_budget(compute)
         except ValueError as exc:
-            raise ValueError(f"--compute-budget: {exc}") from None
+            raise BadInput(f"--compute-budget: {exc}") from None
     return Budgets(mem, comp, profile)
 
 
 def check_support_classes(support: LabeledImages, where: str = "support") -> None:
     """Few-shot adaptation needs at least two classes, each with at least one image."""
     if len(support.classes) < 2:
-        raise ValueError(f"the {where} set has a single class ({support.classes[0]!r}); few-shot adaptation "
+        raise BadInput(f"the {where} set has a single class ({support.classes[0]!r}); few-shot adaptation "
                          "needs at least two class folders")
 
 
@@ -134,10 +135,10 @@ def check_within_budgets(report_dict: dict, budgets: Budgets, compute_macs: int 
     """The method promised to respect the budgets; refuse to save a model that does not."""
     mem, macs = report_dict.get("predicted_memory_bytes"), report_dict.get("backward_macs")
     if budgets.memory_bytes is not None and mem and mem > budgets.memory_bytes:
-        raise ValueError(f"method {report_dict['method']} predicts {mem} bytes, over the memory budget of "
+        raise BadInput(f"method {report_dict['method']} predicts {mem} bytes, over the memory budget of "
                          f"{budgets.memory_bytes} bytes; raise --memory-budget or choose --method tinytrain")
     if compute_macs is not None and macs and macs > compute_macs:
-        raise ValueError(f"method {report_dict['method']} needs {macs} backward MACs, over the compute budget "
+        raise BadInput(f"method {report_dict['method']} needs {macs} backward MACs, over the compute budget "
                          f"of {compute_macs}; raise --compute-budget or choose --method tinytrain")
 
 

@@ -30,6 +30,7 @@ from . import build
 from .export import META_FILE, CModel, prepare, write_tree
 from .quant import PRECISIONS, integer_prefix
 from .reference import RunResult, run_reference
+from ..errors import BadInput
 
 DEFAULT_DEVICE = "mcu-1mb"
 
@@ -90,7 +91,7 @@ def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Pa
     labels = np.array(labels)
     missing = sorted(set(range(len(classes))) - set(labels.tolist()))
     if missing:
-        raise ValueError(f"the training images have no image of class(es) {[classes[i] for i in missing]}; "
+        raise BadInput(f"the training images have no image of class(es) {[classes[i] for i in missing]}; "
                          "every class needs at least one (its prototype is a class mean)")
     if query:
         qpaths, qlabels = _folder(query, classes, "--query")
@@ -99,7 +100,7 @@ def bench_images(cm: CModel, support: str | None, query: str | None, workdir: Pa
     else:   # hold out the last image of each class that has two or more
         held = [max(np.flatnonzero(labels == c)) for c in range(len(classes)) if (labels == c).sum() > 1]
         if not held:
-            raise ValueError("give --query DIR, or at least two training images in some class to hold one out")
+            raise BadInput("give --query DIR, or at least two training images in some class to hold one out")
         train = np.array([i for i in range(len(paths)) if i not in held])
         qpaths, qlabels = [paths[i] for i in held], labels[held].tolist()
         source += "; held out: the last image of each class"
@@ -129,15 +130,15 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
     """Run the whole bench and return its figures as a JSON-ready dict. With `precision="int8"` the
     export is calibrated on the training images."""
     if epochs < 1:
-        raise ValueError(f"--epochs must be >= 1 (got {epochs})")
+        raise BadInput(f"--epochs must be >= 1 (got {epochs})")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-        raise ValueError(f"--timeout must be a positive number of seconds (got {timeout!r}); the default is 1800")
+        raise BadInput(f"--timeout must be a positive number of seconds (got {timeout!r}); the default is 1800")
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        raise BadInput(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     tools = build.require_cross_tools()
     cm = prepare(model_dir)
     if out and Path(out).is_dir() and any(Path(out).iterdir()) and not (Path(out) / "tree" / META_FILE).is_file():
-        raise ValueError(f"--out {out} is a non-empty folder that holds no earlier bench; choose a new or empty one")
+        raise BadInput(f"--out {out} is a non-empty folder that holds no earlier bench; choose a new or empty one")
     with tempfile.TemporaryDirectory(prefix="tinytrain-mcu-") as tmp:
         work = Path(out) if out else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
         except RuntimeError as exc:    # the emulator ran past --timeout: a limit the user set, not a bug
             if "did not finish within" not in str(exc):
                 raise
-            raise ValueError(f"the emulated Cortex-M7 run did not finish within --timeout {timeout:g} s; raise "
+            raise BadInput(f"the emulated Cortex-M7 run did not finish within --timeout {timeout:g} s; raise "
                              "--timeout, or use fewer --epochs or images") from None
         board = build.parse_output(board_text)
     ref = run_reference(cm, train, labels, test, epochs)

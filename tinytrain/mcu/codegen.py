@@ -9,6 +9,7 @@ import math
 from typing import Iterable
 
 import numpy as np
+from ..errors import BadInput
 
 PER_LINE = 8
 # Bytes written as themselves inside a C string literal: printable ASCII except the quote, the backslash
@@ -18,7 +19,7 @@ _PLAIN = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\"), ord("?")}
 
 def float_literal(v: float) -> str:
     if not math.isfinite(v):
-        raise ValueError(f"cannot export a non-finite value ({v}); the model holds NaN or infinite weights")
+        raise BadInput(f"cannot export a non-finite value ({v}); the model holds NaN or infinite weights")
     s = "%.9g" % v
     if "." not in s and "e" not in s:
         s += ".0"
@@ -46,7 +47,7 @@ def bytes_array(name: str, data: bytes, const: bool = True, static: bool = False
 def _array(ctype: str, name: str, items: list[str], const: bool, static: bool, section: str | None,
            per_line: int = PER_LINE) -> str:
     if not items:
-        raise ValueError(f"{name}: C arrays cannot be empty")
+        raise BadInput(f"{name}: C arrays cannot be empty")
     qual = ("static " if static else "") + ("const " if const else "")
     attr = f" TT_SECTION(\"{section}\")" if section else ""
     body = ",\n".join("    " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))

@@ -37,6 +37,7 @@ from . import codegen
 from .memory import MemoryPlan, plan_memory
 from .network import ADAM_BETAS, ADAM_EPS, RuntimeNetwork, engine_plan_of, runtime_network
 from .quant import MIN_CALIBRATION_IMAGES, PRECISIONS, QuantisedNet, quantise
+from ..errors import BadInput
 
 FORMAT = "tinytrain-c-export"
 FORMAT_VERSION = 1
@@ -82,13 +83,13 @@ def runtime_sources() -> list[Path]:
 def check_precision(precision: str, calibration) -> None:
     """Refuse an unknown precision, and an int8 export without a calibration set of two or more images."""
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        raise BadInput(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     if precision == "int8":
         if calibration is None:
-            raise ValueError("--precision int8 needs calibration images for the activation ranges: give "
+            raise BadInput("--precision int8 needs calibration images for the activation ranges: give "
                              "--calibration DIR (the support images, at least two)")
         if len(calibration) < MIN_CALIBRATION_IMAGES:
-            raise ValueError(f"--calibration holds {len(calibration)} image; int8 calibration needs at least "
+            raise BadInput(f"--calibration holds {len(calibration)} image; int8 calibration needs at least "
                              f"{MIN_CALIBRATION_IMAGES} (one image's activation ranges do not represent the next): "
                              "give the support images")
 
@@ -106,7 +107,7 @@ def prepare(model_dir: str | Path | AdaptedModel, lr: float | None = None, preci
     if lr is None:
         lr = (adapted.report.get("extra") or {}).get("lr") or DEFAULT_LR
     if not lr > 0:
-        raise ValueError(f"learning rate must be positive (got {lr})")
+        raise BadInput(f"learning rate must be positive (got {lr})")
     memory = plan_memory(net)
     predicted = runtime_arena(spec, UpdatePlan.from_dict(adapted.update_plan), net.n_classes, precision)
     qn = None
@@ -114,7 +115,7 @@ def prepare(model_dir: str | Path | AdaptedModel, lr: float | None = None, preci
         from .reference import to_input
 
         if calibration.dtype != np.uint8 or calibration.shape[1:] != (adapted.resolution, adapted.resolution, 3):
-            raise ValueError(f"calibration images must be uint8 RGB frames of {adapted.resolution} x "
+            raise BadInput(f"calibration images must be uint8 RGB frames of {adapted.resolution} x "
                              f"{adapted.resolution} x 3 (got {calibration.dtype} {tuple(calibration.shape[1:])})")
         qn = quantise(adapted.predictor.backbone, c_normalisation(adapted), to_input(calibration), net.n_int8,
                       adapted.resolution)
@@ -132,7 +133,7 @@ def check_device(cm: CModel, device: str | None, devices_file: str | None = None
     if cm.memory.arena_bytes > prof.ram_bytes:
         hint = ("" if cm.precision == "int8" or prof.frozen_activation_bits == 32 else
                 f"; {prof.name} is sized for --precision int8")
-        raise ValueError(f"the arena needs {cm.memory.arena_bytes:,} B ({format_bytes(cm.memory.arena_bytes)}) but "
+        raise BadInput(f"the arena needs {cm.memory.arena_bytes:,} B ({format_bytes(cm.memory.arena_bytes)}) but "
                          f"{prof.name} has {format_bytes(prof.ram_bytes)} of RAM{hint}; adapt again with --device "
                          f"{prof.name} so that the plan is sized for it ("
                          + resolution_advice(cm.network.spec, prof, cm.network.resolution, cm.network.optimizer) + ")")
@@ -324,21 +325,21 @@ def check_out_dir(out: str | Path, overwrite: bool = False, flag: str = "--out")
     how = "--overwrite" if flag.startswith("--") else "overwrite=True"
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{flag} {out} is a file; give a directory for the C source tree")
+        raise BadInput(f"{flag} {out} is a file; give a directory for the C source tree")
     check_output_dir(out, flag)
     if not out.is_dir() or not any(out.iterdir()):
         return out
     if not _is_export_dir(out):
-        raise ValueError(f"{flag} {out} is a non-empty directory that is not a tinytrain C export; "
+        raise BadInput(f"{flag} {out} is a non-empty directory that is not a tinytrain C export; "
                          "choose a new or empty directory")
     if not overwrite:
-        raise ValueError(f"{flag} {out} already holds a C export; pass {how} to replace it, or choose another "
+        raise BadInput(f"{flag} {out} already holds a C export; pass {how} to replace it, or choose another "
                          "directory")
     ours = set(tree_files())
     foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if p.name not in ours or not p.is_file())
     if foreign:
         shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
-        raise ValueError(f"{flag} {out} holds files the export does not write ({shown}); move them out of the "
+        raise BadInput(f"{flag} {out} holds files the export does not write ({shown}); move them out of the "
                          f"folder (or choose another {flag}): {how} replaces only an earlier export's own files")
     return out
 
@@ -382,7 +383,7 @@ def write_tree(cm: CModel, out: str | Path, overwrite: bool = False, flag: str =
         shutil.rmtree(tmp, ignore_errors=True)
         remove_made_dirs(made)
         if isinstance(exc, OSError):     # never name the temporary folder
-            raise ValueError(f"{flag} {out}: could not write the C source tree "
+            raise BadInput(f"{flag} {out}: could not write the C source tree "
                              f"({(exc.strerror or str(exc)).lower()})") from None
         raise
     return out
@@ -396,7 +397,7 @@ def calibration_frames(folder: str | Path, resolution: int) -> np.ndarray:
     from ..deploy.images import collect_image_paths
 
     if not Path(folder).is_dir():
-        raise ValueError(f"--calibration {folder} is not a folder; give the folder of support images")
+        raise BadInput(f"--calibration {folder} is not a folder; give the folder of support images")
     paths, _ = collect_image_paths([folder])
     return np.stack([np.asarray(resize_crop(open_rgb(p), resolution), dtype=np.uint8) for p in sorted(paths)])
 
@@ -427,7 +428,7 @@ def run_export_c(args) -> int:
     precision = getattr(args, "precision", None) or "float32"
     calibration = getattr(args, "calibration", None)
     if calibration is not None and precision != "int8":
-        raise ValueError("--calibration is for --precision int8 (a float32 export needs no calibration)")
+        raise BadInput("--calibration is for --precision int8 (a float32 export needs no calibration)")
     if precision == "int8" and calibration is None:
         check_precision(precision, None)
     cm = export_c(args.model_dir, args.out, args.device, overwrite=getattr(args, "overwrite", False), flag="--out",

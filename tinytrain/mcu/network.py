@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..costs.plan import UpdatePlan
 from ..models.specs import ArchSpec, ConvLayer, conv_layers
 from ..sparse.engine import EnginePlan
+from ..errors import BadInput
 
 OPTIMIZERS = ("adam", "sgd")      # what tt_optim.c implements
 ADAM_BETAS = (0.9, 0.999)         # torch.optim.Adam defaults, as methods.common.make_optimizer uses
@@ -86,38 +87,38 @@ def _kind(c: ConvLayer) -> str:
     if c.kernel == 1 and c.groups == 1:
         return "pw"
     if c.kernel > 7:
-        raise ValueError(f"layer {c.index} ({c.name}) has a {c.kernel}x{c.kernel} kernel; the C kernels go up to 7x7")
-    raise ValueError(f"layer {c.index} ({c.name}) is a {c.kernel}x{c.kernel} conv with {c.groups} groups; "
+        raise BadInput(f"layer {c.index} ({c.name}) has a {c.kernel}x{c.kernel} kernel; the C kernels go up to 7x7")
+    raise BadInput(f"layer {c.index} ({c.name}) is a {c.kernel}x{c.kernel} conv with {c.groups} groups; "
                      "the C kernels cover the stem, 1x1 and depthwise convs only")
 
 
 def engine_plan_of(update_plan: dict | None, spec: ArchSpec, resolution: int) -> tuple[EnginePlan, str]:
     """(the engine plan, the optimizer) of a saved model's update plan, refusing what the runtime cannot run."""
     if not update_plan:
-        raise ValueError("the model directory has no update plan (it was adapted with a method that trains "
+        raise BadInput("the model directory has no update plan (it was adapted with a method that trains "
                          "nothing); adapt it with `--method tinytrain` (or sparseupdate/lastlayer) first")
     plan = UpdatePlan.from_dict(update_plan)
     if plan.kind != "sparse":
-        raise ValueError(f"the model's plan is a {plan.kind!r} plan; the C runtime runs sparse plans only "
+        raise BadInput(f"the model's plan is a {plan.kind!r} plan; the C runtime runs sparse plans only "
                          "(adapt with --method tinytrain, sparseupdate or lastlayer)")
     if plan.optimizer not in OPTIMIZERS:
-        raise ValueError(f"the plan's optimizer {plan.optimizer!r} is not in the C runtime; it has "
+        raise BadInput(f"the plan's optimizer {plan.optimizer!r} is not in the C runtime; it has "
                          f"{' and '.join(OPTIMIZERS)}")
     if plan.model != spec.name:
-        raise ValueError(f"the update plan is for {plan.model!r} but the model is {spec.name!r}")
+        raise BadInput(f"the update plan is for {plan.model!r} but the model is {spec.name!r}")
     layers = conv_layers(spec, resolution)
     if any(u.index >= len(layers) for u in plan.layers) or any(b >= len(layers) for b in plan.bias_layers):
-        raise ValueError(f"the update plan names layers beyond {spec.name}'s {len(layers)} conv layers")
+        raise BadInput(f"the update plan names layers beyond {spec.name}'s {len(layers)} conv layers")
     # axis sizes, for layers the plan trains in full without listing their channels
     sizes = {u.index: (layers[u.index].cin if u.axis == "in" and layers[u.index].groups == 1
                        else layers[u.index].cout) for u in plan.layers}
     try:
         eplan = EnginePlan.from_update_plan(plan, layer_channels=sizes)
     except ValueError as exc:
-        raise ValueError(f"{exc}; the C runtime trains listed channels (plans saved by `adapt --method tinytrain` "
+        raise BadInput(f"{exc}; the C runtime trains listed channels (plans saved by `adapt --method tinytrain` "
                          "list them)") from None
     if not eplan.weights and not eplan.biases:
-        raise ValueError("the model's update plan is empty (no weights or biases to train); adapt it with "
+        raise BadInput("the model's update plan is empty (no weights or biases to train); adapt it with "
                          "`--method tinytrain` first")
     return eplan, plan.optimizer
 
@@ -127,19 +128,19 @@ def runtime_network(spec: ArchSpec, eplan: EnginePlan, resolution: int, n_classe
     """The runtime's view of `spec` training `eplan`; a ValueError for what it does not cover. With
     precision "int8" the stages below the block of the earliest trained layer run in int8."""
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer {optimizer!r} is not in the C runtime; use {' or '.join(OPTIMIZERS)}")
+        raise BadInput(f"optimizer {optimizer!r} is not in the C runtime; use {' or '.join(OPTIMIZERS)}")
     if n_classes < 2:
-        raise ValueError(f"the model has {n_classes} class(es); the runtime needs at least two")
+        raise BadInput(f"the model has {n_classes} class(es); the runtime needs at least two")
     convs = conv_layers(spec, resolution)
     if any(c.h_out < 1 for c in convs):
-        raise ValueError(f"{resolution} px is too small for {spec.name}: a feature map shrinks to nothing")
+        raise BadInput(f"{resolution} px is too small for {spec.name}: a feature map shrinks to nothing")
     if max(max(c.cin, c.cout, c.h_in) for c in convs) > 32767:
-        raise ValueError(f"{spec.name} at {resolution} px has a dimension over 32767; the runtime's layer table "
+        raise BadInput(f"{spec.name} at {resolution} px has a dimension over 32767; the runtime's layer table "
                          "stores channels and sizes in 16 bits")
     earliest = eplan.earliest
     if earliest == 0:
         what = "the int8 runtime runs the stem in int8 and" if precision == "int8" else "the C runtime"
-        raise ValueError(f"the plan trains the stem (layer 0); {what} trains layers 1 and up only: "
+        raise BadInput(f"the plan trains the stem (layer 0); {what} trains layers 1 and up only: "
                          "drop layer 0 from the plan (adapt again with a plan that leaves the stem frozen)")
     sel = {w.index: w for w in eplan.weights}
     last_of_block = {}
@@ -156,6 +157,6 @@ def runtime_network(spec: ArchSpec, eplan: EnginePlan, resolution: int, n_classe
                                    tuple(w.channels) if w else (), c.index in eplan.biases,
                                    last_of_block.get(c.index)))
     if precision not in ("float32", "int8"):
-        raise ValueError(f"precision must be float32 or int8 (got {precision!r})")
+        raise BadInput(f"precision must be float32 or int8 (got {precision!r})")
     n_int8 = min(c.index for c in convs if c.block == convs[earliest].block) if precision == "int8" else 0
     return RuntimeNetwork(spec, resolution, tuple(layers), earliest, n_classes, optimizer, n_int8)

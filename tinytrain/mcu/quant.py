@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..errors import BadInput
 
 PRECISIONS = ("float32", "int8")
 ADD_SHIFT = 20                  # fixed-point fraction bits of the residual add's two multipliers
@@ -60,7 +61,7 @@ def fixed_point(m: float) -> tuple[int, int]:
     """(M0, shift) with m ~= M0 * 2**-shift, M0 in [2**30, 2**31) and 1 <= shift <= 62 (M0 = 0 for a
     multiplier too small to move any int32 accumulator)."""
     if not m > 0 or not math.isfinite(m):
-        raise ValueError(f"requantisation multiplier must be positive and finite (got {m})")
+        raise BadInput(f"requantisation multiplier must be positive and finite (got {m})")
     frac, exp = math.frexp(m)               # m = frac * 2**exp, frac in [0.5, 1)
     m0 = int(round(frac * (1 << 31)))
     if m0 == 1 << 31:
@@ -69,7 +70,7 @@ def fixed_point(m: float) -> tuple[int, int]:
     if shift > 62:
         return 0, 1
     if shift < 1:
-        raise ValueError(f"requantisation multiplier {m:g} is too large (over 2**30); the layer's activation "
+        raise BadInput(f"requantisation multiplier {m:g} is too large (over 2**30); the layer's activation "
                          "ranges are degenerate")
     return m0, shift
 
@@ -220,7 +221,7 @@ def quantise(backbone, normalisation: dict, calib_x: torch.Tensor, n_int8: int, 
     """Quantise the prefix (layers < n_int8) with ranges calibrated on `calib_x` (normalised images, at
     least two), and the suffix's frozen weights per output channel."""
     if len(calib_x) < MIN_CALIBRATION_IMAGES:
-        raise ValueError(f"int8 calibration needs at least {MIN_CALIBRATION_IMAGES} images (got {len(calib_x)}): "
+        raise BadInput(f"int8 calibration needs at least {MIN_CALIBRATION_IMAGES} images (got {len(calib_x)}): "
                          "the activation ranges of one image do not represent the next; give the support images")
     from ..models.specs import conv_layers
 
@@ -270,7 +271,7 @@ def quantise(backbone, normalisation: dict, calib_x: torch.Tensor, n_int8: int, 
 def _add_multiplier(ratio: float) -> int:
     m = int(round(ratio * (1 << ADD_SHIFT)))
     if not 0 <= m < 2 ** 31:
-        raise ValueError(f"residual add scale ratio {ratio:g} is out of range; the activation ranges are degenerate")
+        raise BadInput(f"residual add scale ratio {ratio:g} is out of range; the activation ranges are degenerate")
     return m
 
 

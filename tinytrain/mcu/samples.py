@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from ..errors import BadInput
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
           "hubble_deep_field.jpg", "retina.jpg", "ihc.png")
@@ -24,7 +25,7 @@ def _photo(name: str):
     try:
         import skimage.data
     except ImportError:
-        raise ValueError("sample photographs need scikit-image (pip install 'tinytrain[pocket]'); or give "
+        raise BadInput("sample photographs need scikit-image (pip install 'tinytrain[pocket]'); or give "
                          "your own class folders with --support/--query") from None
     with Image.open(Path(skimage.data.__file__).parent / name) as img:
         return np.asarray(img.convert("RGB"))
@@ -36,14 +37,14 @@ def write_samples(out: str | Path, classes: int = 5, support: int = 3, query: in
     from PIL import Image
 
     if not 2 <= classes <= len(PHOTOS):
-        raise ValueError(f"--classes must be between 2 and {len(PHOTOS)} (got {classes})")
+        raise BadInput(f"--classes must be between 2 and {len(PHOTOS)} (got {classes})")
     if support < 1 or query < 0:
-        raise ValueError("--support must be >= 1 and --query >= 0")
+        raise BadInput("--support must be >= 1 and --query >= 0")
     out = Path(out)
     dirs = (out / "support", out / "query")
     for d in dirs:
         if d.exists() and any(d.iterdir()):
-            raise ValueError(f"{d} is not empty; choose a new OUT folder")
+            raise BadInput(f"{d} is not empty; choose a new OUT folder")
     rng = np.random.default_rng(seed)
     for file in PHOTOS[:classes]:
         name = file.split(".")[0]

@@ -11,6 +11,7 @@ from .options import MethodOptions, parse_options
 from .sparseupdate import SparseUpdateMethod
 from .tinytl import TinyTLMethod
 from .tinytrain import TinyTrainMethod
+from ..errors import BadInput
 
 METHODS: dict[str, type[Method]] = {
     "none": NoneMethod, "lastlayer": LastLayerMethod, "fulltrain": FullTrainMethod,
@@ -23,7 +24,7 @@ def make_method(name: str, backbone, config: AdaptConfig | None = None, head=Non
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
+        raise BadInput(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}") from None
     return cls(backbone, config or AdaptConfig(), head)
 
 

@@ -21,6 +21,7 @@ from ..models.head import CosineClassifier, class_prototypes
 from ..models.specs import ArchSpec, conv_layers, lite_residual_branches
 from ..sparse.engine import EnginePlan
 from .options import MethodOptions
+from ..errors import BadInput
 
 
 @dataclass
@@ -165,7 +166,7 @@ class Method(ABC):
         self.opts = self.options_class.parse(self.config.options)
         from ..costs.model import PRECISIONS
         if self.config.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.config.precision!r})")
+            raise BadInput(f"precision must be one of {', '.join(PRECISIONS)} (got {self.config.precision!r})")
         self.head = head if head is not None else CosineClassifier()
         self.report = AdaptReport(method=self.name, options=self.applied_options())
 

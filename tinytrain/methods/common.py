@@ -24,6 +24,7 @@ from ..models.head import CosineClassifier, class_prototypes
 from ..sparse.engine import PrefixCache, SavedBytesCounter
 from .base import AdaptConfig
 from .options import MethodOptions
+from ..errors import BadInput
 
 
 class Trainable(Protocol):
@@ -37,34 +38,34 @@ def check_support(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(x, (list, tuple)):
         sizes = sorted({tuple(t.shape) for t in x})
         if len(sizes) > 1:
-            raise ValueError(f"support images have mixed sizes {sizes}; resize them all to one resolution "
+            raise BadInput(f"support images have mixed sizes {sizes}; resize them all to one resolution "
                              f"(e.g. with tinytrain.data.transforms.eval_transform)")
         x = torch.stack(list(x))
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"support images must be a tensor (N, 3, H, W); got shape {tuple(getattr(x, 'shape', ()))}")
+        raise BadInput(f"support images must be a tensor (N, 3, H, W); got shape {tuple(getattr(x, 'shape', ()))}")
     if x.shape[2] != x.shape[3]:
-        raise ValueError(f"support images must be square (H == W); got {x.shape[2]}x{x.shape[3]}")
+        raise BadInput(f"support images must be square (H == W); got {x.shape[2]}x{x.shape[3]}")
     if not x.is_floating_point():
-        raise ValueError("support images must be float tensors (normalised), not integers")
+        raise BadInput("support images must be float tensors (normalised), not integers")
     y = torch.as_tensor(y)
     if y.dim() != 1 or len(y) != len(x):
-        raise ValueError(f"support labels must be a 1-D tensor with one label per image ({len(x)}); "
+        raise BadInput(f"support labels must be a 1-D tensor with one label per image ({len(x)}); "
                          f"got shape {tuple(y.shape)}")
     y = y.long()
     if len(y) == 0:
-        raise ValueError("the support set is empty; give at least one image for each of two classes")
+        raise BadInput("the support set is empty; give at least one image for each of two classes")
     ways = int(y.max()) + 1
     if int(y.min()) < 0:
-        raise ValueError("support labels must be 0..ways-1")
+        raise BadInput("support labels must be 0..ways-1")
     present = torch.bincount(y, minlength=ways)
     if ways < 2 or int((present > 0).sum()) < 2:
-        raise ValueError("the support set has a single class; few-shot adaptation needs at least two classes")
+        raise BadInput("the support set has a single class; few-shot adaptation needs at least two classes")
     if bool((present == 0).any()):
         missing = [int(i) for i in torch.nonzero(present == 0).flatten()]
-        raise ValueError(f"support labels must be 0..ways-1 with every class present; classes {missing} have "
+        raise BadInput(f"support labels must be 0..ways-1 with every class present; classes {missing} have "
                          f"no image")
     if not torch.isfinite(x).all():
-        raise ValueError("support images contain NaN or infinite values")
+        raise BadInput("support images contain NaN or infinite values")
     return x.float(), y
 
 
@@ -81,7 +82,7 @@ def make_optimizer(params: Sequence[nn.Parameter], config: AdaptConfig, lr: floa
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    raise ValueError(f"optimizer must be 'adam' or 'sgd' (got {config.optimizer!r})")
+    raise BadInput(f"optimizer must be 'adam' or 'sgd' (got {config.optimizer!r})")
 
 
 def shared_options(config: AdaptConfig) -> MethodOptions:
@@ -139,9 +140,9 @@ def plan_caches(model: Trainable, n: int, image_shape: tuple[int, ...], augment_
     from ..sparse.accounting import stage_input_elems, stage_name
 
     if augment_pool < 0:
-        raise ValueError(f"augment_pool must be >= 0 views (got {augment_pool}); 0 = fresh augmentation")
+        raise BadInput(f"augment_pool must be >= 0 views (got {augment_pool}); 0 = fresh augmentation")
     if budget is not None and budget < 0:
-        raise ValueError(f"the cache budget cannot be negative (got {budget})")
+        raise BadInput(f"the cache budget cannot be negative (got {budget})")
     block = getattr(model, "first_block", -1) if hasattr(model, "prefix") else -1
     image_bytes = 4 * int(torch.Size(image_shape).numel())
     if block <= -1:
@@ -159,14 +160,14 @@ def plan_caches(model: Trainable, n: int, image_shape: tuple[int, ...], augment_
     pool_bytes = views * n * per_image
     if views:
         if not fits:
-            raise ValueError(f"an augmentation pool needs the support cache first, and that does not fit: {note}; "
+            raise BadInput(f"an augmentation pool needs the support cache first, and that does not fit: {note}; "
                              f"raise cache_budget to at least {format_bytes(support_bytes + n * per_image)} "
                              f"(one view) or set augment_pool 0")
         if budget is not None and support_bytes + pool_bytes > budget:
             k = (budget - support_bytes) // (n * per_image)
             fix = (f"at most {k} view{'s' if k != 1 else ''} fit{'s' if k == 1 else ''}; lower augment_pool to {k}"
                    if k else "not even one view fits; set augment_pool 0")
-            raise ValueError(f"augment_pool {augment_pool} needs {format_bytes(pool_bytes)} ({views} view"
+            raise BadInput(f"augment_pool {augment_pool} needs {format_bytes(pool_bytes)} ({views} view"
                              f"{'s' if views != 1 else ''} x {n} images x {format_bytes(per_image)} "
                              f"{'as images' if block <= -1 else 'at ' + where}) beside the support cache "
                              f"({format_bytes(support_bytes)}), over the cache budget of {format_bytes(budget)}: "
@@ -193,9 +194,9 @@ class FineTuner:
                  support_cache: PrefixCache | None = None, cache_budget: int | None = None, augment_pool: int = 0,
                  options: MethodOptions | None = None):
         if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise BadInput("batch_size must be at least 1")
         if prefix_batch_size < 1:
-            raise ValueError("prefix_batch_size must be at least 1")
+            raise BadInput("prefix_batch_size must be at least 1")
         t0 = time.perf_counter()
         self.model, self.x, self.y, self.config = model, x, y, config
         self.batch_size, self.chunk, self.before_step = batch_size, prefix_batch_size, before_step
@@ -205,7 +206,7 @@ class FineTuner:
         self.head = frozen_head(head)
         params = model.trainable_parameters()
         if not params:
-            raise ValueError("nothing to train: the method's plan selects no parameter")
+            raise BadInput("nothing to train: the method's plan selects no parameter")
         self.opt = make_optimizer(params, config, lr)
         self.augment = _augmenter(config, opts.augment_p)
         self.gen = torch.Generator().manual_seed(int(config.seed))
@@ -352,6 +353,6 @@ def split_support(y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tenso
         train.append(idx[:k]); val.append(idx[k:])
     train, val = torch.cat(train), torch.cat(val)
     if len(val) == 0:
-        raise ValueError("automatic learning-rate choice needs a class with at least two support images; "
+        raise BadInput("automatic learning-rate choice needs a class with at least two support images; "
                          "set a learning rate instead (e.g. lr=1e-3)")
     return train, val

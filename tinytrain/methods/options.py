@@ -33,6 +33,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, Union
+from ..errors import BadInput
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
@@ -284,20 +285,20 @@ class MethodOptions:
         if isinstance(source, (list, tuple)):
             source = split_items(source, where)
         if not isinstance(source, Mapping):
-            raise ValueError(f"{prefix}{cls.method} options must be a dict {{key: value}} or KEY=VALUE texts, "
+            raise BadInput(f"{prefix}{cls.method} options must be a dict {{key: value}} or KEY=VALUE texts, "
                              f"not {type(source).__name__}")
         bad = [k for k in source if not isinstance(k, str)]
         if bad:
-            raise ValueError(f"{prefix}{cls.method} option names must be strings (got {bad[0]!r}); valid keys: "
+            raise BadInput(f"{prefix}{cls.method} option names must be strings (got {bad[0]!r}); valid keys: "
                              f"{', '.join(cls.keys())}")
         unknown = sorted(set(source) - set(cls.keys()))
         if unknown:
             shown = ", ".join(k if k.isprintable() else repr(k) for k in unknown)   # one line, whatever the key
-            raise ValueError(f"{prefix}unknown {cls.method} option(s) {shown}; valid keys: {', '.join(cls.keys())}")
+            raise BadInput(f"{prefix}unknown {cls.method} option(s) {shown}; valid keys: {', '.join(cls.keys())}")
         try:
             return cls(**source)
         except ValueError as exc:
-            raise ValueError(f"{prefix}{exc}") from None
+            raise BadInput(f"{prefix}{exc}") from None
 
     # -- writing ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -331,7 +332,7 @@ def _convert_field(cls, f: dataclasses.Field, tp, value):
         return out
     except _Reject:
         expect = meta.get("expect") or _describe(tp, meta)
-        raise ValueError(f"{cls.method} option {f.name} must be {expect} (got {f.name}={_shown(value)})") from None
+        raise BadInput(f"{cls.method} option {f.name} must be {expect} (got {f.name}={_shown(value)})") from None
 
 
 def _bytes_or_none(value):
@@ -359,13 +360,13 @@ def split_items(items, where: str | None = None) -> dict:
     out: dict[str, Any] = {}
     for item in items:
         if not isinstance(item, str):
-            raise ValueError(f"{prefix}options given as a list must be KEY=VALUE texts (got {item!r})")
+            raise BadInput(f"{prefix}options given as a list must be KEY=VALUE texts (got {item!r})")
         item = item.strip()
         if not item:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{prefix}{item!r} is not key=value")
+            raise BadInput(f"{prefix}{item!r} is not key=value")
         out[key.strip()] = value.strip()
     return out
 
@@ -376,7 +377,7 @@ def options_class(method: str) -> type[MethodOptions]:
     try:
         return METHODS[method].options_class
     except KeyError:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}") from None
+        raise BadInput(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}") from None
 
 
 def parse_options(items, method: str, where: str | None = None) -> dict:

@@ -32,6 +32,7 @@ from .sparseupdate_policy import (channels_total, find_derived_policy, l2_channe
                                   structural_policy)
 from .tinytrain import DEFAULT_MEMORY_BUDGET
 from .trained import Built, TrainedMethod, private_copy, sparse_plan
+from ..errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,11 @@ class SparseUpdateMethod(TrainedMethod):
             fitting = [k for k, (nb, r) in published.items()
                        if policy_memory(cm, n, {"n_bias": nb, "ratios": r}, self.config.optimizer) <= mem_budget]
             if not fitting:
-                raise ValueError(f"no published SparseUpdate policy of {name} fits {mem_budget} B; "
+                raise BadInput(f"no published SparseUpdate policy of {name} fits {mem_budget} B; "
                                  f"raise the memory budget or give policy_kb")
             kb = max(fitting)
         if int(kb) not in published:
-            raise ValueError(f"no SparseUpdate policy of {kb} KB for {name}; choose one of "
+            raise BadInput(f"no SparseUpdate policy of {kb} KB for {name}; choose one of "
                              f"{', '.join(str(k) for k in published)} or 'fit'")
         n_bias, ratios = published[int(kb)]
         return {"n_bias": n_bias, "ratios": dict(ratios)}, f"published {kb} KB"
@@ -98,12 +99,12 @@ class SparseUpdateMethod(TrainedMethod):
         mods = backbone.conv_modules()
         ups = []
         if policy["n_bias"] > n:
-            raise ValueError(f"policy trains the biases of the last {policy['n_bias']} layers but "
+            raise BadInput(f"policy trains the biases of the last {policy['n_bias']} layers but "
                              f"{backbone.spec.name} has {n}")
         biases = set(range(n - policy["n_bias"], n))
         for i, r in sorted(policy["ratios"].items()):
             if not 0 <= i < n:
-                raise ValueError(f"policy names layer {i} but {backbone.spec.name} has layers 0..{n - 1}")
+                raise BadInput(f"policy names layer {i} but {backbone.spec.name} has layers 0..{n - 1}")
             if r <= 0:
                 biases.add(i)
                 continue

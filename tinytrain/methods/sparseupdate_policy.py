@@ -22,6 +22,7 @@ from ..sparse.selection import select_channels
 from .base import AdaptConfig
 from .tinytrain import DEFAULT_MEMORY_BUDGET, candidate_layers
 from .trained import private_copy
+from ..errors import BadInput
 
 
 RATIOS = (1.0, 0.5, 0.25, 0.125)
@@ -69,7 +70,7 @@ def structural_policy(backbone, memory_budget: int, resolution: int, optimizer: 
     policy = {"n_bias": n_layers - min(cands), "ratios": {}}
     floor = policy_memory(cm, n_layers, policy, optimizer)
     if floor > memory_budget:
-        raise ValueError(f"memory budget {memory_budget} B is too small for {backbone.spec.name}'s structural "
+        raise BadInput(f"memory budget {memory_budget} B is too small for {backbone.spec.name}'s structural "
                          f"SparseUpdate policy at {resolution} px: its biases alone need {floor} B; raise the "
                          f"budget to at least {floor} B, lower the resolution, or give a policy")
     for i in firsts:
@@ -92,7 +93,7 @@ def bias_options(backbone, blocks: Iterable[int] = BIAS_BLOCKS) -> list[tuple[in
     out, seen = [], set()
     for b in sorted(set(int(v) for v in blocks)):
         if b < 1:
-            raise ValueError(f"bias block counts must be >= 1 (got {b})")
+            raise BadInput(f"bias block counts must be >= 1 (got {b})")
         inside = [l.index for l in layers if l.block >= max(0, n_blocks - b)]
         k = len(layers) - min(inside)
         if k not in seen:
@@ -104,26 +105,26 @@ def bias_options(backbone, blocks: Iterable[int] = BIAS_BLOCKS) -> list[tuple[in
 def _calibration_episodes(episodes) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     from .common import check_support
     if not isinstance(episodes, (list, tuple)) or not episodes:
-        raise ValueError("give a non-empty list of calibration episodes (support_x, support_y, query_x, query_y)")
+        raise BadInput("give a non-empty list of calibration episodes (support_x, support_y, query_x, query_y)")
     out = []
     for n, ep in enumerate(episodes):
         if hasattr(ep, "support_x"):
             ep = (ep.support_x, ep.support_y, ep.query_x, ep.query_y)
         if len(ep) != 4 or ep[2] is None or ep[3] is None:
-            raise ValueError(f"calibration episode {n} needs (support_x, support_y, query_x, query_y); the gain is "
+            raise BadInput(f"calibration episode {n} needs (support_x, support_y, query_x, query_y); the gain is "
                              "measured on the held-out query set")
         sx, sy = check_support(ep[0], ep[1])
         qx, qy = torch.as_tensor(ep[2]).float(), torch.as_tensor(ep[3]).long()
         if qx.dim() != 4 or qx.shape[1:] != sx.shape[1:] or qy.dim() != 1 or len(qy) != len(qx) or len(qy) == 0:
-            raise ValueError(f"calibration episode {n}: the query set must be images shaped like the support "
+            raise BadInput(f"calibration episode {n}: the query set must be images shaped like the support "
                              f"images {tuple(sx.shape[1:])} with one label each (got {tuple(qx.shape)}, "
                              f"{tuple(qy.shape)})")
         if int(qy.min()) < 0 or int(qy.max()) > int(sy.max()):
-            raise ValueError(f"calibration episode {n}: query labels must be among the support classes")
+            raise BadInput(f"calibration episode {n}: query labels must be among the support classes")
         out.append((sx, sy, qx, qy))
     res = {int(e[0].shape[-1]) for e in out}
     if len(res) > 1:
-        raise ValueError(f"calibration episodes have mixed resolutions {sorted(res)}; use one")
+        raise BadInput(f"calibration episodes have mixed resolutions {sorted(res)}; use one")
     return out
 
 
@@ -177,12 +178,12 @@ def derive_static_policy(backbone, episodes: Sequence, memory_budget: int = DEFA
     say = progress or (lambda msg: None)
     eps = _calibration_episodes(episodes)
     if iterations < 1:
-        raise ValueError(f"iterations must be >= 1 (got {iterations})")
+        raise BadInput(f"iterations must be >= 1 (got {iterations})")
     if not lr or lr <= 0:
-        raise ValueError(f"lr must be positive (got {lr})")
+        raise BadInput(f"lr must be positive (got {lr})")
     ratios = sorted({float(r) for r in ratios}, reverse=True)
     if not ratios or any(not 0 < r <= 1 for r in ratios):
-        raise ValueError(f"ratios must be in (0, 1] (got {ratios})")
+        raise BadInput(f"ratios must be in (0, 1] (got {ratios})")
     memory_budget = int(memory_budget)
     head = head if head is not None else CosineClassifier()
     res = int(eps[0][0].shape[-1])
@@ -196,13 +197,13 @@ def derive_static_policy(backbone, episodes: Sequence, memory_budget: int = DEFA
     else:
         cands = sorted({int(i) for i in candidates})
         if not cands or not all(0 <= i < n_layers for i in cands):
-            raise ValueError(f"candidate layers must be in 0..{n_layers - 1} (got {list(candidates)})")
+            raise BadInput(f"candidate layers must be in 0..{n_layers - 1} (got {list(candidates)})")
     b_opts = bias_options(backbone, bias_blocks)
     bias_mem = {k: policy_memory(cm, n_layers, {"n_bias": k, "ratios": {}}, optimizer) for _, k in b_opts}
     smallest = min(bias_mem.values())
     if smallest > memory_budget:
         k_min = min(bias_mem, key=lambda k: (bias_mem[k], k))
-        raise ValueError(f"memory budget {memory_budget} B is too small for any SparseUpdate policy of {spec.name} "
+        raise BadInput(f"memory budget {memory_budget} B is too small for any SparseUpdate policy of {spec.name} "
                          f"at {res} px: the smallest option (biases of the last {k_min} conv layers, no weights) "
                          f"needs {smallest} B; give a budget of at least {smallest} B")
     b_opts = [(b, k) for b, k in b_opts if bias_mem[k] <= memory_budget]   # the others can never be chosen
@@ -312,7 +313,7 @@ def _select(cm: CostModel, n_layers: int, bias_gains: list[tuple[int, float]], g
         if best_key is None or key > best_key:
             best, best_key = pol, key
     if best is None:    # derive_static_policy checks this before measuring anything
-        raise ValueError(f"no SparseUpdate policy fits the memory budget of {budget} B")
+        raise BadInput(f"no SparseUpdate policy fits the memory budget of {budget} B")
     return best, best_key[0]
 
 
@@ -321,18 +322,18 @@ def _select(cm: CostModel, n_layers: int, bias_gains: list[tuple[int, float]], g
 
 def _checked_policy(pol: dict, model: str, where: str) -> dict:
     if not isinstance(pol, dict) or "ratios" not in pol or "n_bias" not in pol:
-        raise ValueError(f"a SparseUpdate policy needs 'n_bias' and 'ratios' ({{layer: ratio}}); {where} has "
+        raise BadInput(f"a SparseUpdate policy needs 'n_bias' and 'ratios' ({{layer: ratio}}); {where} has "
                          f"{sorted(pol) if isinstance(pol, dict) else type(pol).__name__}")
     if pol.get("model") is not None and pol["model"] != model:
-        raise ValueError(f"{where} is a SparseUpdate policy for {pol['model']!r}, not {model!r}; derive one for "
+        raise BadInput(f"{where} is a SparseUpdate policy for {pol['model']!r}, not {model!r}; derive one for "
                          f"{model} with `tinytrain sparseupdate-policy --model {model} ...`")
     try:
         n_bias = int(pol["n_bias"])
         ratios = {int(k): float(v) for k, v in dict(pol["ratios"]).items()}
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: 'n_bias' must be an integer and 'ratios' a {{layer: ratio}} mapping") from None
+        raise BadInput(f"{where}: 'n_bias' must be an integer and 'ratios' a {{layer: ratio}} mapping") from None
     if n_bias < 0 or any(not 0 <= r <= 1 for r in ratios.values()):
-        raise ValueError(f"{where}: 'n_bias' must be >= 0 and every ratio in [0, 1]")
+        raise BadInput(f"{where}: 'n_bias' must be >= 0 and every ratio in [0, 1]")
     return {"n_bias": n_bias, "ratios": ratios}
 
 
@@ -345,7 +346,7 @@ def read_policy(pol, model: str) -> tuple[dict, str | None]:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"SparseUpdate policy file {path} is not valid JSON ({exc})") from None
+            raise BadInput(f"SparseUpdate policy file {path} is not valid JSON ({exc})") from None
         return _checked_policy(data, model, str(path)), str(path)
     return _checked_policy(pol, model, "the given policy"), None
 

@@ -25,6 +25,7 @@ from ..sparse.selection import (LayerChoice, fisher_mass_ratio, layer_scores, se
                                 select_layers)
 from .options import MethodOptions, _Reject, option
 from .trained import Built, TrainedMethod, private_copy, sparse_plan
+from ..errors import BadInput
 
 DEFAULT_MEMORY_BUDGET = 1024 * 1024     # "around 1 MB" (paper 4.5), 1 MiB like the paper's MB
 DEFAULT_COMPUTE_BUDGET = 0.15           # of FullTrain's backward MACs
@@ -52,20 +53,20 @@ def fixed_update_plan(plan: dict, spec, resolution: int, batch_size: int, optimi
     if "weights" in plan or "biases" in plan:        # the earlier shape: {"weights": [...], "biases": [...]}
         plan = {"layers": plan.get("weights", []), "bias_layers": plan.get("biases", [])}
     if plan.get("model", spec.name) != spec.name:
-        raise ValueError(f"fixed_plan is a plan for {plan['model']!r}, not {spec.name!r}")
+        raise BadInput(f"fixed_plan is a plan for {plan['model']!r}, not {spec.name!r}")
     layers = conv_layers(spec, resolution)
     ups = []
     for w in plan.get("layers", []):
         i, axis = int(w["index"]), w.get("axis", "out")
         if not 0 <= i < len(layers):
-            raise ValueError(f"fixed_plan names layer {i} but {spec.name} has layers 0..{len(layers) - 1}")
+            raise BadInput(f"fixed_plan names layer {i} but {spec.name} has layers 0..{len(layers) - 1}")
         total = layers[i].channels(axis)
         ch = sorted(int(c) for c in w["channels"])
         if any(not 0 <= c < total for c in ch) or not ch:
-            raise ValueError(f"fixed_plan layer {i}: channels must be 1 to {total} distinct indices below {total}")
+            raise BadInput(f"fixed_plan layer {i}: channels must be 1 to {total} distinct indices below {total}")
         ups.append(LayerUpdate(i, len(ch) / total, axis, ch))
     if not ups and not plan.get("bias_layers"):
-        raise ValueError("fixed_plan trains nothing; give it layers or bias_layers (see `tinytrain eval "
+        raise BadInput("fixed_plan trains nothing; give it layers or bias_layers (see `tinytrain eval "
                          "--ablate-static`)")
     scores = {int(k): float(v) for k, v in (plan.get("scores") or {}).items()}
     scores |= {int(w["index"]): float(w["score"]) for w in plan.get("layers", []) if "score" in w}
@@ -127,7 +128,7 @@ def candidate_layers(backbone, which: str) -> list[int]:
         n_blocks = len(backbone.spec.blocks)
         first = max(0, n_blocks - 6)
         return [l.index for l in layers if l.block >= first]
-    raise ValueError(f"candidates must be 'last6' or 'all' (got {which!r})")
+    raise BadInput(f"candidates must be 'last6' or 'all' (got {which!r})")
 
 
 def budget_limits(spec, config, resolution: int, device: str | None = None) -> tuple[int, int]:
@@ -150,7 +151,7 @@ def budget_limits(spec, config, resolution: int, device: str | None = None) -> t
         from ..costs.units import parse_compute_budget
         comp = parse_compute_budget(comp)
     if mem <= 0 or comp <= 0:
-        raise ValueError("memory and compute budgets must be positive")
+        raise BadInput("memory and compute budgets must be positive")
     return int(mem), int(compute_budget_macs(spec, comp, resolution))
 
 
@@ -201,7 +202,7 @@ class TinyTrainMethod(TrainedMethod):
         axis, choice, policy = o.axis, o.channel_choice, o.ratio_policy
         choice = "random" if choice == "redraw" else choice     # the first draw; `_redraw` draws the others
         if axis == "in" and choice == "fisher":
-            raise ValueError("Fisher channel choice ranks output channels; use axis 'out' or channel_choice "
+            raise BadInput("Fisher channel choice ranks output channels; use axis 'out' or channel_choice "
                              "'l2'/'random'")
         cands = sorted(channel_fisher)
         potential = {i: float(channel_fisher[i].sum()) for i in cands}
@@ -308,7 +309,7 @@ def static_plan(backbone, head, tasks, config) -> dict:
     with the scores it was chosen by and the number of tasks."""
     tasks = list(tasks)
     if not tasks:
-        raise ValueError("the static plan needs at least one validation task")
+        raise BadInput("the static plan needs at least one validation task")
     method = TinyTrainMethod(backbone, config, head)
     total: dict[int, torch.Tensor] = {}
     for task in tasks:

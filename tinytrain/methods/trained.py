@@ -28,6 +28,7 @@ from ..sparse.engine import EnginePlan, PrefixCache, SparseEngine, private_backb
 from .base import AdaptReport, Method, Predictor, engine_form, plan_rows
 from .common import FineTuner, check_support, plan_caches, split_support, storages_of
 from .options import DEFAULT_CACHE_BUDGET, LR_CANDIDATES  # noqa: F401  (their home is methods/options.py)
+from ..errors import BadInput
 
 
 @dataclass
@@ -54,7 +55,7 @@ def sparse_plan(spec, layers: list[LayerUpdate], biases, batch_size: int, optimi
                 resolution: int) -> UpdatePlan:
     """A sparse `UpdatePlan` whose layers name their channels (what the engine trains)."""
     if any(u.channels is None for u in layers):
-        raise ValueError("a sparse plan for the engine names the channels of every layer")
+        raise BadInput("a sparse plan for the engine names the channels of every layer")
     return UpdatePlan(spec.name, list(layers), list(biases), batch_size, optimizer, "sparse", resolution)
 
 
@@ -70,7 +71,7 @@ class TrainedMethod(Method):
     def batch_size(self) -> int:
         b = self.config.batch_size or self.default_batch_size
         if b < 1:
-            raise ValueError(f"batch_size must be at least 1 (got {b})")
+            raise BadInput(f"batch_size must be at least 1 (got {b})")
         return int(b)
 
     @abstractmethod
@@ -164,7 +165,7 @@ class TrainedMethod(Method):
         if lr is None:
             lr, lr_scores = self._choose_lr(x, y)
         if lr < 0:
-            raise ValueError(f"learning rate must be >= 0 (got {lr}); 0 means no update")
+            raise BadInput(f"learning rate must be >= 0 (got {lr}); 0 means no update")
         t_start = time.perf_counter()
         self._reset_cache()
         built = self._build(x, y)

@@ -11,6 +11,7 @@ from torch import nn
 
 from .specs import ArchSpec, BlockSpec, ConvLayer, conv_layers, get_spec
 from .checkpoint_info import CheckpointInfo
+from ..errors import BadInput
 
 
 class ConvBNAct(nn.Module):
@@ -103,7 +104,7 @@ class Backbone(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
-            raise ValueError("this backbone has no classifier; build it with num_classes=...")
+            raise BadInput("this backbone has no classifier; build it with num_classes=...")
         return self.classifier(self(x))
 
     # --- introspection -------------------------------------------------------------------

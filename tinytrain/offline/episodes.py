@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..data.types import Episode, Task
+from ..errors import BadInput
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -37,9 +38,9 @@ def parse_range(text: str | int | tuple[int, int], what: str) -> tuple[int, int]
         except ValueError:
             lo = hi = None
         if lo is None:
-            raise ValueError(f"{what} must be a number or a range like 5-20, got {text!r}")
+            raise BadInput(f"{what} must be a number or a range like 5-20, got {text!r}")
     if lo < 1 or hi < lo:
-        raise ValueError(f"{what} range {lo}-{hi} is invalid; use positive numbers with low <= high")
+        raise BadInput(f"{what} range {lo}-{hi} is invalid; use positive numbers with low <= high")
     return lo, hi
 
 
@@ -54,7 +55,7 @@ class EpisodeShape:
     @staticmethod
     def parse(ways: str | int = 5, shots: str | int = 5, queries: int = 15) -> "EpisodeShape":
         if queries < 1:
-            raise ValueError(f"queries per class must be at least 1, got {queries}")
+            raise BadInput(f"queries per class must be at least 1, got {queries}")
         return EpisodeShape(parse_range(ways, "ways"), parse_range(shots, "shots"), int(queries))
 
     def draw(self, rng: random.Random) -> tuple[int, int]:
@@ -76,7 +77,7 @@ def sample_episode(class_sizes: list[int], shape: EpisodeShape, seed: int) -> Ep
     need = shots + shape.queries
     eligible = [c for c, n in enumerate(class_sizes) if n >= need]
     if len(eligible) < ways:
-        raise ValueError(f"a {ways}-way {shots}-shot {shape.queries}-query episode needs {ways} classes with "
+        raise BadInput(f"a {ways}-way {shots}-shot {shape.queries}-query episode needs {ways} classes with "
                          f">= {need} images, but only {len(eligible)} have that many; lower --ways/--shots/--queries")
     classes = rng.sample(eligible, ways)
     support, query = [], []
@@ -95,7 +96,7 @@ class TensorEpisodes:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, shape: EpisodeShape = EpisodeShape(),
                  seed: int = 0, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise BadInput(f"{len(images)} images but {len(labels)} labels")
         self.images, self.shape, self.seed, self.augment = images, shape, seed, augment
         classes = sorted(set(int(v) for v in labels))
         self.by_class = [torch.nonzero(labels == c).flatten() for c in classes]
@@ -196,7 +197,7 @@ def open_source_splits(spec: str, val_every: int = 5):
     n = len(full.classes)
     val = [c for c in range(n) if c % val_every == val_every - 1]
     if len(val) < 2 or n - len(val) < 2:
-        raise ValueError(f"{spec} has {n} classes; a folder source needs at least {2 * val_every} classes to hold "
+        raise BadInput(f"{spec} has {n} classes; a folder source needs at least {2 * val_every} classes to hold "
                          f"out every {val_every}th one for validation")
     train = [c for c in range(n) if c not in set(val)]
     return full.subset(train, f"{full.name}:train"), full.subset(val, f"{full.name}:val")

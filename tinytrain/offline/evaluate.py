@@ -15,6 +15,7 @@ from ..data.types import Task
 from ..models.backbone import Backbone
 from ..models.head import CosineClassifier, class_prototypes
 from .episodes import EpisodeSource
+from ..errors import BadInput
 
 
 @dataclass
@@ -39,7 +40,7 @@ class AccuracySummary:
 def summarize(accs: list[float]) -> AccuracySummary:
     n = len(accs)
     if n == 0:
-        raise ValueError("no episodes to summarise; evaluate at least one episode")
+        raise BadInput("no episodes to summarise; evaluate at least one episode")
     mean = sum(accs) / n
     var = sum((a - mean) ** 2 for a in accs) / (n - 1) if n > 1 else 0.0
     return AccuracySummary(mean, 1.96 * math.sqrt(var / n), n, list(accs))
@@ -114,9 +115,9 @@ def evaluate_checkpoints(model: str, checkpoints: list[str], domains: list[str],
     from ..models.weights import load_backbone
 
     if episodes < 1:
-        raise ValueError(f"episodes must be at least 1, got {episodes}")
+        raise BadInput(f"episodes must be at least 1, got {episodes}")
     if resolution != "native" and not isinstance(resolution, int):
-        raise ValueError(f"resolution must be a number of pixels or 'native', got {resolution!r}")
+        raise BadInput(f"resolution must be a number of pixels or 'native', got {resolution!r}")
     torch.manual_seed(seed)     # a 'random' column is then the same network in every run with this seed
     backbones, sizes = {}, {}
     for c in checkpoints:

@@ -20,6 +20,7 @@ from ..models.head import CosineClassifier, protonet_loss
 from .episodes import EpisodeShape, EpisodeSource
 from .loop import TrainResult, ValidatedStage, train_loop
 from .rundir import RunConfig
+from ..errors import BadInput
 
 
 @dataclass
@@ -55,18 +56,18 @@ class MetaTrainConfig(RunConfig):
 
     def check(self) -> None:
         if self.epochs < 1 or self.episodes_per_epoch < 1:
-            raise ValueError("--epochs and --episodes-per-epoch must be at least 1")
+            raise BadInput("--epochs and --episodes-per-epoch must be at least 1")
         if not 0 < self.crop_scale <= 1:
-            raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
+            raise BadInput(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if self.batch_episodes < 1 or self.episodes_per_epoch % self.batch_episodes:
-            raise ValueError(f"--episodes-per-epoch ({self.episodes_per_epoch}) must be a multiple of "
+            raise BadInput(f"--episodes-per-epoch ({self.episodes_per_epoch}) must be a multiple of "
                              f"--batch-episodes ({self.batch_episodes})")
         if self.bn_mode not in ("auto", "eval", "train"):
-            raise ValueError(f"--bn-mode must be auto, eval or train, not {self.bn_mode!r}")
+            raise BadInput(f"--bn-mode must be auto, eval or train, not {self.bn_mode!r}")
         if self.frozen_blocks < 0:
-            raise ValueError(f"--frozen-blocks must be 0 or more, got {self.frozen_blocks}")
+            raise BadInput(f"--frozen-blocks must be 0 or more, got {self.frozen_blocks}")
         if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+            raise BadInput(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         self.shape()
 
     def shape(self) -> EpisodeShape:
@@ -96,7 +97,7 @@ def frozen_prefix(backbone: Backbone, blocks: int) -> torch.nn.Module:
     source (docs/offline.md has what it did on proxyless-w0.3), and it makes meta-training cheaper: no weight
     gradients there."""
     if blocks > len(backbone.blocks):
-        raise ValueError(f"--frozen-blocks {blocks} is more than {backbone.spec.name}'s "
+        raise BadInput(f"--frozen-blocks {blocks} is more than {backbone.spec.name}'s "
                          f"{len(backbone.blocks)} blocks")
     return torch.nn.ModuleList([backbone.stem, *backbone.blocks[:blocks]]) if blocks else torch.nn.ModuleList()
 
@@ -106,7 +107,7 @@ def _frozen(backbone: Backbone, config: MetaTrainConfig) -> torch.nn.Module:
     frozen = frozen_prefix(backbone, config.frozen_blocks)
     if config.lite_residual:
         if not hasattr(backbone, "lite"):
-            raise ValueError("--lite-residual needs a backbone with lite-residual branches (TinyTLBackbone)")
+            raise BadInput("--lite-residual needs a backbone with lite-residual branches (TinyTLBackbone)")
         frozen = torch.nn.ModuleList([m for n, m in backbone.named_children() if n != "lite"])
     return frozen
 
@@ -121,7 +122,7 @@ class _MetaTraining(ValidatedStage):
                  config: MetaTrainConfig, head: CosineClassifier | None):
         super().__init__(config, f"metatrain {config.model}")
         if config.batch_episodes % self.world:
-            raise ValueError(f"--batch-episodes ({config.batch_episodes}) must be a multiple of the number of "
+            raise BadInput(f"--batch-episodes ({config.batch_episodes}) must be a multiple of the number of "
                              f"processes ({self.world})")
         frozen = _frozen(backbone, config)     # checked before anything is written
         self.backbone, self.episodes, self.val, self.frozen = backbone, train, val, frozen

@@ -18,6 +18,7 @@ from ..models.backbone import Backbone
 from .episodes import EpisodeShape, EpisodeSource, episode_seed, seeded_rng
 from .loop import TrainResult, ValidatedStage, train_loop
 from .rundir import RunConfig, RunDir
+from ..errors import BadInput
 
 
 @dataclass
@@ -46,11 +47,11 @@ class PretrainConfig(RunConfig):
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("--epochs and --batch-size must be at least 1")
+            raise BadInput("--epochs and --batch-size must be at least 1")
         if not 0 < self.crop_scale <= 1:
-            raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
+            raise BadInput(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+            raise BadInput(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         EpisodeShape.parse(self.ways, self.shots, self.queries)
 
 
@@ -66,7 +67,7 @@ class _Pretraining(ValidatedStage):
     def __init__(self, backbone: Backbone, data: torch.utils.data.Dataset, val: EpisodeSource | None,
                  config: PretrainConfig, reseed: Callable[[int], None] | None):
         if backbone.classifier is None:
-            raise ValueError("pretraining needs a classifier; build the backbone with num_classes=<training classes>")
+            raise BadInput("pretraining needs a classifier; build the backbone with num_classes=<training classes>")
         super().__init__(config, f"pretrain {config.model}")
         self.backbone, self.data, self.val, self.reseed = backbone.to(self.device), data, val, reseed
         self.params = list(backbone.parameters())
@@ -75,7 +76,7 @@ class _Pretraining(ValidatedStage):
         self.modules = {"backbone": backbone}
         self.steps_per_epoch = len(data) // config.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the training set has {len(data)} images, fewer than --batch-size {config.batch_size}; "
+            raise BadInput(f"the training set has {len(data)} images, fewer than --batch-size {config.batch_size}; "
                              "lower it")
         self.perm_epoch, self.perm = -1, None
 

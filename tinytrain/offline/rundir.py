@@ -13,6 +13,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from .state import load_state, save_state
+from ..errors import BadInput
 
 # Fields that may differ between an interrupted run and the command that resumes it.
 OPERATIONAL_FIELDS = {"save_every_steps", "log_every_steps", "progress", "device", "nproc"}
@@ -65,7 +66,7 @@ class RunDir:
                           if k not in OPERATIONAL_FIELDS and old.get(k) != config.get(k))
             if diff:
                 k = diff[0]
-                raise ValueError(f"{self.path} holds an unfinished run with a different config "
+                raise BadInput(f"{self.path} holds an unfinished run with a different config "
                                  f"({k}: {old.get(k)!r} there, {config.get(k)!r} now); pass another --out, "
                                  "the same options to resume, or --restart to discard it")
             state = self.load_state()
@@ -79,10 +80,10 @@ class RunDir:
         try:
             d = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{self.config_path} is not valid JSON ({exc}); restore it, or pass --restart to "
+            raise BadInput(f"{self.config_path} is not valid JSON ({exc}); restore it, or pass --restart to "
                              "discard the unfinished run") from None
         if not isinstance(d, dict):
-            raise ValueError(f"{self.config_path} must hold a JSON object; restore it, or pass --restart")
+            raise BadInput(f"{self.config_path} must hold a JSON object; restore it, or pass --restart")
         return d
 
     def load_state(self) -> dict:
@@ -92,10 +93,10 @@ class RunDir:
         except ValueError:
             raise
         except Exception as exc:      # safetensors' own errors (a truncated header, a bad length): not a traceback
-            raise ValueError(f"{self.state_path} is damaged ({type(exc).__name__}: {str(exc).strip()[:120]}); pass "
+            raise BadInput(f"{self.state_path} is damaged ({type(exc).__name__}: {str(exc).strip()[:120]}); pass "
                              "--restart to discard the unfinished run, or restore the file") from None
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-            raise ValueError(f"{self.state_path} is not a complete training state (no step count); pass --restart "
+            raise BadInput(f"{self.state_path} is not a complete training state (no step count); pass --restart "
                              "to discard the unfinished run, or restore the file")
         return state
 
@@ -116,7 +117,7 @@ class RunDir:
                 tmp.replace(self.best_path)
                 return (f"{self.best_path} was missing; the final epoch was the best, so it was restored from "
                         f"{self.last_path.name}")
-        raise ValueError(f"{self.path} holds a finished run, but its best.safetensors is missing (deleted?); restore "
+        raise BadInput(f"{self.path} holds a finished run, but its best.safetensors is missing (deleted?); restore "
                          f"it, use {self.last_path.name} (the final epoch's weights) if that will do, or pass --restart "
                          "to train again")
 

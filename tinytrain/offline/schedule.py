@@ -9,15 +9,16 @@ warm-up; with 2000 episodes per epoch the difference is negligible and short run
 from __future__ import annotations
 
 import math
+from ..errors import BadInput
 
 
 def warmup_cosine_lr(epoch: float, *, base_lr: float, epochs: float, warmup_epochs: float = 5.0,
                      warmup_lr: float = 1e-6, min_lr: float = 1e-6) -> float:
     """Learning rate at fractional `epoch` (0 <= epoch <= epochs)."""
     if epochs <= 0:
-        raise ValueError(f"epochs must be positive, got {epochs}")
+        raise BadInput(f"epochs must be positive, got {epochs}")
     if not 0 <= warmup_epochs < epochs:
-        raise ValueError(f"warm-up ({warmup_epochs} epochs) must be shorter than training ({epochs} epochs); "
+        raise BadInput(f"warm-up ({warmup_epochs} epochs) must be shorter than training ({epochs} epochs); "
                          "lower --warmup-epochs or raise --epochs")
     if epoch < warmup_epochs:
         return warmup_lr + (base_lr - warmup_lr) * epoch / warmup_epochs

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from ..errors import BadInput
 
 _TENSOR = "__tensor__"
 _DICT = "__dict__"     # dict with non-string keys (optimizer state is keyed by int)
@@ -34,7 +35,7 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return [_flatten(v, tensors) for v in obj]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise ValueError(f"cannot store a {type(obj).__name__} in a training state; use tensors or JSON values")
+    raise BadInput(f"cannot store a {type(obj).__name__} in a training state; use tensors or JSON values")
 
 
 def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -71,7 +72,7 @@ def load_state(path: str | Path) -> dict:
         for key in f.keys():
             tensors[key] = f.get_tensor(key)
     if raw is None:
-        raise ValueError(f"{path} is not a tinytrain training state; delete it or pass --restart")
+        raise BadInput(f"{path} is not a tinytrain training state; delete it or pass --restart")
     return _unflatten(json.loads(raw), tensors)
 
 

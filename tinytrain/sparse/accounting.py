@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..models.specs import ArchSpec, conv_layers
 from .engine import EnginePlan
+from ..errors import BadInput
 
 FP32 = 4
 MASK_BYTES = 1
@@ -24,7 +25,7 @@ def predicted_saved_bytes(spec: ArchSpec, plan: EnginePlan, batch_size: int = 1,
                           resolution: int | None = None) -> int:
     """Bytes kept for backward by `SparseEngine` for one micro-batch of `batch_size` images."""
     if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+        raise BadInput("batch_size must be at least 1")
     layers = conv_layers(spec, resolution)
     sel = {w.index: w for w in plan.weights}
     total = 0
@@ -62,7 +63,7 @@ def stage_input_elems(spec: ArchSpec, stage: int, resolution: int | None = None)
         return layers[0].input_elems
     first = next((l for l in layers if l.block == stage), None)
     if first is None:
-        raise ValueError(f"{spec.name} has no stage {stage}")
+        raise BadInput(f"{spec.name} has no stage {stage}")
     return first.input_elems
 
 

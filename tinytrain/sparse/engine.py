@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.grad import conv2d_weight
 
 from ..models.backbone import Backbone, ConvBNAct
+from ..errors import BadInput
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,9 +50,9 @@ class LayerSelection:
 
     def __post_init__(self):
         if self.axis not in ("out", "in"):
-            raise ValueError(f"axis must be 'out' or 'in', got {self.axis!r}")
+            raise BadInput(f"axis must be 'out' or 'in', got {self.axis!r}")
         if not self.channels:
-            raise ValueError(f"layer {self.index}: select at least one channel (or drop the layer)")
+            raise BadInput(f"layer {self.index}: select at least one channel (or drop the layer)")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class EnginePlan:
     def earliest(self) -> int:
         idx = [w.index for w in self.weights] + list(self.biases)
         if not idx:
-            raise ValueError("the update plan is empty: select at least one layer or bias to train")
+            raise BadInput("the update plan is empty: select at least one layer or bias to train")
         return min(idx)
 
     def to_dict(self) -> dict:
@@ -82,7 +83,7 @@ class EnginePlan:
             ch = lu.channels if lu.channels is not None else (channel_lists or {}).get(lu.index)
             if ch is None:
                 if lu.ratio < 1.0 or layer_channels is None:
-                    raise ValueError(f"layer {lu.index}: the plan gives a ratio but no channel indices")
+                    raise BadInput(f"layer {lu.index}: the plan gives a ratio but no channel indices")
                 ch = range(layer_channels[lu.index])
             if len(ch):
                 sels.append(LayerSelection(lu.index, tuple(sorted(int(c) for c in ch)), lu.axis))
@@ -92,7 +93,7 @@ class EnginePlan:
 def engine_plan(plan, backbone: Backbone) -> EnginePlan:
     """The engine form of a sparse `UpdatePlan` (layers at ratio 1 without channel lists train every channel)."""
     if getattr(plan, "kind", "sparse") != "sparse":
-        raise ValueError(f"the sparse engine trains sparse plans, not {plan.kind!r} ones")
+        raise BadInput(f"the sparse engine trains sparse plans, not {plan.kind!r} ones")
     layers = backbone.conv_layers()
     totals = {u.index: layers[u.index].channels(u.axis) for u in plan.layers if 0 <= u.index < len(layers)}
     return EnginePlan.from_update_plan(plan, layer_channels=totals)
@@ -325,10 +326,10 @@ class SparseEngine(nn.Module):
         self.earliest = plan.earliest
         for w in plan.weights:
             if not 0 <= w.index < n:
-                raise ValueError(f"layer {w.index} does not exist; {backbone.spec.name} has layers 0..{n - 1}")
+                raise BadInput(f"layer {w.index} does not exist; {backbone.spec.name} has layers 0..{n - 1}")
         for b in plan.biases:
             if not 0 <= b < n:
-                raise ValueError(f"bias layer {b} does not exist; {backbone.spec.name} has layers 0..{n - 1}")
+                raise BadInput(f"bias layer {b} does not exist; {backbone.spec.name} has layers 0..{n - 1}")
         self.sel: dict[int, LayerSelection] = {w.index: w for w in plan.weights}
         # on the weights' device: index_select / index_copy_ take no index from another device (a GPU run)
         self.sel_index = {i: torch.tensor(w.channels, dtype=torch.long, device=self.mods[i].conv.weight.device)
@@ -339,7 +340,7 @@ class SparseEngine(nn.Module):
             conv = self.mods[i].conv
             size = conv.weight.shape[0] if self._rows(i) else conv.weight.shape[1]
             if max(w.channels) >= size or min(w.channels) < 0:
-                raise ValueError(f"layer {i}: channel indices must be in 0..{size - 1}")
+                raise BadInput(f"layer {i}: channel indices must be in 0..{size - 1}")
             self._full[i] = len(w.channels) == size
             self.weight_params[str(i)] = nn.Parameter(self._slice(i).clone())
         scale_shift = [_bn_affine(m.bn) for m in self.mods]
@@ -415,7 +416,7 @@ class SparseEngine(nn.Module):
     def sync(self) -> None:
         """Write the trained slices and shifts into the backbone (idempotent; call before reading it)."""
         if not self.owns_backbone:
-            raise ValueError("this engine was built on a backbone it does not own (owns_backbone=False); "
+            raise BadInput("this engine was built on a backbone it does not own (owns_backbone=False); "
                              "build it on a private copy to write trained weights back")
         for key, p in self.weight_params.items():
             i = int(key)
@@ -436,7 +437,7 @@ class SparseEngine(nn.Module):
         the caller resets it."""
         for i, channels in new.items():
             if len(set(channels)) != len(channels) or len(channels) != len(self.sel[i].channels):
-                raise ValueError(f"layer {i}: reselect needs {len(self.sel[i].channels)} distinct channels")
+                raise BadInput(f"layer {i}: reselect needs {len(self.sel[i].channels)} distinct channels")
         self.sync()
         for i, channels in new.items():
             channels = tuple(sorted(int(c) for c in channels))
@@ -518,7 +519,7 @@ class SparseEngine(nn.Module):
     def prefix_from(self, cache: PrefixCache, chunk: int = 64) -> PrefixCache:
         """`cache` continued to this engine's `first_block` (the stages in between are frozen here)."""
         if cache.block > self.first_block:
-            raise ValueError(f"a prefix cached at stage {cache.block} cannot feed an engine whose trained part "
+            raise BadInput(f"a prefix cached at stage {cache.block} cannot feed an engine whose trained part "
                              f"starts at stage {self.first_block}; recompute it from the images")
         if cache.block == self.first_block:
             return cache

@@ -22,6 +22,7 @@ from .. import progress
 from ..models.backbone import Backbone
 from ..models.head import CosineClassifier, class_prototypes
 from .engine import EnginePlan, PrefixCache, SparseEngine, private_backbone
+from ..errors import BadInput
 
 
 @dataclass
@@ -56,9 +57,9 @@ def fisher_information(backbone: Backbone, x: torch.Tensor, y: torch.Tensor, lay
     (then the prefix is recomputed per micro-batch); its time is not counted in `seconds`.
     """
     if not layers:
-        raise ValueError("give at least one candidate layer for the Fisher pass")
+        raise BadInput("give at least one candidate layer for the Fisher pass")
     if batch_size < 1:
-        raise ValueError("the Fisher micro-batch size must be at least 1")
+        raise BadInput("the Fisher micro-batch size must be at least 1")
     t0 = time.perf_counter()
     engine = SparseEngine(backbone, EnginePlan(biases=(min(layers),)), owns_backbone=False)
     head = private_backbone(head) if head is not None else CosineClassifier()

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..models.specs import ConvLayer
+from ..errors import BadInput
 
 SCORES = ("full", "fisher", "fisher/memory", "fisher/compute")
 CHANNEL_CHOICES = ("fisher", "l2", "random")
@@ -24,7 +25,7 @@ RATIO_POLICIES = ("largest", "fisher-mass")
 def layer_scores(layers: Sequence[ConvLayer], potential: dict[int, float], score: str = "full") -> dict[int, float]:
     """Score of every layer in `potential` (Table 3 ablations: fisher, fisher/memory, fisher/compute)."""
     if score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(SCORES)} (got {score!r})")
+        raise BadInput(f"score must be one of {', '.join(SCORES)} (got {score!r})")
     max_w = max(l.params for l in layers)
     max_m = max(l.macs for l in layers)
     out = {}
@@ -44,14 +45,14 @@ def select_channels(k: int, choice: str = "fisher", fisher: torch.Tensor | None 
     l2: the K largest weight L2 norms along `axis` (static); random: K uniformly at random (static).
     """
     if choice not in CHANNEL_CHOICES:
-        raise ValueError(f"channel choice must be one of {', '.join(CHANNEL_CHOICES)} (got {choice!r})")
+        raise BadInput(f"channel choice must be one of {', '.join(CHANNEL_CHOICES)} (got {choice!r})")
     if choice == "fisher":
         if fisher is None:
-            raise ValueError("Fisher channel choice needs the Fisher information of the layer")
+            raise BadInput("Fisher channel choice needs the Fisher information of the layer")
         values = fisher
     elif choice == "l2":
         if weight is None:
-            raise ValueError("L2 channel choice needs the layer weight")
+            raise BadInput("L2 channel choice needs the layer weight")
         dims = (1, 2, 3) if axis == "out" or weight.shape[1] == 1 else (0, 2, 3)
         values = weight.detach().pow(2).sum(dims)
     else:
@@ -87,7 +88,7 @@ def fisher_mass_ratio(fisher: torch.Tensor, ratios: Sequence[float], mass: float
     layer gets a small K there, which leaves budget for more layers (the paper's goal: as many top-scored
     layers as the budgets allow); a layer whose information is spread out is trained more widely."""
     if not 0 < mass <= 1:
-        raise ValueError(f"fisher mass must be in (0, 1], got {mass}")
+        raise BadInput(f"fisher mass must be in (0, 1], got {mass}")
     values = fisher.detach().double().flatten().sort(descending=True).values
     total = float(values.sum())
     ladder = sorted(set(float(r) for r in ratios))
@@ -105,7 +106,7 @@ def fisher_mass_ratio(fisher: torch.Tensor, ratios: Sequence[float], mass: float
 CostFn = Callable[[list[LayerChoice]], tuple[int, int]]
 
 
-class BudgetTooSmall(ValueError):
+class BudgetTooSmall(BadInput):
     """No candidate layer fits the budgets; the message names the smallest budget that would."""
 
 
@@ -119,9 +120,9 @@ def select_layers(order: Sequence[int], scores: dict[int, float], channels_for: 
     paper's prefix constraint; layers that cannot fit even alone are passed over until then, so a plan is
     never empty while any layer fits); with "skip" it always goes on to the next layer."""
     if stop_rule not in STOP_RULES:
-        raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)} (got {stop_rule!r})")
+        raise BadInput(f"stop_rule must be one of {', '.join(STOP_RULES)} (got {stop_rule!r})")
     if not ratios or any(not 0 < r <= 1 for r in ratios):
-        raise ValueError(f"channel ratios must be in (0, 1], got {list(ratios)}")
+        raise BadInput(f"channel ratios must be in (0, 1], got {list(ratios)}")
     ratios = sorted(set(float(r) for r in ratios), reverse=True)
     chosen: list[LayerChoice] = []
     for i in order:
