@@ -227,3 +227,24 @@ def test_the_first_pass_leaves_required_arguments_required():
     with pytest.raises(SystemExit):
         parse_command_line(parser, ["adapt", "--bogus"])
     assert len(required) > 5 and all(a.required for a in required)
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--model-dir", "", "--out", "x.onnx"],
+    ["export", "--model-dir", "m", "--format", "c", "--out", "  "],
+    ["predict", "--model-dir", "m", "a.png", ""],
+    ["adapt", "--model", "tiny-test", "--support", "s", "--save", ""],
+    ["eval", "--methods", "none", "--out", ""],
+    ["data", "episodes", "", "--out", "e.json"],
+])
+def test_a_blank_value_is_refused_by_name_before_anything_runs(argv, tmp_path, monkeypatch, capsys):
+    """'' as a path would be the current folder (`--out ''` writing here, `predict ''` reading every image
+    below): refused in one line naming the flag or argument, exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is empty" in err[0] and err[0].startswith(f"tinytrain {argv[0]}"), err
+    assert ("argument" in err[0]) or any(f"{flag} is empty" in err[0] for flag in argv if flag.startswith("--"))
+    assert list(tmp_path.iterdir()) == []

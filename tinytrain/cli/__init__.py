@@ -62,7 +62,21 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argp
     if extras:
         command = innermost_parser(parser, args)
         command.error(unknown_arguments(command, extras))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_blank_values(innermost_parser(parser, args), args)
+    return args
+
+
+def refuse_blank_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A value given as '' or blanks is never what the user meant: as a path it would silently be the current
+    folder (`--out ''` writing here, `predict ''` classifying every image below). One line naming the flag."""
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip() and v != action.default:
+                name = (max(action.option_strings, key=len) if action.option_strings
+                        else f"argument {(action.metavar or action.dest).upper()}")
+                parser.error(f"{name} is empty ({v!r}); give a value")
 
 
 def innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
