@@ -17,33 +17,12 @@ from tinytrain.offline.distill import agreement, kd_loss
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.weights import load_backbone, load_checkpoint, save_checkpoint
 
-
-def _photo(path, seed: int, size=(96, 80)):
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (6, 5, 3)).astype(np.uint8)
-    img = Image.fromarray(small).resize(size, Image.BICUBIC)
-    img.save(path)
-    return path
+from .helpers import distill_setup, lite_run_args
 
 
 @pytest.fixture
 def setup(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(2):
-        _photo(photos / f"p{i}.png", i)
-    held = _photo(tmp_path / "held.png", 7)
-    torch.manual_seed(0)
-    teacher = tmp_path / "teacher.safetensors"
-    net = build_backbone("tiny-test", num_classes=1000)
-    with torch.no_grad():                      # logits that vary with the input, as a trained teacher's do
-        net.classifier.weight.normal_(0, 1.0)
-    save_checkpoint(teacher, net)
-    args = ["distill", "--student", "tiny-test", "--teacher", "tiny-test", "--teacher-checkpoint", str(teacher),
-            "--images", str(photos), "--heldout", str(held), "--resolution", "32", "--batch-size", "8",
-            "--epochs", "2", "--steps-per-epoch", "4", "--warmup-epochs", "0.5", "--heldout-crops", "20",
-            "--save-every", "3", "--log-every", "1", "--no-progress", "--device", "cpu"]
-    return tmp_path, args
+    return distill_setup(tmp_path)
 
 
 def test_photo_patches_are_seeded_and_varied():
@@ -230,38 +209,6 @@ def test_distill_in_two_processes(setup, capsys):
     assert meta["images_seen"] == 64 and json.loads((out / "config.json").read_text())["nproc"] == 2
 
 
-def test_card_and_shipped_checkpoint_of_a_distillation(setup, capsys):
-    """checkpoint-eval --distill-run writes the distilled card (commands, agreement curve with each
-    snapshot's accuracy, paired table) and --ship writes the last checkpoint with its provenance."""
-    from tests.bench.conftest import make_folder_dataset
-    tmp, args = setup
-    out = tmp / "run"
-    assert main(args + ["--out", str(out), "--export", str(out / "features.safetensors")]) == 0
-    data = make_folder_dataset(tmp / "data", classes=5, per_class=6)
-    card, ship = tmp / "card.md", tmp / "zoo" / "tiny-test-distilled.safetensors"
-    assert main(["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random",
-                 f"{out / 'features.safetensors'}@32", "--domains", str(data), "--episodes", "3",
-                 "--resolution", "32", "--distill-run", str(out), "--curve-episodes", "2", "--card", str(card),
-                 "--card-name", "distilled", "--shipped", "the distilled features", "--ship", str(ship),
-                 "--no-progress"]) == 0
-    text = card.read_text()
-    assert "tinytrain distill --student tiny-test" in text and "tinytrain checkpoint-eval" in text
-    assert "| images seen | top-1 agreement" in text and "| 64 |" in text.replace(",", "")
-    rows = [l for l in text.splitlines() if l.startswith("| 32 |") or l.startswith("| 0 |")]
-    assert len(rows) == 2 and all(l.rstrip().endswith("% |") for l in rows)    # snapshot accuracy filled in
-    assert "Paired difference" in text and "Shipped: **the distilled features**" in text
-    shipped = load_backbone("tiny-test", str(ship))
-    meta = shipped.checkpoint_info.meta
-    assert shipped.classifier is None and meta["shipped_as"] == "distilled" and meta["images_seen"] == 64
-    assert meta["resolution"] == 32 and any(c.startswith("tinytrain distill") for c in meta["recipe"])
-    a, b = load_file(str(out / "features.safetensors")), load_file(str(ship))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    capsys.readouterr()
-    assert main(["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random", "--domains", str(data),
-                 "--episodes", "1", "--ship", str(ship), "--no-progress"]) == 2      # never replaces a shipped file
-    assert "--ship" in capsys.readouterr().err and load_file(str(ship)).keys() == a.keys()
-
-
 def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys):
     """--lite-residual: TinyTL's branches learn to match the teacher through the frozen student's own ImageNet
     head (TinyTL pretrains them on ImageNet); the export carries them and `tinytl` starts from them."""
@@ -269,12 +216,8 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
     tmp, args = setup
     base = tmp / "base"
     assert main(args + ["--out", str(base), "--export", str(tmp / "plain.safetensors")]) == 0
-    lite_args = list(args)
-    lite_args[lite_args.index("--epochs") + 1] = "3"
-    lite_args[lite_args.index("--steps-per-epoch") + 1] = "15"
     out, features = tmp / "lite", tmp / "lite-features.safetensors"
-    assert main(lite_args + ["--out", str(out), "--init", str(base / "last.safetensors"), "--lite-residual",
-                             "--lr", "0.01", "--cutmix", "0", "--temperature", "2", "--export", str(features)]) == 0
+    assert main(lite_run_args(args, base, out, features)) == 0
     start, trained = load_file(str(base / "last.safetensors")), load_file(str(out / "last.safetensors"))
     lite = [k for k in trained if k.startswith("lite.")]
     assert lite and start.keys() == {k for k in trained if not k.startswith("lite.")}
@@ -297,19 +240,6 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
     assert fresh.report.extra["lite_pretrained"] is False
     with pytest.raises(ValueError, match="lite='old'"):
         make_method("tinytl", backbone, AdaptConfig(resolution=32, iterations=1, options={"lite": "old"})).fit(x, y)
-    # shipped into a zoo file holding the same backbone; another backbone is refused
-    from tinytrain.offline.distill import add_lite_branches
-    zoo = tmp / "zoo.safetensors"
-    zoo.write_bytes((tmp / "plain.safetensors").read_bytes())
-    add_lite_branches(zoo, out, "the recipe")
-    shipped = load_backbone("tiny-test", str(zoo))
-    smeta = shipped.checkpoint_info.meta
-    assert smeta["lite_residual"]["images_seen"] == 360 and smeta["lite_residual"]["recipe"] == "the recipe"
-    assert all(torch.equal(shipped.checkpoint_info.lite.state[k[5:]], trained[k]) for k in lite)
-    torch.manual_seed(1)
-    save_checkpoint(tmp / "other.safetensors", build_backbone("tiny-test"))
-    with pytest.raises(ValueError, match="not the backbone"):
-        add_lite_branches(tmp / "other.safetensors", out)
     # bad input, refused before a folder is made: no trained student, or one without its ImageNet head
     capsys.readouterr()
     assert main(args + ["--out", str(tmp / "bad1"), "--lite-residual"]) == 2
@@ -319,8 +249,9 @@ def test_lite_residual_branches_distilled_beside_a_frozen_student(setup, capsys)
 
 
 def test_shipping_a_checkpoint_keeps_its_pretrained_branches(setup):
-    """`checkpoint-eval --ship` and `export_features` write the lite-residual branches a checkpoint carries;
-    meta-training from it starts from the plain backbone (the branches are TinyTL's, not the ProtoNet's)."""
+    """strip_classifier (what `scripts/release.py ship` and `export_features` write) keeps the lite-residual
+    branches a checkpoint carries; meta-training from it starts from the plain backbone (the branches are
+    TinyTL's, not the ProtoNet's)."""
     from tinytrain.offline.metatrain import initial_model, strip_classifier
     from tinytrain.models.tinytl import TinyTLBackbone
     tmp, _ = setup

@@ -180,47 +180,10 @@ def cmd_metatrain(args) -> int:
     return code
 
 
-def _snapshot_accuracy(args, domains: list[str]) -> dict[int, float]:
-    """None accuracy (mean over `domains`) of every snapshot of --distill-run, keyed by images seen: the
-    card's curve of accuracy against compute, on --curve-episodes episodes per domain."""
-    from ..offline.evaluate import evaluate_checkpoints
-    from ..models.weights import read_checkpoint_header
-    snaps = sorted((Path(args.distill_run) / "snapshots").glob("step-*.safetensors"))
-    if not snaps:
-        return {}
-    results = evaluate_checkpoints(args.model, [str(p) for p in snaps], domains, episodes=args.curve_episodes,
-                                   resolution="native", seed=args.seed, progress=not args.no_progress)
-    out = {}
-    for p in snaps:
-        seen = int(read_checkpoint_header(p)["meta"].get("images_seen", 0))
-        out[seen] = sum(results[d][str(p)].mean for d in domains) / len(domains)
-    return out
-
-
-def _ship(args, shipped: str, commands: list[str]) -> Path:
-    """Write the checkpoint `shipped` (one of --checkpoints) to --ship (a zoo file), without any 1000-way
-    classifier, with its provenance in the metadata: the name it ships as, its resolution, the recipe and
-    the images seen."""
-    from ..offline.card import distill_summary
-    from ..offline.evaluate import split_resolution
-    from ..offline.metatrain import strip_classifier
-    from ..models.weights import load_backbone, save_checkpoint
-    name, res = split_resolution(shipped)
-    backbone = load_backbone(args.model, name)
-    info = backbone.checkpoint_info
-    extra = {"shipped_as": args.card_name, "recipe": commands, "resolution": res or info.meta.get("resolution")}
-    if args.distill_run:
-        d = distill_summary(args.distill_run)
-        extra |= {"images_seen": d["images_seen"], "distill_config": d["config"],
-                  "distill_train_seconds": round(d["train_seconds"], 1)}
-    meta = dict(info.meta) | extra
-    return save_checkpoint(args.ship, strip_classifier(backbone), meta)
-
-
 def _earlier_results(args, domains: list[str]):
     """The per-episode results in --json when it holds this exact evaluation (same model, checkpoints,
-    domains, episodes, resolution and seed), so a card can be re-rendered or a checkpoint shipped without
-    evaluating again; None otherwise. Checkpoint files are named, not hashed: change a file, delete the JSON."""
+    domains, episodes, resolution and seed), so a table or a card can be rendered again without evaluating
+    again; None otherwise. Checkpoint files are named, not hashed: change a file, delete the JSON."""
     from ..offline.evaluate import summarize
     if not args.json or not Path(args.json).is_file():
         return None
@@ -230,25 +193,27 @@ def _earlier_results(args, domains: list[str]):
         return None
     same = (old.get("model") == args.model and old.get("checkpoints") == args.checkpoints
             and old.get("episodes") == args.episodes and old.get("resolution") == args.resolution
-            and old.get("seed") == args.seed and list(old.get("results", {})) == domains + ["all"])
+            and old.get("seed") == args.seed
+            and list(old.get("results", {})) == domains + (["all"] if len(domains) > 1 else []))
     if not same:
         return None
     return {d: {c: summarize(s["accs"]) for c, s in row.items()} for d, row in old["results"].items()}
 
 
-def cmd_checkpoint_eval(args) -> int:
+def run_checkpoint_eval(args, last: str | None = None) -> dict:
+    """`checkpoint-eval`'s work, also used by the maintainers' release script (scripts/release.py): check
+    --resolution, build the pocket data on first use, evaluate (or reuse an identical earlier --json), print
+    the table and the paired table with `last` (one of --checkpoints; default: the last) as the last column,
+    and write --json. Returns {domain: {checkpoint: AccuracySummary}} in that column order; args.domains
+    (the default filled in) and args.resolution (a number unless 'native') are set in place."""
     from ..offline.evaluate import evaluate_checkpoints, format_table, paired_table
     from ..data.pocket import POCKET_TARGETS
-    from ..offline.card import command_line
-    domains = args.domains or list(POCKET_TARGETS)
-    if args.ship and Path(args.ship).exists():
-        raise BadInput(f"--ship {args.ship} exists; delete it or choose another path (nothing was evaluated)")
-    if args.ship_checkpoint and args.ship_checkpoint not in args.checkpoints:
-        raise BadInput(f"--ship-checkpoint {args.ship_checkpoint} is not one of --checkpoints")
-    if (args.ship_checkpoint or args.curve_episodes or args.shipped) and not (args.ship or args.card):
-        raise BadInput("--ship-checkpoint, --curve-episodes and --shipped go with --ship or --card")
+    domains = args.domains = args.domains or list(POCKET_TARGETS)
+    last = last or args.checkpoints[-1]
+    if last not in args.checkpoints:
+        raise BadInput(f"{last} is not one of --checkpoints")
     if args.resolution != "native":
-        if not args.resolution.isdigit():
+        if not str(args.resolution).isdigit():
             raise BadInput(f"--resolution must be a number of pixels or 'native', got {args.resolution!r}")
         args.resolution = int(args.resolution)
     version = ""
@@ -260,48 +225,24 @@ def cmd_checkpoint_eval(args) -> int:
                                        resolution=args.resolution, seed=args.seed, progress=not args.no_progress)
     else:
         print(f"results of an identical evaluation reused from {args.json} (delete it to evaluate again)")
-    shipped = args.ship_checkpoint or args.checkpoints[-1]
-    # the paired table compares the last column with the others: put the shipped checkpoint there
-    results = {d: {c: row[c] for c in [*(c for c in row if c != shipped), shipped]} for d, row in results.items()}
-    table = format_table(results)
+    # the paired table compares the last column with the others: put `last` there
+    results = {d: {c: row[c] for c in [*(c for c in row if c != last), last]} for d, row in results.items()}
     print(f"None accuracy (%), mean ± 95% CI, {args.model}, resolution {args.resolution}, seed {args.seed}")
-    print(table)
+    print(format_table(results))
     if len(args.checkpoints) > 1:
-        print(f"\nPaired difference on the same episodes, {shipped} minus the others (points):")
+        print(f"\nPaired difference on the same episodes, {last} minus the others (points):")
         print(paired_table(results))
-    if args.card or args.ship:
-        from ..offline.card import config_command, distill_command, render_card, render_distill_card
-        runs = {"pretrain": args.pretrain_run, "metatrain": args.metatrain_run}
-        runs = {k: v for k, v in runs.items() if v}
-        commands = [config_command(k, json.loads((Path(v) / "config.json").read_text()), v) for k, v in runs.items()]
-        if args.distill_run:
-            dconf = json.loads((Path(args.distill_run) / "config.json").read_text())
-            commands.insert(0, distill_command(dconf, args.distill_run, Path(args.distill_run) / "features.safetensors"))
-        argv = ["checkpoint-eval", "--model", args.model, "--checkpoints", *args.checkpoints, "--domains", *domains,
-                "--episodes", str(args.episodes), "--resolution", str(args.resolution), "--seed", str(args.seed)]
-        if args.curve_episodes:
-            argv += ["--curve-episodes", str(args.curve_episodes)]
-        commands.append(command_line(argv))
-    if args.card:
-        if args.distill_run:
-            curve = _snapshot_accuracy(args, domains) if args.curve_episodes else None
-            card = render_distill_card(args.model, args.distill_run, commands, results, args.episodes,
-                                       args.shipped or shipped, metatrain_run=args.metatrain_run,
-                                       curve_accuracy=curve)
-        else:
-            card = render_card(args.model, runs, commands, results, args.episodes, args.resolution,
-                               name=args.card_name)
-        Path(args.card).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.card).write_text(card)
-        print(f"card written to {args.card}")
-    if args.ship:
-        print(f"shipped {shipped} as {_ship(args, shipped, commands)}")
     if args.json:
         payload = {"model": args.model, "checkpoints": args.checkpoints, "episodes": args.episodes,
                    "resolution": args.resolution, "seed": args.seed, "data_version": version,
                    "results": {d: {c: s.to_dict(with_accs=True) for c, s in row.items()}
                                for d, row in results.items()}}
         write_json_atomic(args.json, payload)
+    return results
+
+
+def cmd_checkpoint_eval(args) -> int:
+    run_checkpoint_eval(args)
     return 0
 
 
@@ -449,7 +390,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("checkpoint-eval", help="None accuracy of several checkpoints on the same episodes",
-                       description="ProtoNet nearest-centroid accuracy (no fine-tuning), mean and 95%% CI over "
+                       description="ProtoNet nearest-centroid accuracy (no fine-tuning), mean and 95% CI over "
                        "EPISODES test episodes per domain, every checkpoint on identical episodes.")
     p.add_argument("--model", required=True)
     p.add_argument("--checkpoints", nargs="+", required=True, help="random | pocket | imagenet | PATH ...")
@@ -460,18 +401,5 @@ def register(sub) -> None:
                    "(NAME@RES sets one checkpoint's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results (summaries and per-episode accuracies) to this file")
-    p.add_argument("--card", help="write a checkpoint card (markdown) here")
-    p.add_argument("--card-name", default="pocket",
-                   help="the shipped name the card describes (--checkpoint NAME), for its title")
-    p.add_argument("--pretrain-run", help="for --card: the pretraining run folder (its config and log)")
-    p.add_argument("--metatrain-run", help="for --card: the meta-training run folder (its config and log)")
-    p.add_argument("--distill-run", help="for --card: the distillation run folder (a distilled checkpoint's card: "
-                   "agreement curve, images seen)")
-    p.add_argument("--curve-episodes", type=int, default=0,
-                   help="with --distill-run: also the None accuracy of each snapshot on this many episodes per domain")
-    p.add_argument("--shipped", help="for a distilled card: which checkpoint ships and why (one sentence)")
-    p.add_argument("--ship", metavar="PATH", help="write --ship-checkpoint here (e.g. tinytrain/zoo/"
-                   "MODEL-NAME.safetensors) without a 1000-way classifier, its recipe and images seen in the metadata")
-    p.add_argument("--ship-checkpoint", help="which of --checkpoints --ship writes (default: the last)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_checkpoint_eval)

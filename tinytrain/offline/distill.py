@@ -435,24 +435,3 @@ def run_distill(config: DistillConfig, out: str | Path, *, restart: bool = False
     batches = BatchSource(config, photos, pocket)
     return distill(student, teacher, batches, config, out, heldout=held, restart=restart,
                    stop_at_step=stop_at_step, progress=progress)
-
-
-def add_lite_branches(shipped: str | Path, lite_run: str | Path, command: str = "") -> Path:
-    """Write the lite-residual branches of a finished `distill --lite-residual` run into the shipped checkpoint
-    `shipped` (a zoo file), whose backbone must be the run's frozen one: the backbone tensors stay as they are
-    and the metadata gains the branches' provenance (`lite_residual`). Refused for any other backbone."""
-    from ..models.weights import load_checkpoint
-    from .card import distill_summary
-    from .metatrain import strip_classifier
-    backbone, meta = load_checkpoint(shipped)
-    trained, _ = load_checkpoint(Path(lite_run) / "last.safetensors")
-    if trained.checkpoint_info.lite is None:
-        raise BadInput(f"{lite_run} holds no lite-residual branches; run `tinytrain distill --lite-residual` there")
-    theirs = trained.state_dict()
-    if any(not torch.equal(v, theirs[k]) for k, v in backbone.state_dict().items()):
-        raise BadInput(f"{shipped} is not the backbone the branches of {lite_run} were trained beside")
-    run = distill_summary(lite_run)
-    meta = dict(meta) | {"lite_residual": {"recipe": command, "images_seen": run["images_seen"],
-                                           "train_seconds": round(run["train_seconds"], 1),
-                                           "resolution": trained.checkpoint_info.lite.resolution}}
-    return save_checkpoint(shipped, strip_classifier(trained), meta)     # = the shipped backbone + the branches

@@ -1,6 +1,7 @@
-"""Checkpoint cards: a short markdown file next to a shipped checkpoint saying how it was made
-(exact commands, data version, time, hardware) and how well it does (None accuracy, mean and 95 % CI,
-on the same episodes as the pretrained-only and random backbones)."""
+"""Checkpoint cards, for the maintainers' release script (scripts/release.py; not part of the package): a short
+markdown file next to a shipped checkpoint saying how it was made (exact commands, data version, time,
+hardware) and how well it does (None accuracy, mean and 95 % CI, on the same episodes as the pretrained-only
+and random backbones), and the summaries of run folders that the cards and the shipped files' metadata record."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import platform
 import shlex
 from pathlib import Path
 
-from .evaluate import AccuracySummary, format_table, paired_table
+from tinytrain.offline.evaluate import AccuracySummary, format_table, paired_table
 
 
 def hardware() -> str:
@@ -61,6 +62,7 @@ def render_card(model: str, runs: dict[str, str | Path], commands: list[str],
 
 
 def command_line(argv: list[str]) -> str:
+    """A `tinytrain` command, quoted for the shell."""
     return "tinytrain " + " ".join(shlex.quote(a) for a in argv)
 
 
