@@ -7,7 +7,6 @@ shapes meta-training episodes)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -47,8 +46,17 @@ def validation_source(domain: str) -> str | None:
 
 
 def val_info(out_dir: Path) -> dict:
+    """{test domain: {"domain": the domain its validation episodes come from, "split": its split}}."""
+    from .rundir import read_json
     path = out_dir / "episodes" / "validation.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    info = read_json(path, "where the validation episodes come from")
+    if not isinstance(info, dict) or not all(isinstance(v, dict) and isinstance(v.get("domain"), str)
+                                             and isinstance(v.get("split"), str) for v in info.values()):
+        raise BadInput(f"{path} does not map each domain to {{\"domain\": ..., \"split\": ...}}; delete it (the "
+                       "validation episodes are then sampled again) or use a new --out")
+    return info
 
 
 def val_split_of(out_dir: Path, domain: str) -> str:
@@ -79,6 +87,8 @@ def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = 
                                  "use a new --out (the data changed)")
             if len(episodes) != config.tasks:
                 raise BadInput(f"{path} holds {len(episodes)} episodes, not --tasks {config.tasks}; use a new --out")
+            from ..data.sampler import check_episode_indices
+            check_episode_indices(path, episodes, dataset)
             continue
         episodes = _sampler(dataset, config.episodes, config.seed).sample(config.tasks)
         meta = {"domain": domain, "split": config.split, "seed": config.seed, "tasks": config.tasks,
@@ -111,11 +121,13 @@ def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str
                                flag: str = "--lr auto") -> None:
     """Validation episodes for `--lr auto`: from the domain's 'val' split, else from `lr_domain` or the
     pocket source's 'val' split. Never from the test classes."""
-    from ..data.types import save_episodes
+    from ..data.types import load_episodes, save_episodes
     info = val_info(out)
     for domain in config.domains:
         path = out / "episodes" / (domain_file_stem(domain) + ".val.json")
         if domain in info and path.exists():
+            from ..data.sampler import check_episode_indices
+            check_episode_indices(path, load_episodes(path)[0], open_domain(info[domain]["domain"], "val"))
             continue
         candidates = [domain] + [d for d in (config.lr_domain, validation_source(domain)) if d and d != domain]
         dataset, used, errors = None, None, []
@@ -147,6 +159,8 @@ def ensure_target_val_episodes(config: EvalConfig, out: Path, log: Callable[[str
     for domain in config.domains:
         path = out / "episodes" / (domain_file_stem(domain) + ".tval.json")
         if path.exists():
+            from ..data.sampler import check_episode_indices
+            check_episode_indices(path, load_episodes(path)[0], open_domain(domain, config.split))
             continue
         test, _ = load_episodes(out / "episodes" / (domain_file_stem(domain) + ".json"))
         seen = {(tuple(e.classes), tuple(e.support), tuple(e.query)) for e in test}

@@ -170,10 +170,18 @@ def load_episode_file(path: str | Path, dataset: ImageDataset | None = None) -> 
                          f"which does not match {dataset.name!r} ({len(dataset.classes)} classes); "
                          "resample the episodes for this dataset")
     if dataset is not None:
-        sizes = dataset.class_sizes()
-        for e in episodes:
-            for label, j in e.support + e.query:
-                if j >= sizes[e.classes[label]]:
-                    raise BadInput(f"{path} refers to image {j} of class {dataset.classes[e.classes[label]]!r}, "
-                                     "which has fewer images; resample the episodes")
+        check_episode_indices(path, episodes, dataset)
     return episodes, meta
+
+
+def check_episode_indices(path: str | Path, episodes: list[Episode], dataset: ImageDataset) -> None:
+    """Every class and image an episode names exists in `dataset` (an edited or foreign file: one BadInput)."""
+    sizes = dataset.class_sizes()
+    for i, e in enumerate(episodes):
+        if max(e.classes) >= len(sizes):
+            raise BadInput(f"{path}: episode {i} names class {max(e.classes)}, but {dataset.name!r} has "
+                           f"{len(sizes)} classes; resample the episodes")
+        for label, j in e.support + e.query:
+            if j >= sizes[e.classes[label]]:
+                raise BadInput(f"{path} refers to image {j} of class {dataset.classes[e.classes[label]]!r}, "
+                               "which has fewer images; resample the episodes")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import BadInput
+
 
 @dataclass
 class Episode:
@@ -37,8 +39,34 @@ class Episode:
 
     @staticmethod
     def from_dict(d: dict) -> "Episode":
-        return Episode(list(d["classes"]), [tuple(p) for p in d["support"]],
-                       [tuple(p) for p in d["query"]], d.get("seed"))
+        """The episode a stored dict describes; anything else (a file edited or damaged) is a BadInput saying
+        which field is wrong."""
+        if not isinstance(d, dict):
+            raise BadInput("is not an object with classes, support and query")
+        classes = d.get("classes")
+        if not _whole_list(classes) or not classes:
+            raise BadInput("has no valid 'classes' (a list of class indices >= 0)")
+        pairs = {}
+        for name in ("support", "query"):
+            value = d.get(name)
+            if not isinstance(value, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 and _whole_list(p)
+                                                      and p[0] < len(classes) for p in value):
+                raise BadInput(f"has no valid '{name}' (a list of [label < {len(classes)}, image index >= 0] pairs)")
+            pairs[name] = [tuple(p) for p in value]
+        if not pairs["support"]:
+            raise BadInput("has an empty 'support'")
+        seed = d.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise BadInput(f"has a 'seed' that is not a whole number ({seed!r})")
+        return Episode(list(classes), pairs["support"], pairs["query"], seed)
+
+
+def _whole_list(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                    for v in value)
+
+
+EPISODE_FILE_FIX = "delete it (a run folder samples the same episodes again from its seed) or use a new --out"
 
 
 def save_episodes(path: str | Path, episodes: list[Episode], meta: dict | None = None) -> None:
@@ -47,8 +75,26 @@ def save_episodes(path: str | Path, episodes: list[Episode], meta: dict | None =
 
 
 def load_episodes(path: str | Path) -> tuple[list[Episode], dict]:
-    payload = json.loads(Path(path).read_text())
-    return [Episode.from_dict(e) for e in payload["episodes"]], payload.get("meta", {})
+    """The episodes and metadata of an episode file; a damaged or edited file is one BadInput naming it."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadInput(f"episode file {path} is not valid JSON ({type(exc).__name__}); {EPISODE_FILE_FIX}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("episodes"), list) \
+            or not isinstance(payload.get("meta", {}), dict):
+        raise BadInput(f"episode file {path} does not hold {{\"meta\": {{...}}, \"episodes\": [...]}}; {EPISODE_FILE_FIX}")
+    meta = payload.get("meta", {})
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise BadInput(f"episode file {path}: meta 'classes' is not a list of class names; {EPISODE_FILE_FIX}")
+    episodes = []
+    for i, d in enumerate(payload["episodes"]):
+        try:
+            episodes.append(Episode.from_dict(d))
+        except BadInput as exc:
+            raise BadInput(f"episode file {path}: episode {i} {exc}; {EPISODE_FILE_FIX}") from None
+    return episodes, meta
 
 
 @dataclass
