@@ -75,15 +75,22 @@ def test_bench_help_lists_every_bench_and_a_bench_help_its_options(capsys):
 
 @pytest.fixture
 def fake_benches(tmp_path, monkeypatch):
-    """Two bench modules next to the real ones: one needs a package that is not installed, one imports a
-    tinytrain module that does not exist (a bug)."""
-    (tmp_path / "needs_pkg.py").write_text("import tinytrain_test_no_such_package\n"
-                                           "def add_arguments(p): pass\ndef run(args): return 0\n")
-    (tmp_path / "broken.py").write_text("import tinytrain.no_such_module\n"
-                                        "def add_arguments(p): pass\ndef run(args): return 0\n")
-    monkeypatch.setattr(tinytrain.bench, "__path__", [*tinytrain.bench.__path__, str(tmp_path)])
+    """Two benches next to the real ones: one whose library needs a package that is not installed, one whose
+    command module imports a tinytrain module that does not exist (a bug)."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "lib" / "needs_pkg.py").write_text("import tinytrain_test_no_such_package\n")
+    (tmp_path / "cli" / "bench_needs_pkg.py").write_text(
+        "from tinytrain.cli.bench import bench_library\n"
+        "def add_arguments(p): p.add_argument('--rounds')\n"
+        "def run(args):\n    with bench_library('needs_pkg'):\n        import tinytrain.bench.needs_pkg\n"
+        "    return 0\n")
+    (tmp_path / "cli" / "bench_broken.py").write_text("import tinytrain.no_such_module\n"
+                                                      "def add_arguments(p): pass\ndef run(args): return 0\n")
+    monkeypatch.setattr(tinytrain.bench, "__path__", [*tinytrain.bench.__path__, str(tmp_path / "lib")])
+    monkeypatch.setattr(tinytrain.cli, "__path__", [*tinytrain.cli.__path__, str(tmp_path / "cli")])
     monkeypatch.setattr(cli_bench, "BENCHES", {**cli_bench.BENCHES, "needs_pkg": "x", "broken": "y"})
-    for name in ("tinytrain.bench.needs_pkg", "tinytrain.bench.broken"):
+    for name in ("tinytrain.bench.needs_pkg", "tinytrain.cli.bench_needs_pkg", "tinytrain.cli.bench_broken"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     yield
 

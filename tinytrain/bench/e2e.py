@@ -14,20 +14,21 @@ Methods run round-robin (`bench/timing.py`): each round adapts every method once
 order; phase times are medians over rounds, ratios are medians of per-round ratios with their
 spread. Peak memory: the process's peak resident memory during each adaptation (the kernel's
 high-water mark, reset before it), and its growth over the memory held just before.
+
+The library side: `measure_e2e(E2ESettings(...))` returns an `E2EResult` (`.to_dict()` is the command's
+`--json` object, `.table()` its text); the command line is `tinytrain.cli.bench_e2e`.
 """
 from __future__ import annotations
 
 import ctypes
 import gc
-import json
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .memory import _reset_peak, _rss, _status_kib
-from .speed import add_timing_arguments, loop_options, synthetic_task
+from .speed import DEFAULT_POOL, loop_options, synthetic_task
 from .timing import format_ratio, pin_threads, ratio_spread, round_robin, spread
 from ..errors import BadInput
 
@@ -41,24 +42,59 @@ SELECTION_PHASES = ("fisher", "selection")
 DEFAULT_METHODS = ("fulltrain", "sparseupdate", "tinytrain")
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--model", default="mcunet-5fps", help="zoo model (default mcunet-5fps)")
-    p.add_argument("--checkpoint", default="pocket",
-                   help="shipped checkpoint name or path (default pocket; a model without one runs from random init)")
-    p.add_argument("--resolution", type=int, default=128, help="image size in pixels (default 128)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated methods (default {','.join(DEFAULT_METHODS)}; tinytrain is required)")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=5, help="support images per class (default 5: 25 images, as Table 9)")
-    p.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations (default 40, as the paper)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="micro-batch of every pass, the Fisher pass included (default: the whole support set)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="round-robin rounds, one adaptation per method each (default 3)")
-    add_timing_arguments(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", metavar="PNG", help="also write a stacked-bar plot of the phases to this file")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+@dataclass(frozen=True)
+class E2ESettings:
+    """What `measure_e2e` runs (the flags of `tinytrain bench e2e`, same defaults)."""
+    model: str = "mcunet-5fps"
+    checkpoint: str = "pocket"          # shipped name or path; a model without the shipped one runs from random init
+    resolution: int = 128
+    methods: tuple[str, ...] = DEFAULT_METHODS      # tinytrain is required
+    ways: int = 5
+    shots: int = 5                      # 25 images, as Table 9
+    iterations: int = 40                # fine-tuning iterations, as the paper
+    batch_size: int | None = None       # micro-batch of every pass, the Fisher pass included; None: the whole set
+    rounds: int = 3                     # round-robin rounds, one adaptation per method each
+    threads: int = 1
+    augment_pool: int = DEFAULT_POOL
+    cache_budget: str = "none"
+    seed: int = 0
+    plot: str | Path | None = None      # also write a stacked-bar plot of the phases to this PNG
+
+
+@dataclass
+class E2EResult:
+    """What `measure_e2e` measured. `methods[name]`: median `phases` (seconds), total_seconds, total_spread,
+    peak_rss_bytes, growth_bytes, the per-round records (`rounds`) and, for tinytrain, selection_share and
+    its spread; `ratios`: per-round total-time ratios over TinyTrain."""
+    model: str
+    checkpoint: str
+    checkpoint_note: str | None
+    resolution: int
+    support: int
+    batch_size: int
+    iterations: int
+    rounds: int
+    augment_pool: int
+    threads: int
+    cpus: list[int] | None
+    load_average: list[float] | None
+    methods: dict[str, dict]
+    ratios: dict[str, dict]
+    plot: str | None = None             # the PNG written, if any
+
+    def to_dict(self) -> dict:
+        """The `--json` object."""
+        out = {"model": self.model, "checkpoint": self.checkpoint, "checkpoint_note": self.checkpoint_note,
+               "resolution": self.resolution, "support": self.support, "batch_size": self.batch_size,
+               "iterations": self.iterations, "rounds": self.rounds, "augment_pool": self.augment_pool,
+               "threads": self.threads, "cpus": self.cpus, "load_average": self.load_average,
+               "methods": self.methods, "ratios": self.ratios}
+        if self.plot is not None:
+            out["plot"] = self.plot
+        return out
+
+    def table(self) -> str:
+        return format_table(self.to_dict())
 
 
 def _loader(model: str, checkpoint: str, seed: int = 0):
@@ -82,13 +118,13 @@ def _loader(model: str, checkpoint: str, seed: int = 0):
     return (lambda: load_backbone(model, checkpoint)), checkpoint, None
 
 
-def _config(name: str, args, batch: int) -> AdaptConfig:
+def _config(name: str, settings: E2ESettings, batch: int) -> AdaptConfig:
     from ..methods.base import AdaptConfig
-    options = loop_options(args)
+    options = loop_options(settings.augment_pool, settings.cache_budget)
     if name == "tinytrain":
         options["fisher_batch_size"] = batch
-    return AdaptConfig(iterations=args.iterations, lr=1e-3, batch_size=batch, seed=args.seed,
-                       resolution=args.resolution, options=options)
+    return AdaptConfig(iterations=settings.iterations, lr=1e-3, batch_size=batch, seed=settings.seed,
+                       resolution=settings.resolution, options=options)
 
 
 def _release_free_memory() -> None:
@@ -118,36 +154,40 @@ def adapt_once(name: str, load, x: torch.Tensor, y: torch.Tensor, config: AdaptC
             "growth_bytes": None if peak is None else peak - before}
 
 
-def run(args) -> int:
+def measure_e2e(settings: E2ESettings = E2ESettings(),
+                progress: Callable[[str], None] | None = None) -> E2EResult:
+    """Adapt every method from the checkpoint, round-robin, timing each phase. `progress` gets a note line
+    when the model has no such shipped checkpoint (then every method adapts a random initialisation)."""
     from ..methods import METHODS, make_method
     from ..methods.common import check_support
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    s = settings
+    methods = list(s.methods)
     bad = [m for m in methods if m not in METHODS or m == "none"]
     if bad:
         raise BadInput(f"--methods: {', '.join(bad)} cannot be timed; choose from "
                          f"{', '.join(m for m in METHODS if m != 'none')}")
     if "tinytrain" not in methods:
         raise BadInput("--methods must include tinytrain (the ratios and the selection share are TinyTrain's)")
-    if args.rounds < 1 or args.iterations < 1:
+    if s.rounds < 1 or s.iterations < 1:
         raise BadInput("--rounds and --iterations must be at least 1")
-    pinned = pin_threads(args.threads)
-    load, checkpoint, note = _loader(args.model, args.checkpoint, args.seed)
-    if note and not args.json:
-        print(f"note: {note}", file=sys.stderr)
-    x, y = check_support(*synthetic_task(args.ways, args.shots, args.resolution, args.seed))
-    batch = args.batch_size or len(x)
-    configs = {m: _config(m, args, batch) for m in methods}
+    pinned = pin_threads(s.threads)
+    load, checkpoint, note = _loader(s.model, s.checkpoint, s.seed)
+    if note and progress:
+        progress(f"note: {note}")
+    x, y = check_support(*synthetic_task(s.ways, s.shots, s.resolution, s.seed))
+    batch = s.batch_size or len(x)
+    configs = {m: _config(m, s, batch) for m in methods}
     # the real settings first, as dry runs (a pool that does not fit the cache budget is refused here);
     # then a warm-up: PyTorch's one-off costs (lazy imports, first optimizer step) are not an adaptation's
     for m in methods:
         make_method(m, load(), configs[m]).plan(x, y)
     for m in methods:
-        warm = _config(m, args, batch)
+        warm = _config(m, s, batch)
         warm.iterations = 1
         adapt_once(m, load, x, y, warm)
     records: dict[str, list[dict]] = {m: [] for m in methods}
     round_robin({m: (lambda m=m: records[m].append(adapt_once(m, load, x, y, configs[m]))) for m in methods},
-                rounds=args.rounds, warmup=0)
+                rounds=s.rounds, warmup=0)
     totals = {m: [r["total_seconds"] for r in records[m]] for m in methods}
     out_methods = {}
     for m in methods:
@@ -166,20 +206,18 @@ def run(args) -> int:
         out_methods[m] = entry
     ratios = {f"{m}_over_tinytrain_total": ratio_spread(totals[m], totals["tinytrain"])
               for m in methods if m != "tinytrain"}
-    out = {"model": args.model, "checkpoint": checkpoint, "checkpoint_note": note, "resolution": args.resolution,
-           "support": len(x), "batch_size": batch, "iterations": args.iterations, "rounds": args.rounds,
-           "augment_pool": args.augment_pool, **pinned, "methods": out_methods, "ratios": ratios}
-    if args.plot:
-        out["plot"] = str(plot_phases(out_methods, args.plot, f"{args.model} @ {args.resolution} px, "
-                                                               f"{len(x)} images, {args.iterations} iterations"))
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(format_table(out))
-    return 0
+    plot = None
+    if s.plot:
+        plot = str(plot_phases(out_methods, s.plot, f"{s.model} @ {s.resolution} px, "
+                                                    f"{len(x)} images, {s.iterations} iterations"))
+    return E2EResult(model=s.model, checkpoint=checkpoint, checkpoint_note=note, resolution=s.resolution,
+                     support=len(x), batch_size=batch, iterations=s.iterations, rounds=s.rounds,
+                     augment_pool=s.augment_pool, threads=pinned["threads"], cpus=pinned["cpus"],
+                     load_average=pinned["load_average"], methods=out_methods, ratios=ratios, plot=plot)
 
 
 def format_table(out: dict) -> str:
+    """The text report of an `E2EResult.to_dict()`."""
     from ..costs.units import format_bytes
 
     pool = f"a pool of {out['augment_pool']} augmented views" if out["augment_pool"] else "fresh augmentation"

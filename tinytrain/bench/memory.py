@@ -23,25 +23,51 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable
+
 from ..errors import BadInput
 
 DEFAULT_METHODS = ("none", "lastlayer", "sparseupdate", "tinytrain", "tinytl", "fulltrain")
 PAPER_BATCH = {"fulltrain": 100, "tinytl": 100}     # others: 1 (paper 3.2)
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--model", default="mcunet-5fps")
-    p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods to measure")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=20, help="support images per class (5 x 20 = one batch of 100)")
-    p.add_argument("--iterations", type=int, default=3,
-                   help="fine-tuning iterations per method (peak memory is reached in the first; default 3)")
-    p.add_argument("--memory-budget", default="1MB", help="TinyTrain's memory budget (default 1MB)")
-    p.add_argument("--compute-budget", default="15%", help="TinyTrain's compute budget (default 15%%)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per child (default 1)")
-    p.add_argument("--timeout", type=float, default=600, help="seconds allowed per child")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+@dataclass(frozen=True)
+class MemorySettings:
+    """What `measure_memory` runs (the flags of `tinytrain bench memory`, same defaults)."""
+    model: str = "mcunet-5fps"
+    resolution: int = 128
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    ways: int = 5
+    shots: int = 20                 # support images per class (5 x 20 = one batch of 100)
+    iterations: int = 3             # fine-tuning iterations per method (the peak is reached in the first)
+    memory_budget: str = "1MB"      # TinyTrain's budgets
+    compute_budget: str = "15%"
+    threads: int = 1                # torch threads per child
+    timeout: float = 600            # seconds allowed per child
+
+
+@dataclass
+class MemoryResult:
+    """Peak RSS per method. `methods[name]` is one child's figures (`measure_in_this_process`)."""
+    model: str
+    resolution: int
+    support_images: int
+    iterations: int
+    threads: int
+    methods: dict[str, dict]
+    fulltrain_over_tinytrain_growth: float | None = None
+
+    def to_dict(self) -> dict:
+        """The `--json` object."""
+        out = {"model": self.model, "resolution": self.resolution, "support_images": self.support_images,
+               "iterations": self.iterations, "threads": self.threads, "methods": self.methods}
+        if self.fulltrain_over_tinytrain_growth is not None:
+            out["fulltrain_over_tinytrain_growth"] = self.fulltrain_over_tinytrain_growth
+        return out
+
+    def table(self) -> str:
+        return format_table(self.to_dict())
 
 
 # --- the child --------------------------------------------------------------------------------
@@ -158,30 +184,37 @@ def run_child(cfg: dict, timeout: float = 600) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure(model: str, methods: list[str], resolution: int = 128, ways: int = 5, shots: int = 20,
-            iterations: int = 3, memory_budget: str = "1MB", compute_budget: str = "15%",
-            threads: int = 1, timeout: float = 600, progress=None) -> dict:
-    """Peak RSS per method, each in its own child process; one JSON-ready dict."""
-    if ways < 2 or shots < 1:
+def measure_memory(settings: MemorySettings = MemorySettings(),
+                   progress: Callable[[str], None] | None = None) -> MemoryResult:
+    """Peak RSS per method, each in its own child process. `progress` gets a line before each method."""
+    from ..models.specs import get_spec
+
+    s = settings
+    get_spec(s.model)
+    unknown = [m for m in s.methods if m not in DEFAULT_METHODS]
+    if unknown:
+        raise BadInput(f"unknown method(s) {unknown}; choose from {', '.join(DEFAULT_METHODS)}")
+    if s.ways < 2 or s.shots < 1:
         raise BadInput("--ways must be >= 2 and --shots >= 1")
-    if iterations < 1:
+    if s.iterations < 1:
         raise BadInput("--iterations must be >= 1 (the peak is reached during training)")
     rows = {}
-    for m in methods:
-        cfg = {"model": model, "method": m, "resolution": resolution, "ways": ways, "shots": shots,
-               "iterations": iterations, "memory_budget": memory_budget, "compute_budget": compute_budget,
-               "threads": threads}
+    for m in s.methods:
+        cfg = {"model": s.model, "method": m, "resolution": s.resolution, "ways": s.ways, "shots": s.shots,
+               "iterations": s.iterations, "memory_budget": s.memory_budget, "compute_budget": s.compute_budget,
+               "threads": s.threads}
         if progress:
-            progress(m)
-        rows[m] = run_child(cfg, timeout)
-    out = {"model": model, "resolution": resolution, "support_images": ways * shots, "iterations": iterations,
-           "threads": threads, "methods": rows}
+            progress(f"measuring {m} ...")
+        rows[m] = run_child(cfg, s.timeout)
+    ratio = None
     if "tinytrain" in rows and "fulltrain" in rows and rows["tinytrain"]["growth_bytes"] > 0:
-        out["fulltrain_over_tinytrain_growth"] = rows["fulltrain"]["growth_bytes"] / rows["tinytrain"]["growth_bytes"]
-    return out
+        ratio = rows["fulltrain"]["growth_bytes"] / rows["tinytrain"]["growth_bytes"]
+    return MemoryResult(model=s.model, resolution=s.resolution, support_images=s.ways * s.shots,
+                        iterations=s.iterations, threads=s.threads, methods=rows, fulltrain_over_tinytrain_growth=ratio)
 
 
 def format_table(result: dict) -> str:
+    """The text report of a `MemoryResult.to_dict()`."""
     from ..costs.units import format_bytes
 
     lines = [f"{result['model']} at {result['resolution']} px, {result['support_images']} support images, "
@@ -197,20 +230,5 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
-    from ..models.specs import get_spec
-
-    get_spec(args.model)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in DEFAULT_METHODS]
-    if unknown:
-        raise BadInput(f"unknown method(s) {unknown}; choose from {', '.join(DEFAULT_METHODS)}")
-    progress = None if args.json else (lambda m: print(f"measuring {m} ...", file=sys.stderr, flush=True))
-    result = measure(args.model, methods, args.resolution, args.ways, args.shots, args.iterations,
-                     args.memory_budget, args.compute_budget, args.threads, args.timeout, progress)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
-    return 0
-
-
-if __name__ == "__main__":      # the child process
-    print(json.dumps(measure_in_this_process(json.loads(sys.argv[1]))))
+if __name__ == "__main__":      # the child process: its reply to run_child is one JSON line on the pipe
+    sys.stdout.write(json.dumps(measure_in_this_process(json.loads(sys.argv[1]))) + "\n")

@@ -1,12 +1,19 @@
-"""`tinytrain bench speed|e2e|memory|pool|mcu`: side-by-side measurements, reported as ratios from one run."""
+"""`tinytrain bench speed|e2e|memory|pool|mcu`: side-by-side measurements, reported as ratios from one run.
+
+Each bench's command line is a module `tinytrain.cli.bench_<name>` defining `add_arguments(parser)` and
+`run(args) -> int`: it parses, calls the library (`tinytrain.bench.<name>`, `tinytrain.mcu.bench`), which
+returns a result object, and prints that object's table or JSON. The command modules import only the
+standard library; a bench's library (torch, numpy, the methods) is imported when the bench runs, inside
+`bench_library`, so `tinytrain bench <name> --help` imports none of it."""
 from __future__ import annotations
 
 import argparse
 import importlib
+from contextlib import contextmanager
 
 from ..errors import BadInput
 
-# sub-command -> module under tinytrain.bench defining add_arguments(parser) and run(args) -> int
+# sub-command -> help; its command line is tinytrain.cli.bench_<name>
 BENCHES = {"speed": "Training-iteration time and measured saved-for-backward bytes per method",
            "memory": "Peak process memory per method, each adaptation in a fresh child process",
            "e2e": "End-to-end adaptation time per phase (load, Fisher pass, selection, training, prototypes)",
@@ -19,47 +26,43 @@ INSTALL_HINTS = {"sklearn": "pip install 'tinytrain[pocket]'", "skimage": "pip i
 
 
 class BenchParser(argparse.ArgumentParser):
-    """One bench's parser. Its arguments come from tinytrain.bench.<name>, which imports torch, so they are
-    added only when that bench is named on the command line: `tinytrain --help`, `tinytrain bench --help`
-    and every other command do not import it."""
+    """One bench's parser. Its arguments come from tinytrain.cli.bench_<name>, imported only when that bench
+    is named on the command line: `tinytrain --help` and every other command do not import it, and a bench
+    whose module fails to import breaks only itself."""
 
     def __init__(self, *args, bench: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._pending = bench
-        self._available = True
 
     def parse_known_args(self, args=None, namespace=None):
         if self._pending is not None:
             name, self._pending = self._pending, None
-            self._available = add_bench_arguments(self, name)
-        if not self._available:     # its arguments are unknown; running it says what is missing
-            args = []
+            add_bench_arguments(self, name)
         return super().parse_known_args(args, namespace)
 
 
-def add_bench_arguments(p: argparse.ArgumentParser, name: str) -> bool:
-    """Import tinytrain.bench.<name> and let it define `p`'s arguments and function; False where a
-    third-party package it imports is missing: the bench then fails, when run, with one line naming it. Any
-    other import error (one of tinytrain's own modules included) is raised as it is."""
+def add_bench_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    """Let tinytrain.cli.bench_<name> define `p`'s arguments and function. An import error is raised as it is
+    (the command modules import only the standard library: failing to import one is a bug)."""
+    module = importlib.import_module(f"tinytrain.cli.bench_{name}")
+    module.add_arguments(p)
+    p.set_defaults(func=module.run)
+
+
+@contextmanager
+def bench_library(name: str):
+    """Import the library of `tinytrain bench <name>` inside this block: a third-party package it needs that
+    is not installed becomes one line naming it and how to install it (BadInput). Any other import error
+    (one of tinytrain's own modules included) is raised as it is."""
     try:
-        module = importlib.import_module(f"tinytrain.bench.{name}")
+        yield
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if not missing or missing == "tinytrain":
             raise
-        p.set_defaults(func=_unavailable(name, missing))
-        return False
-    module.add_arguments(p)
-    p.set_defaults(func=module.run)
-    return True
-
-
-def _unavailable(name: str, missing: str):
-    def run(args) -> int:
         hint = INSTALL_HINTS.get(missing, f"pip install {missing}")
         raise BadInput(f"`tinytrain bench {name}` needs the Python package {missing!r}, which is not installed "
-                        f"({hint})")
-    return run
+                       f"({hint})") from None
 
 
 def register(sub) -> None:

@@ -12,13 +12,15 @@ analytic need and the PyTorch engine running the same schedule:
   values, bench images excluded;
 * instructions per training step and per prediction: SysTick counts under `-icount shift=0`,
   calibrated against a loop of known length; QEMU counts instructions, it models no cycles.
+
+The library side: `measure_mcu(McuSettings(model_dir=...))` returns an `McuResult` (`.to_dict()` is the
+command's `--json` object, `.table()` its text); the command line is `tinytrain.cli.bench_mcu`.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +37,96 @@ from ..errors import BadInput
 DEFAULT_DEVICE = "mcu-1mb"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-dir", required=True, metavar="DIR", help="a model saved by `tinytrain adapt --save`")
-    p.add_argument("--support", metavar="DIR",
-                   help="training images, DIR/<class>/<image> with the model's class names (default: crops of "
-                        "scikit-image photographs labelled as the model's classes in turn)")
-    p.add_argument("--query", metavar="DIR", help="held-out images to predict (default: the last training image "
-                   "of each class is held out instead)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training images (default 1)")
-    p.add_argument("--precision", choices=("float32", "int8"), default="float32",
-                   help="float32 (default), or int8: the frozen prefix in int8 and every frozen weight int8, "
-                        "calibrated on the training images (docs/mcu.md)")
-    p.add_argument("--device", default=DEFAULT_DEVICE,
-                   help=f"device profile whose RAM and flash the measurement is checked against (default {DEFAULT_DEVICE})")
-    p.add_argument("--out", metavar="DIR", help="keep the exported tree and builds here (default: a temporary folder)")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed for the emulated run (default 1800)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+@dataclass(frozen=True)
+class McuSettings:
+    """What `measure_mcu` runs (the flags of `tinytrain bench mcu`, same defaults)."""
+    model_dir: str | Path                   # a model saved by `tinytrain adapt --save`
+    support: str | Path | None = None       # training images DIR/<class>/<image>; None: sample photographs
+    query: str | Path | None = None         # held-out images; None: the last training image of each class
+    epochs: int = 1                         # passes over the training images
+    precision: str = "float32"              # or "int8": the frozen prefix and every frozen weight int8
+    device: str | None = DEFAULT_DEVICE     # device profile the RAM and flash are checked against; None: none
+    out: str | Path | None = None           # keep the exported tree and builds here; None: a temporary folder
+    timeout: float = 1800                   # seconds allowed for the emulated run
+
+
+@dataclass
+class BenchImages:
+    source: str         # where the images came from
+    train: int
+    held_out: int
+    epochs: int
+    steps: int          # training steps: train x epochs
+
+
+@dataclass
+class Int8Check:
+    """The int8 prefix compared bit for bit (int8 precision only)."""
+    int8_layers: int
+    calibration_images: int
+    prefix_equal_pytorch: bool      # the host build's prefix against the PyTorch integer reference
+    prefix_equal_host: bool         # the board's against the host build's
+
+
+@dataclass
+class DeviceFit:
+    """The measured RAM and flash against a device profile."""
+    device: str
+    device_ram_bytes: int
+    device_flash_bytes: int | None
+    fits_device_ram: bool
+    fits_device_flash: bool
+
+
+@dataclass
+class McuResult:
+    """What `measure_mcu` measured on the emulated board, beside the host build, the PyTorch engine and the
+    cost model."""
+    model: str
+    precision: str
+    resolution: int
+    classes: int
+    optimizer: str
+    lr: float
+    earliest_trained_layer: int
+    trained_weights: int
+    images: BenchImages
+    total_ram_bytes: int
+    arena_bytes: int
+    predicted_arena_bytes: int
+    arena_over_predicted: float
+    predicted_arena: dict
+    data_bytes: int
+    bss_bytes: int
+    stack_bytes: int
+    heap_bytes: int
+    stack_reserved_bytes: int
+    flash_bytes: int
+    code_bytes: int
+    constant_bytes: int
+    instructions_per_step: int
+    instructions_per_prediction: int
+    instructions_per_tick: float
+    predictions_equal_host: bool
+    logits_max_rel_diff_host: float
+    predictions_equal_pytorch: bool
+    logits_max_rel_diff_pytorch: float
+    weights_max_rel_diff_pytorch: float
+    held_out_accuracy: float
+    predicted_flash_constants_bytes: int
+    table2_bytes: int
+    fulltrain_bytes: int
+    int8: Int8Check | None = None
+    fit: DeviceFit | None = None
+
+    def to_dict(self) -> dict:
+        """The `--json` object: the int8 check and the device fit as top-level keys, where present."""
+        out = asdict(self)
+        int8, fit = out.pop("int8"), out.pop("fit")
+        return out | (int8 or {}) | (fit or {})
+
+    def table(self) -> str:
+        return format_report(self.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,11 +200,11 @@ def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(float(np.abs(b).max()), 1e-30))
 
 
-def measure(model_dir: str | Path, support: str | None = None, query: str | None = None, epochs: int = 1,
-            device: str | None = DEFAULT_DEVICE, out: str | Path | None = None, timeout: float = 1800,
-            precision: str = "float32") -> dict:
-    """Run the whole bench and return its figures as a JSON-ready dict. With `precision="int8"` the
-    export is calibrated on the training images."""
+def measure_mcu(settings: McuSettings) -> McuResult:
+    """Export, build and run the bench program on the host and the emulated board; return its figures. With
+    `precision="int8"` the export is calibrated on the training images."""
+    model_dir, support, query, epochs = settings.model_dir, settings.support, settings.query, settings.epochs
+    device, out, timeout, precision = settings.device, settings.out, settings.timeout, settings.precision
     if epochs < 1:
         raise BadInput(f"--epochs must be >= 1 (got {epochs})")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
@@ -167,7 +243,7 @@ def measure(model_dir: str | Path, support: str | None = None, query: str | None
 
 def report(cm: CModel, host: build.BenchOutput, board: build.BenchOutput, sizes: build.ElfSizes,
            ref: RunResult, device: str | None, source: str, n_train: int, n_test: int, epochs: int,
-           test_labels: np.ndarray, test_rgb: np.ndarray | None = None) -> dict:
+           test_labels: np.ndarray, test_rgb: np.ndarray | None = None) -> McuResult:
     """The bench's figures from the two runs, the ELF and the PyTorch reference."""
     spec, plan = cm.network.spec, cm.update_plan
     ipt = board.instructions_per_tick
@@ -177,51 +253,50 @@ def report(cm: CModel, host: build.BenchOutput, board: build.BenchOutput, sizes:
     data, bss = sizes.sections.get(".data", 0), sizes.sections.get(".bss", 0)
     total_ram = data + bss + max(board.stack_bytes, 0) + max(board.heap_bytes, 0)
     fulltrain = backward_memory(spec, fulltrain_plan(spec, cm.network.resolution, cm.network.optimizer, 1)).total
-    out = {
-        "model": cm.adapted.model, "precision": cm.precision, "resolution": cm.network.resolution,
-        "classes": len(cm.adapted.classes),
-        "optimizer": cm.network.optimizer, "lr": cm.lr, "earliest_trained_layer": cm.network.earliest,
-        "trained_weights": sum(l.trained_weights for l in cm.network.layers),
-        "images": {"source": source, "train": n_train, "held_out": n_test, "epochs": epochs,
-                   "steps": n_train * epochs},
-        "total_ram_bytes": total_ram, "arena_bytes": arena, "predicted_arena_bytes": cm.predicted.total,
-        "arena_over_predicted": arena / cm.predicted.total, "predicted_arena": cm.predicted.to_dict(),
-        "data_bytes": data, "bss_bytes": bss, "stack_bytes": board.stack_bytes, "heap_bytes": board.heap_bytes,
-        "stack_reserved_bytes": sizes.sections.get(".stack", 0),
-        "flash_bytes": sizes.flash_bytes, "code_bytes": sizes.sections.get(".text", 0),
-        "constant_bytes": sizes.sections.get(".rodata", 0),
-        "instructions_per_step": int(round(statistics.median(board.step_ticks) * ipt)),
-        "instructions_per_prediction": int(round(statistics.median(board.predict_ticks) * ipt)),
-        "instructions_per_tick": ipt,
-        "predictions_equal_host": bool(np.array_equal(board.predictions, host.predictions)),
-        "logits_max_rel_diff_host": _max_rel(board.logits, host.logits),
-        "predictions_equal_pytorch": bool(np.array_equal(host.predictions, ref.predictions)),
-        "logits_max_rel_diff_pytorch": _max_rel(host.logits, ref.logits),
-        "weights_max_rel_diff_pytorch": max([_max_rel(host.weights[i], w) for i, w in ref.weights.items()]
-                                            + [_max_rel(host.shifts[i], s) for i, s in ref.shifts.items()]),
-        "held_out_accuracy": float((board.predictions == test_labels).mean()),
-        "predicted_flash_constants_bytes": flash_constants(spec, plan, cm.network.n_classes, cm.precision),
-        "table2_bytes": backward_memory(spec, plan).total,
-        "fulltrain_bytes": fulltrain,
-    }
+    int8 = fit = None
     if cm.quant is not None:
         want = integer_prefix(test_rgb, cm.quant, spec).numpy().astype(np.int8)
-        out |= {"int8_layers": cm.network.n_int8, "calibration_images": cm.quant.calibration_images,
-                "prefix_equal_pytorch": all(host.prefix.get(j, np.zeros(0, np.int8)).tobytes() == want[j].tobytes()
-                                            for j in range(len(want))),
-                "prefix_equal_host": all(np.array_equal(board.prefix.get(j), host.prefix.get(j))
-                                         for j in range(len(want)))}
+        int8 = Int8Check(
+            int8_layers=cm.network.n_int8, calibration_images=cm.quant.calibration_images,
+            prefix_equal_pytorch=all(host.prefix.get(j, np.zeros(0, np.int8)).tobytes() == want[j].tobytes()
+                                     for j in range(len(want))),
+            prefix_equal_host=all(np.array_equal(board.prefix.get(j), host.prefix.get(j)) for j in range(len(want))))
     if device:
         from ..costs.devices import get_device
 
         prof = get_device(device)
-        out |= {"device": prof.name, "device_ram_bytes": prof.ram_bytes, "device_flash_bytes": prof.flash_bytes,
-                "fits_device_ram": total_ram <= prof.ram_bytes,
-                "fits_device_flash": prof.flash_bytes is None or sizes.flash_bytes <= prof.flash_bytes}
-    return out
+        fit = DeviceFit(device=prof.name, device_ram_bytes=prof.ram_bytes, device_flash_bytes=prof.flash_bytes,
+                        fits_device_ram=total_ram <= prof.ram_bytes,
+                        fits_device_flash=prof.flash_bytes is None or sizes.flash_bytes <= prof.flash_bytes)
+    return McuResult(
+        model=cm.adapted.model, precision=cm.precision, resolution=cm.network.resolution,
+        classes=len(cm.adapted.classes),
+        optimizer=cm.network.optimizer, lr=cm.lr, earliest_trained_layer=cm.network.earliest,
+        trained_weights=sum(l.trained_weights for l in cm.network.layers),
+        images=BenchImages(source=source, train=n_train, held_out=n_test, epochs=epochs, steps=n_train * epochs),
+        total_ram_bytes=total_ram, arena_bytes=arena, predicted_arena_bytes=cm.predicted.total,
+        arena_over_predicted=arena / cm.predicted.total, predicted_arena=cm.predicted.to_dict(),
+        data_bytes=data, bss_bytes=bss, stack_bytes=board.stack_bytes, heap_bytes=board.heap_bytes,
+        stack_reserved_bytes=sizes.sections.get(".stack", 0),
+        flash_bytes=sizes.flash_bytes, code_bytes=sizes.sections.get(".text", 0),
+        constant_bytes=sizes.sections.get(".rodata", 0),
+        instructions_per_step=int(round(statistics.median(board.step_ticks) * ipt)),
+        instructions_per_prediction=int(round(statistics.median(board.predict_ticks) * ipt)),
+        instructions_per_tick=ipt,
+        predictions_equal_host=bool(np.array_equal(board.predictions, host.predictions)),
+        logits_max_rel_diff_host=_max_rel(board.logits, host.logits),
+        predictions_equal_pytorch=bool(np.array_equal(host.predictions, ref.predictions)),
+        logits_max_rel_diff_pytorch=_max_rel(host.logits, ref.logits),
+        weights_max_rel_diff_pytorch=max([_max_rel(host.weights[i], w) for i, w in ref.weights.items()]
+                                         + [_max_rel(host.shifts[i], s) for i, s in ref.shifts.items()]),
+        held_out_accuracy=float((board.predictions == test_labels).mean()),
+        predicted_flash_constants_bytes=flash_constants(spec, plan, cm.network.n_classes, cm.precision),
+        table2_bytes=backward_memory(spec, plan).total,
+        fulltrain_bytes=fulltrain, int8=int8, fit=fit)
 
 
 def format_report(r: dict) -> str:
+    """The text report of an `McuResult.to_dict()`."""
     def b(n: int) -> str:
         return f"{n:,} B ({format_bytes(n)})"
 
@@ -257,10 +332,3 @@ def format_report(r: dict) -> str:
                      f"{format_bytes(r['device_flash_bytes']) if r['device_flash_bytes'] else 'n/a'} -> "
                      f"{'fits' if r['fits_device_flash'] else 'does NOT fit'}")
     return "\n".join(lines)
-
-
-def run(args) -> int:
-    r = measure(args.model_dir, args.support, args.query, args.epochs, args.device, args.out, args.timeout,
-                getattr(args, "precision", "float32"))
-    print(json.dumps(r, indent=1) if args.json else format_report(r))
-    return 0

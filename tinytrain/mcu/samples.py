@@ -5,10 +5,11 @@ of it (a fixed seed), written as PNG into OUT/support/<class>/ and OUT/query/<cl
 and gravel are left out: the project holds them back for evaluation.
 
     python -m tinytrain.mcu.samples OUT [--classes 5] [--support 3] [--query 1]
+
+(that command line is `tinytrain.cli.mcu_samples`; the library function is `write_samples`).
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -60,22 +61,7 @@ def write_samples(out: str | Path, classes: int = 5, support: int = 3, query: in
     return dirs
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tinytrain.mcu.samples", description=__doc__.split("\n")[0])
-    p.add_argument("out", help="folder to create (OUT/support, OUT/query)")
-    p.add_argument("--classes", type=int, default=5)
-    p.add_argument("--support", type=int, default=3, help="images per class in OUT/support")
-    p.add_argument("--query", type=int, default=1, help="images per class in OUT/query")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        s, q = write_samples(args.out, args.classes, args.support, args.query, args.seed)
-    except ValueError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(f"wrote {s} and {q}")
-    return 0
+if __name__ == "__main__":      # `python -m tinytrain.mcu.samples`: its command line lives in tinytrain.cli
+    from ..cli.mcu_samples import main
 
-
-if __name__ == "__main__":
     raise SystemExit(main())
