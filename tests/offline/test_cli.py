@@ -210,3 +210,50 @@ def test_device_and_nproc_are_checked_before_any_work(tmp_path, capsys):
     assert main(["distill", "--student", "tiny-test", "--nproc", "0", "--out", str(tmp_path / "d")]) == 2
     one_line(capsys, "--nproc must be at least 1")            # before: ZeroDivisionError
     assert not any((tmp_path / n).exists() for n in ("m", "p", "d"))
+
+
+@pytest.mark.parametrize("stage,flag,value,says", [
+    ("pretrain", "--lr", "-1", "--lr must be a finite number > 0"),
+    ("pretrain", "--lr", "nan", "--lr must be a finite number > 0"),
+    ("pretrain", "--weight-decay", "-1", "--weight-decay must be a finite number >= 0"),
+    ("pretrain", "--momentum", "1", "--momentum must be a finite number >= 0 and < 1"),
+    ("pretrain", "--warmup-epochs", "-1", "--warmup-epochs must be a finite number >= 0"),
+    ("pretrain", "--save-every", "0", "--save-every must be a whole number >= 1"),
+    ("metatrain", "--log-every", "0", "--log-every must be a whole number >= 1"),
+    ("metatrain", "--val-episodes", "-1", "--val-episodes must be a whole number >= 0"),
+    ("metatrain", "--min-lr", "-1", "--min-lr must be a finite number >= 0"),
+    ("metatrain", "--batch-episodes", "0", "--batch-episodes must be at least 1"),
+    ("metatrain", "--ways", "1", "ways must be at least 2"),
+])
+def test_an_offline_setting_out_of_range_is_one_line_before_any_data_or_folder(stage, flag, value, says, tmp_path,
+                                                                              monkeypatch, capsys):
+    """Torch refused a negative rate mid-start (a traceback), accepted NaN and trained on it, and --save-every 0
+    divided by zero: every shared numeric setting is checked first, naming its flag, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    argv = [stage, "--model", "tiny-test", "--data", str(tmp_path / "no-such-data"), flag, value,
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tinytrain {stage}: error: ") and says in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_given_as_the_run_folder_is_refused_naming_out(tmp_path, capsys):
+    from tinytrain.offline.rundir import RunDir
+    from tinytrain.offline.pretrain import PretrainConfig
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="--out .*f is a file; give a folder"):
+        RunDir(tmp_path / "f").prepare(PretrainConfig())
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_checkpoint_eval_refuses_a_json_target_it_cannot_write_before_evaluating(tmp_path, capsys):
+    """It used to evaluate for minutes and then fail writing --json into a directory."""
+    for target, says in ((tmp_path, "is an existing directory"), (tmp_path / "f" / "x.json", "")):
+        if says == "":
+            (tmp_path / "f").write_text("a file where a folder should be")
+        argv = ["checkpoint-eval", "--model", "tiny-test", "--checkpoints", "random", "--domains",
+                str(tmp_path / "no-such-data"), "--json", str(target)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--json" in err[0] and says in err[0], err

@@ -73,6 +73,7 @@ _FIELDS = {**{name: name for name in _SAME_NAME}, "save_every": "save_every_step
 def _config_from_args(cls, args, stage: str):
     values = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a, None) is not None}
     values["data"] = args.data or _default_source()
+    cls(**values).check()        # numbers and episode shapes, before any data is built or read
     values["data_version"] = _prepare_data(values["data"])
     config = cls(**values)
     out = Path(args.out or f"runs/{stage}-{config.model}")
@@ -216,6 +217,9 @@ def run_checkpoint_eval(args, last: str | None = None) -> dict:
         if not str(args.resolution).isdigit():
             raise BadInput(f"--resolution must be a number of pixels or 'native', got {args.resolution!r}")
         args.resolution = int(args.resolution)
+    if args.json:        # written after the evaluation (an identical earlier one is reused): check it first
+        from ..deploy.outputs import check_output_file
+        check_output_file(args.json, "--json", overwrite=True)
     version = ""
     for d in domains:
         version = _prepare_data(d) or version

@@ -64,6 +64,7 @@ class DistillConfig(RunConfig):
     lite_residual: bool = False           # train only TinyTL lite-residual branches on the frozen --init student
 
     def check(self) -> None:
+        self.check_numbers()
         if self.lite_residual and self.init == "random":
             raise BadInput("--lite-residual trains branches beside a trained backbone, which stays frozen; pass "
                              "--init the distill run's last.safetensors (the student with its ImageNet classifier)")

@@ -56,7 +56,10 @@ class EpisodeShape:
     def parse(ways: str | int = 5, shots: str | int = 5, queries: int = 15) -> "EpisodeShape":
         if queries < 1:
             raise BadInput(f"queries per class must be at least 1, got {queries}")
-        return EpisodeShape(parse_range(ways, "ways"), parse_range(shots, "shots"), int(queries))
+        ways_range = parse_range(ways, "ways")
+        if ways_range[0] < 2:
+            raise BadInput(f"ways must be at least 2 (got {ways!r}): a 1-way episode has nothing to tell apart")
+        return EpisodeShape(ways_range, parse_range(shots, "shots"), int(queries))
 
     def draw(self, rng: random.Random) -> tuple[int, int]:
         return rng.randint(*self.ways), rng.randint(*self.shots)

@@ -55,11 +55,14 @@ class MetaTrainConfig(RunConfig):
     nproc: int = 1
 
     def check(self) -> None:
+        self.check_numbers()
         if self.epochs < 1 or self.episodes_per_epoch < 1:
             raise BadInput("--epochs and --episodes-per-epoch must be at least 1")
         if not 0 < self.crop_scale <= 1:
             raise BadInput(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
-        if self.batch_episodes < 1 or self.episodes_per_epoch % self.batch_episodes:
+        if self.batch_episodes < 1:
+            raise BadInput(f"--batch-episodes must be at least 1 (got {self.batch_episodes})")
+        if self.episodes_per_epoch % self.batch_episodes:
             raise BadInput(f"--episodes-per-epoch ({self.episodes_per_epoch}) must be a multiple of "
                              f"--batch-episodes ({self.batch_episodes})")
         if self.bn_mode not in ("auto", "eval", "train"):

@@ -46,6 +46,7 @@ class PretrainConfig(RunConfig):
     device: str = "auto"
 
     def check(self) -> None:
+        self.check_numbers()
         if self.epochs < 1 or self.batch_size < 1:
             raise BadInput("--epochs and --batch-size must be at least 1")
         if not 0 < self.crop_scale <= 1:

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import math
+
 from .state import load_state, save_state
 from ..errors import BadInput
 
@@ -35,6 +37,31 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    def check_numbers(self) -> None:
+        """The numeric settings the three stages share, each refused in one line naming its flag before any
+        work (torch would otherwise reject a negative rate mid-start, and accept NaN and train on it)."""
+        def flag(name: str) -> str:
+            return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+        have = {f.name: f for f in fields(self)}
+        for name, low, low_open, high in NUMBER_RULES:
+            if name not in have:
+                continue
+            v, whole = getattr(self, name), have[name].type in ("int", int)
+            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or not math.isfinite(v) \
+                    or (v <= low if low_open else v < low) or (high is not None and v >= high):
+                rng = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+                kind = "a whole number" if whole else "a finite number"
+                raise BadInput(f"{flag(name)} must be {kind} {rng} (got {v!r})")
+
+
+# (field, low, low excluded, high (excluded) or None): the offline stages' shared numeric settings
+NUMBER_RULES = [("lr", 0, True, None), ("warmup_lr", 0, False, None), ("min_lr", 0, False, None),
+                ("momentum", 0, False, 1), ("weight_decay", 0, False, None), ("warmup_epochs", 0, False, None),
+                ("save_every_steps", 1, False, None), ("log_every_steps", 1, False, None),
+                ("val_episodes", 0, False, None), ("temperature", 0, True, None)]
+FLAGS = {"save_every_steps": "--save-every", "log_every_steps": "--log-every"}
+
 
 class RunDir:
     def __init__(self, path: str | Path):
@@ -46,6 +73,17 @@ class RunDir:
     best_path = property(lambda self: self.path / "best.safetensors")
     last_path = property(lambda self: self.path / "last.safetensors")
 
+    def make_folder(self) -> None:
+        """The run folder (--out), or one line saying why it cannot be one."""
+        if self.path.exists() and not self.path.is_dir():
+            raise BadInput(f"--out {self.path} is a file; give a folder for the run (a new one, or an earlier run "
+                           "to resume)")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--out {self.path}: cannot create the run folder ({(exc.strerror or str(exc)).lower()}); "
+                           "choose a folder you can write to") from None
+
     def prepare(self, run_config: RunConfig, restart: bool = False, write: bool = True) -> dict | None:
         """Write config.json; return the saved state to resume from, or None for a fresh run.
 
@@ -54,7 +92,7 @@ class RunDir:
         `write=False` (ranks other than 0) only reads."""
         config = run_config.to_dict()
         if write:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.make_folder()
         if restart and write:
             for p in (self.state_path, self.log_path, self.best_path, self.last_path):
                 p.unlink(missing_ok=True)
