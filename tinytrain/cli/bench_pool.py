@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from ..errors import BadInput
+
 from .bench import bench_library
 
 
@@ -32,12 +34,20 @@ def show_episode(counter: str) -> None:
     print(f"\r{counter}", end="", file=sys.stderr, flush=True)
 
 
+def pool_sizes(text: str) -> tuple[int, ...]:
+    """--pools '1,4,8' -> (1, 4, 8); anything else is one line naming the flag."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise BadInput(f"--pools takes comma-separated whole numbers such as 1,4,8 (got {text!r})") from None
+
+
 def run(args) -> int:
     with bench_library("pool"):
         from ..bench.pool import PoolSettings, measure_pool
     settings = PoolSettings(
         model=args.model, checkpoint=args.checkpoint, domain=args.domain, resolution=args.resolution,
-        pools=tuple(int(v) for v in args.pools.split(",") if v.strip()), episodes=args.episodes, ways=args.ways,
+        pools=pool_sizes(args.pools), episodes=args.episodes, ways=args.ways,
         shots=args.shots, queries=args.queries, iterations=args.iterations, lr=args.lr, threads=args.threads,
         seed=args.seed)
     result = measure_pool(settings, progress=None if args.json else show_episode)
