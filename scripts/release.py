@@ -37,7 +37,7 @@ if str(HERE) not in sys.path:               # release_cards beside this file, al
 from release_cards import (config_command, distill_command, distill_summary, render_card,  # noqa: E402
                            render_distill_card)
 from tinytrain.cli import one_line_errors, parse_command_line  # noqa: E402
-from tinytrain.cli.train import DEFAULT_RESOLUTION, run_checkpoint_eval  # noqa: E402
+from tinytrain.cli.train import add_checkpoint_eval_arguments, run_checkpoint_eval  # noqa: E402
 from tinytrain.errors import BadInput  # noqa: E402
 
 PROG = "python scripts/release.py"
@@ -212,15 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="None accuracy of --checkpoints on the same episodes, as `tinytrain "
                        "checkpoint-eval` (same --json, reused when it holds the same evaluation), written as a "
                        "markdown card with the runs' exact commands, wall time and hardware.")
-    p.add_argument("--model", required=True)
-    p.add_argument("--checkpoints", nargs="+", required=True, help="random | pocket | imagenet | PATH ...")
-    p.add_argument("--domains", nargs="+", help="default: the pocket target domains")
-    p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--resolution", default=str(DEFAULT_RESOLUTION),
-                   help="pixels for every checkpoint, or 'native': each at the resolution it was trained at "
-                   "(NAME@RES sets one checkpoint's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="also write the results (summaries and per-episode accuracies) to this file")
+    add_checkpoint_eval_arguments(p)
     p.add_argument("--ship-checkpoint", help="which of --checkpoints ships: the card's last column, which the paired "
                    "table compares with the others (default: the last)")
     p.add_argument("--name", default="pocket", help="the shipped name the card describes (--checkpoint NAME), "

@@ -396,6 +396,13 @@ def register(sub) -> None:
     p = sub.add_parser("checkpoint-eval", help="None accuracy of several checkpoints on the same episodes",
                        description="ProtoNet nearest-centroid accuracy (no fine-tuning), mean and 95% CI over "
                        "EPISODES test episodes per domain, every checkpoint on identical episodes.")
+    add_checkpoint_eval_arguments(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_checkpoint_eval)
+
+
+def add_checkpoint_eval_arguments(p) -> None:
+    """The evaluation's flags, shared with the maintainers' release script (scripts/release.py card)."""
     p.add_argument("--model", required=True)
     p.add_argument("--checkpoints", nargs="+", required=True, help="random | pocket | imagenet | PATH ...")
     p.add_argument("--domains", nargs="+", help="default: the pocket target domains")
@@ -405,5 +412,3 @@ def register(sub) -> None:
                    "(NAME@RES sets one checkpoint's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results (summaries and per-episode accuracies) to this file")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_checkpoint_eval)
