@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import BadInput
 from .evaluate import add_run_arguments, config_from_args, print_summary
 
-# Sized to finish in under 10 minutes on 2 CPU cores including the pocket build (docs/evaluation.md has
+# Sized to finish in under 10 minutes on 2 CPU cores including the pocket build (docs/results/2026-12-05-demo.md has
 # the measured time). Two targets: pocket-textures, where training pays on the distilled backbone (the main
 # table: +1.4 to +2.4 points over `none`), and pocket-scripts, where it does not. Learning rates by P>M>F's
 # protocol, as in the main table: per domain and method, the best of the grid on held-out episodes of that

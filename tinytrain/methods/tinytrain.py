@@ -104,7 +104,8 @@ class TinyTrainOptions(MethodOptions):
     crossed_biases: bool = option(
         True, "also train the BN shifts of every layer above the earliest selected one (the backward crosses "
               "them anyway: no stored activation, few MACs; counted in the budgets). On by default since it was "
-              "validated with ImageNet weights: +4.0 +- 2.9 points (docs/evaluation.md)")
+              "validated with ImageNet weights: +4.0 +- 2.9 points "
+              "(docs/results/2026-12-05-imagenet-regime.md)")
     fixed_plan: dict | None = option(
         None, "train this plan in every task, without a Fisher pass (the static ablation): an UpdatePlan JSON",
         check=_check_plan,
