@@ -257,3 +257,33 @@ def test_checkpoint_eval_refuses_a_json_target_it_cannot_write_before_evaluating
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--json" in err[0] and says in err[0], err
+
+
+def test_config_file_reproduces_a_run_bit_for_bit_and_refuses_mixed_or_foreign_settings(tmp_path, capsys):
+    """`pretrain --config runs/X/config.json --out Y` trains the same run as X (same config, identical weights),
+    as `eval --config` reproduces a table; a setting flag beside it, another stage's config, a hand-edited
+    value of the wrong type or a missing file are one line each."""
+    from safetensors.torch import load_file
+    data = str(write_png_folder(tmp_path / "data", classes=10, per_class=8))
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(["pretrain", "--model", "tiny-test", "--data", data, "--resolution", "32", "--ways", "2", "--shots",
+                 "1", "--queries", "2", "--val-episodes", "1", "--epochs", "2", "--batch-size", "16", "--lr", "0.05",
+                 "--seed", "3", "--max-steps", "2", "--no-progress", "--out", str(first)]) == 0
+    assert main(["pretrain", "--config", str(first / "config.json"), "--max-steps", "2", "--no-progress",
+                 "--out", str(again)]) == 0
+    capsys.readouterr()
+    assert json.loads((again / "config.json").read_text()) == json.loads((first / "config.json").read_text())
+    a, b = load_file(str(first / "state.safetensors")), load_file(str(again / "state.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(json.loads((first / "config.json").read_text()) | {"epochs": "2"}))
+    for argv, says in ((["pretrain", "--config", str(first / "config.json"), "--lr", "0.1"], "leave out --lr"),
+                       (["metatrain", "--config", str(first / "config.json")], "is not a metatrain run's config"),
+                       (["pretrain", "--config", str(edited)], "epochs must be a whole number"),
+                       (["pretrain", "--config", str(tmp_path / "none.json")], "no such file"),
+                       (["pretrain", "--config", str(first)], "is a folder; give its config.json")):
+        assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        assert not (tmp_path / "refused").exists()

@@ -12,6 +12,7 @@ running the same command again resumes it.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..jsonfile import write_json_atomic
@@ -34,7 +35,13 @@ def _prepare_data(spec: str) -> str:
     return ""
 
 
+CONFIG_HELP = ("every setting from a run's config.json (e.g. runs/{stage}-M/config.json), to reproduce that run; "
+               "given with it only --out, --restart, --max-steps, --no-progress, --device, --nproc, --save-every and "
+               "--log-every")
+
+
 def _add_common(p, stage: str) -> None:
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP.format(stage=stage))
     p.add_argument("--model", default="mcunet-5fps", help="zoo model name (see `tinytrain models`)")
     p.add_argument("--data", default=None, help="source dataset: pocket domain name, '<source>:<path>' or a "
                    "class-per-folder tree (default: the pocket benchmark's source domain)")
@@ -70,7 +77,73 @@ _SAME_NAME = ("model", "resolution", "epochs", "lr", "warmup_epochs", "weight_de
 _FIELDS = {**{name: name for name in _SAME_NAME}, "save_every": "save_every_steps", "log_every": "log_every_steps"}
 
 
+# flags that may accompany --config: where and how the run goes, not what it computes
+RUN_FLAGS = {"config", "out", "restart", "max_steps", "no_progress", "device", "nproc", "save_every", "log_every",
+             "func", "command", "export", "parser_defaults", "debug"}
+OPERATIONAL = {"device": "device", "nproc": "nproc", "save_every": "save_every_steps",
+               "log_every": "log_every_steps"}
+
+
+def _config_from_file(cls, args, parser_defaults: dict, stage: str):
+    """--config FILE: the run config stored in FILE, with only the operational flags (--device, --nproc,
+    --save-every, --log-every) taken from the command line; any other setting flag is refused."""
+    import dataclasses
+    path = Path(args.config)
+    given = sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                   if k not in RUN_FLAGS and v is not None and v != parser_defaults.get(k))
+    if given:
+        raise BadInput(f"--config {path} holds every setting of the run; leave out {', '.join(given)}, or drop --config")
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"--config {path} is a folder; give its config.json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadInput(f"--config {path}: not a readable JSON file ({type(exc).__name__})") from None
+    if not isinstance(stored, dict):
+        raise BadInput(f"--config {path} must hold one JSON object, a run's config.json")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(stored) - set(known))
+    if unknown:
+        raise BadInput(f"--config {path} is not a {stage} run's config: it has {', '.join(map(repr, unknown[:4]))}, "
+                       f"which {stage} does not take")
+    values = dict(stored)
+    for flag, field_name in OPERATIONAL.items():
+        if getattr(args, flag, None) is not None and field_name in known:
+            values[field_name] = getattr(args, flag)
+    defaults = cls()
+    for name in values:       # JSON types against the defaults' (a hand-edited file)
+        default = getattr(defaults, name)
+        if not _same_json_type(values[name], default):
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+                    list: "a list", dict: "an object"}.get(type(default), type(default).__name__)
+            raise BadInput(f"--config {path}: {name} must be {kind}, like the default {default!r} "
+                           f"(got {values[name]!r})")
+    return cls(**values)
+
+
+def _same_json_type(value, default) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
 def _config_from_args(cls, args, stage: str):
+    if args.config:
+        config = _config_from_file(cls, args, args.parser_defaults, stage)
+        config.check()
+        version = _prepare_data(config.data)
+        if version != config.data_version:
+            print(f"note: {args.config} was trained on {config.data} data version {config.data_version!r}; this "
+                  f"machine has {version!r}", file=sys.stderr)
+        return config, Path(args.out or Path(args.config).parent)
     values = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a, None) is not None}
     values["data"] = args.data or _default_source()
     cls(**values).check()        # numbers and episode shapes, before any data is built or read
@@ -253,6 +326,14 @@ def cmd_checkpoint_eval(args) -> int:
 def _distill_config(args):
     from ..data.photos import DEFAULT_HELDOUT_PHOTOS, DEFAULT_TRAIN_PHOTOS, describe, resolve_images
     from ..offline.distill import DistillConfig
+    if args.config:
+        config = _config_from_file(DistillConfig, args, args.parser_defaults, "distill")
+        from ..offline.distill import photo_files
+        photo_files(config.images, "--images"), photo_files(config.heldout, "--heldout")
+        if config.pocket_fraction > 0:
+            config.data_version = _prepare_data(config.pocket_data)
+        config.check()
+        return config, Path(args.out or Path(args.config).parent)
     images = args.images or [f"skimage:{n}" for n in DEFAULT_TRAIN_PHOTOS]
     heldout = args.heldout if args.heldout is not None else [f"skimage:{n}" for n in DEFAULT_HELDOUT_PHOTOS]
     if heldout == ["none"]:
@@ -321,6 +402,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--label-smoothing", type=float)
     p.set_defaults(func=cmd_pretrain)
+    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
 
     p = sub.add_parser("metatrain", help="episodic ProtoNet meta-training (paper recipe), optionally distributed",
                        description="Meta-train MODEL with ProtoNet (cosine) episodes. Defaults: the paper's recipe "
@@ -342,12 +424,14 @@ def register(sub) -> None:
                    "pretrains them before transfer; the checkpoint then carries them for `--method tinytl`")
     p.add_argument("--nproc", type=int, help="local processes (gloo on CPU, NCCL on GPU)")
     p.set_defaults(func=cmd_metatrain)
+    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
 
     p = sub.add_parser("distill", help="distil an ImageNet teacher into a tiny backbone from patches of a few photos",
                        description="Train STUDENT to match the softened ImageNet outputs (KL at a temperature) of "
                        "TEACHER on heavily augmented, CutMixed patches of a few photographs (Asano & Saeed, ICLR "
                        "2023); logs the student-teacher agreement on crops of held-out photographs. Resumable; "
                        "--nproc N or torchrun for several processes.")
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP.format(stage="distill"))
     p.add_argument("--student", default="mcunet-5fps", help="zoo model to train")
     p.add_argument("--init", help="student's starting weights: random (default), a shipped name or a checkpoint")
     p.add_argument("--teacher", help="teacher model (default mobilenetv2-1.0)")
@@ -392,6 +476,7 @@ def register(sub) -> None:
     p.add_argument("--export", help="when finished, write the student without its ImageNet classifier here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_distill)
+    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
 
     p = sub.add_parser("checkpoint-eval", help="None accuracy of several checkpoints on the same episodes",
                        description="ProtoNet nearest-centroid accuracy (no fine-tuning), mean and 95% CI over "

@@ -421,14 +421,32 @@ def export_features(run_dir: str | Path, out: str | Path, name: str = "distilled
     return save_checkpoint(out, strip_classifier(student), meta | {"shipped_as": name})
 
 
+def photo_files(entries: list, flag: str) -> list[Path]:
+    """The files a config's `images`/`heldout` name, each checked to be the photograph the run recorded (by its
+    sha256): a resumed or reproduced run never trains on a file that changed since."""
+    from ..data.photos import resolve_images, sha256_file
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("source"), str)
+                                                and isinstance(e.get("sha256"), str) for e in entries):
+        raise BadInput(f"the run config's {flag[2:]} must be a list of {{\"source\": ..., \"sha256\": ...}} as a "
+                       "distill run writes it")
+    files = []
+    for e in entries:
+        found = resolve_images([e["source"]], flag)
+        if len(found) != 1 or sha256_file(found[0]) != e["sha256"]:
+            raise BadInput(f"{flag[2:]} {e['source']} is not the photograph the run used (its sha256 differs); "
+                           "restore that file, or start a new run (another --out)")
+        files += found
+    return files
+
+
 def run_distill(config: DistillConfig, out: str | Path, *, restart: bool = False, stop_at_step: int | None = None,
                 progress: bool = True) -> TrainResult:
     """Build teacher, student and data named by `config` (whose `images`/`heldout` were resolved by the
     caller from file names) and distil. Every input is checked before the run folder is touched."""
-    from ..data.photos import load_photos, resolve_images
+    from ..data.photos import load_photos
     config.check()
-    photos = load_photos(resolve_images([i["source"] for i in config.images]))
-    held = load_photos(resolve_images([i["source"] for i in config.heldout], "--heldout")) if config.heldout else None
+    photos = load_photos(photo_files(config.images, "--images"))
+    held = load_photos(photo_files(config.heldout, "--heldout")) if config.heldout else None
     teacher = load_teacher(config.teacher, config.teacher_checkpoint)
     torch.manual_seed(config.seed)
     student = initial_student(config.student, config.init, config.resolution if config.lite_residual else None)

@@ -63,6 +63,11 @@ NUMBER_RULES = [("lr", 0, True, None), ("warmup_lr", 0, False, None), ("min_lr",
 FLAGS = {"save_every_steps": "--save-every", "log_every_steps": "--log-every"}
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -104,9 +109,11 @@ class RunDir:
                           if k not in OPERATIONAL_FIELDS and old.get(k) != config.get(k))
             if diff:
                 k = diff[0]
-                raise BadInput(f"{self.path} holds an unfinished run with a different config "
-                                 f"({k}: {old.get(k)!r} there, {config.get(k)!r} now); pass another --out, "
-                                 "the same options to resume, or --restart to discard it")
+                there, now = _short(old.get(k)), _short(config.get(k))
+                what = f"{k}: {there} there, {now} now" if len(there) + len(now) < 120 else f"{k} differs"
+                raise BadInput(f"{self.path} holds an unfinished run with a different config ({what}"
+                               f"{f'; also {len(diff) - 1} more' if len(diff) > 1 else ''}); pass another --out, "
+                               "the same options to resume, or --restart to discard it")
             state = self.load_state()
             if write:
                 self.truncate_log(state["step"])
