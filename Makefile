@@ -37,7 +37,7 @@ MCU_IMG := --support $(MCU_DIR)/images/support --query $(MCU_DIR)/images/query
 mcu: $(STAMP)
 	$(BIN)/python -c "from tinytrain.mcu.build import cross_tools as t; raise SystemExit(t() is None)" || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $(MCU_APT); }
-	test -d $(MCU_DIR)/images || $(BIN)/python -m tinytrain.mcu.samples $(MCU_DIR)/images
+	test -d $(MCU_DIR)/images || $(BIN)/tinytrain data samples $(MCU_DIR)/images
 	test -d $(MCU_DIR)/mcunet-128 || $(BIN)/tinytrain adapt --model mcunet-5fps --checkpoint pocket $(MCU_IMG) \
 	  --method tinytrain --resolution 128 --save $(MCU_DIR)/mcunet-128
 	$(BIN)/tinytrain bench mcu --model-dir $(MCU_DIR)/mcunet-128 $(MCU_IMG)

@@ -1,5 +1,5 @@
 """`bench mcu` as a library (`measure_mcu` returns its result object and prints nothing) and its command lines:
-`bench mcu --help` imports no torch, `python -m tinytrain.mcu.samples` still writes the sample folders."""
+`bench mcu --help` imports no torch, `tinytrain data samples` writes the sample folders."""
 from __future__ import annotations
 
 import json
@@ -40,12 +40,14 @@ def test_bench_mcu_help_imports_neither_torch_nor_numpy():
     assert proc.stdout.strip() == "[]"
 
 
-def test_python_m_samples_writes_the_folders_and_says_so(tmp_path):
+def test_data_samples_writes_the_folders_and_says_so(tmp_path):
     pytest.importorskip("skimage")
-    cmd = [sys.executable, "-m", "tinytrain.mcu.samples", str(tmp_path / "img"), "--classes", "2", "--support", "1"]
+    cmd = [sys.executable, "-m", "tinytrain", "data", "samples", str(tmp_path / "img"), "--classes", "2",
+           "--support", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"wrote {tmp_path / 'img' / 'support'} and {tmp_path / 'img' / 'query'}\n"
     assert sorted(p.name for p in (tmp_path / "img" / "support").iterdir()) == ["chelsea", "coffee"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)     # not into a non-empty folder
-    assert proc.returncode == 2 and proc.stdout.startswith("error: ") and "is not empty" in proc.stdout
+    assert proc.returncode == 2 and proc.stderr.startswith("tinytrain data samples: error: ") \
+        and "is not empty" in proc.stderr

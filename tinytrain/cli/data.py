@@ -46,7 +46,25 @@ def register(sub) -> None:
             q.add_argument("--out", required=True, help="JSON file to write")
             q.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
             q.set_defaults(func=_episodes)
+
+    q = one_line_errors(dsub.add_parser("samples", help="a few real photographs as support/query class folders "
+                                        "(crops of scikit-image's bundled photos), e.g. for `tinytrain bench mcu`"))
+    q.add_argument("out", help="folder to create (OUT/support, OUT/query)")
+    q.add_argument("--classes", type=whole_number("--classes", 2, 20, "e.g. 5"), default=5)
+    q.add_argument("--support", type=whole_number("--support", 1, 100, "e.g. 3"), default=3,
+                   help="images per class in OUT/support")
+    q.add_argument("--query", type=whole_number("--query", 1, 100, "e.g. 1"), default=1,
+                   help="images per class in OUT/query")
+    q.add_argument("--seed", type=SEED, default=0)
+    q.set_defaults(func=_samples)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def _samples(args) -> int:
+    from ..mcu.samples import write_samples
+    s, q = write_samples(args.out, args.classes, args.support, args.query, args.seed)
+    print(f"wrote {s} and {q}")
+    return 0
 
 
 def _list(args) -> int:

@@ -4,9 +4,9 @@ Each class is one of scikit-image's bundled photographs (no download); its image
 of it (a fixed seed), written as PNG into OUT/support/<class>/ and OUT/query/<class>/. brick, grass
 and gravel are left out: the project holds them back for evaluation.
 
-    python -m tinytrain.mcu.samples OUT [--classes 5] [--support 3] [--query 1]
+    tinytrain data samples OUT [--classes 5] [--support 3] [--query 1]
 
-(that command line is `tinytrain.cli.mcu_samples`; the library function is `write_samples`).
+(the command calls `write_samples`).
 """
 from __future__ import annotations
 
@@ -59,9 +59,3 @@ def write_samples(out: str | Path, classes: int = 5, support: int = 3, query: in
                 crop = Image.fromarray(np.ascontiguousarray(img[top:top + side, left:left + side]).astype(np.uint8))
                 crop.resize((SIZE, SIZE), Image.BILINEAR).save(split / name / f"{i}.png")
     return dirs
-
-
-if __name__ == "__main__":      # `python -m tinytrain.mcu.samples`: its command line lives in tinytrain.cli
-    from ..cli.mcu_samples import main
-
-    raise SystemExit(main())
