@@ -141,6 +141,8 @@ def measure_speed(settings: SpeedSettings = SpeedSettings()) -> SpeedResult:
     s = settings
     if s.iterations < 1:
         raise BadInput("--iterations must be at least 1 (one warm-up round runs before the timed ones)")
+    if s.batch_size is not None and s.batch_size < 1:
+        raise BadInput(f"--batch-size must be at least 1 (got {s.batch_size}); leave it out for the whole support set")
     if s.profile is not None and s.profile not in METHODS:
         raise BadInput(f"--profile must be one of {', '.join(METHODS)} (got {s.profile!r})")
     pinned = pin_threads(s.threads)

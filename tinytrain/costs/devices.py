@@ -189,8 +189,8 @@ def list_devices(extra_file: str | Path | None = None) -> list[DeviceProfile]:
 def get_device(name: str, extra_file: str | Path | None = None) -> DeviceProfile:
     table = load_devices(extra_file)
     if name not in table:
-        raise BadInput(f"unknown device {name!r}; choose one of {', '.join(table)} or add it to a JSON file "
-                         f"named by --devices-file or ${ENV_VAR}")
+        raise BadInput(f"unknown device {name!r}; choose one of {', '.join(table)} or add it to a JSON file named by "
+                       f"${ENV_VAR} (or by --devices-file, for the commands that take it: plan, devices, profile)")
     return table[name]
 
 
