@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/tinytrain demo
 
 test: $(STAMP)
-	$(BIN)/ruff check tinytrain tests
+	$(BIN)/ruff check tinytrain tests scripts
 	$(BIN)/python -m pytest -x tests
 
 # `make mcu`: the adapted sparse update as C on an emulated Cortex-M7 (docs/mcu.md). Installs the cross
