@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tinytrain.bench.evalconfig import EvalConfig, EvalEpisodes, Variant
+from tinytrain.data.episodes import EpisodeSpec
+from tinytrain.bench.evalconfig import EvalConfig, Variant
 from tinytrain.cli.evaluate import _lr
 from tinytrain.errors import BadInput
 
@@ -20,8 +21,8 @@ def _config(**kw) -> EvalConfig:
     ({"compute_budget": "15%"}, "--compute-budget"), ({"compute_budget": float("nan")}, "--compute-budget"),
     ({"lr_episodes": "x"}, "--lr-episodes"), ({"lr": True}, "--lr"), ({"lr_grid": ("0.1",)}, "--lr-grid"),
     ({"variants": [Variant("n", "nope")]}, "unknown method 'nope'"),
-    ({"episodes": EvalEpisodes(mode="garbage")}, "episodes mode"),
-    ({"episodes": EvalEpisodes(mode="fixed", ways=5, shots=None, queries=5)}, "--shots"),
+    ({"episodes": EpisodeSpec(mode="garbage")}, "episodes mode"),
+    ({"episodes": EpisodeSpec(mode="fixed", ways=5, shots=None, queries=5)}, "--shots"),
     ({"domains": "pocket-digits"}, "domains must be a list"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(kw, message):
@@ -31,7 +32,7 @@ def test_bad_settings_are_refused_naming_the_setting(kw, message):
 
 def test_good_settings_pass():
     _config(compute_budget=0.15, memory_budget=1 << 20, lr={"fulltrain": 1e-4, "default": 1e-3}).validate()
-    _config(episodes=EvalEpisodes(mode="fixed", ways=5, shots=1, queries=5)).validate()
+    _config(episodes=EpisodeSpec(mode="fixed", ways=5, shots=1, queries=5)).validate()
 
 
 @pytest.mark.parametrize("text,message", [

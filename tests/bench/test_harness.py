@@ -10,7 +10,8 @@ from dataclasses import replace
 import pytest
 
 from tinytrain.bench.ablations import build_variants
-from tinytrain.bench.evalconfig import EvalConfig, EvalEpisodes
+from tinytrain.data.episodes import EpisodeSpec
+from tinytrain.bench.evalconfig import EvalConfig
 from tinytrain.bench.harness import run_eval
 from tinytrain.bench.results import ResultStore, record_key
 from tinytrain.bench.summary import write_run_report
@@ -20,7 +21,7 @@ from tinytrain.cli import main
 def tiny_config(folder, methods=("none", "lastlayer", "tinytrain"), tasks=3, **kw) -> EvalConfig:
     return EvalConfig(model="tiny-test", checkpoint="random", domains=[str(folder)],
                       variants=build_variants(list(methods), **kw), tasks=tasks, resolution=32, iterations=2,
-                      lr=1e-3, compute_budget=1.0, episodes=EvalEpisodes("fixed", 3, 2, 3))
+                      lr=1e-3, compute_budget=1.0, episodes=EpisodeSpec("fixed", 3, 2, 3))
 
 
 def keys(out):

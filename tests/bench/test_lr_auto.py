@@ -3,7 +3,8 @@ import json
 import pytest
 
 from tinytrain.bench.ablations import build_variants
-from tinytrain.bench.evalconfig import EvalConfig, EvalEpisodes
+from tinytrain.data.episodes import EpisodeSpec
+from tinytrain.bench.evalconfig import EvalConfig
 from tinytrain.bench.harness import run_eval
 from tinytrain.bench.summary import write_run_report
 
@@ -20,7 +21,7 @@ def test_lr_auto_uses_validation_classes_only(small_pocket, tmp_path, monkeypatc
     monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
     cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits", "pocket-textures"],
                      variants=build_variants(["none", "lastlayer"]), tasks=2, resolution=32, iterations=2,
-                     lr="auto", lr_grid=(1e-4, 1e-2), lr_episodes=1, episodes=EvalEpisodes("fixed", 3, 2, 2))
+                     lr="auto", lr_grid=(1e-4, 1e-2), lr_episodes=1, episodes=EpisodeSpec("fixed", 3, 2, 2))
     out = tmp_path / "run"
     records = run_eval(cfg, out, progress=False, log=lambda s: None)
     choices = json.loads((out / "lr.json").read_text())
@@ -59,7 +60,7 @@ def test_lr_support_chooses_per_task_on_the_support_split(small_pocket, tmp_path
     monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
     cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits"],
                      variants=build_variants(["none", "lastlayer"]), tasks=2, resolution=32, iterations=2,
-                     lr="support", lr_grid=(1e-4, 1e-2), episodes=EvalEpisodes("fixed", 3, 2, 2))
+                     lr="support", lr_grid=(1e-4, 1e-2), episodes=EpisodeSpec("fixed", 3, 2, 2))
     out = tmp_path / "run"
     records = run_eval(cfg, out, progress=False, log=lambda s: None)
     assert not (out / "lr.json").exists() and not list((out / "episodes").glob("*.val.json"))
@@ -73,7 +74,7 @@ def test_lr_target_val_uses_held_out_target_episodes_and_zero_is_a_choice(small_
     monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
     cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits"],
                      variants=build_variants(["none", "lastlayer"]), tasks=2, resolution=32, iterations=2,
-                     lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, episodes=EvalEpisodes("fixed", 3, 2, 2))
+                     lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, episodes=EpisodeSpec("fixed", 3, 2, 2))
     out = tmp_path / "run"
     records = run_eval(cfg, out, progress=False, log=lambda s: None)
     choices = json.loads((out / "lr.json").read_text())["pocket-digits"]
@@ -106,7 +107,7 @@ def test_static_ablation_trains_one_plan_in_every_task(small_pocket, tmp_path, m
     cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits", "pocket-textures"],
                      variants=build_variants(["tinytrain"], static=True), tasks=2, resolution=32, iterations=1,
                      lr=1e-3, lr_episodes=2, memory_budget=60_000, compute_budget=1.0,
-                     episodes=EvalEpisodes("fixed", 3, 2, 2))
+                     episodes=EpisodeSpec("fixed", 3, 2, 2))
     out = tmp_path / "run"
     records = run_eval(cfg, out, progress=False, log=lambda s: None)
     stored = json.loads((out / "static_plan.json").read_text())
@@ -123,7 +124,7 @@ def test_static_ablation_trains_one_plan_in_every_task(small_pocket, tmp_path, m
 def test_static_ablation_needs_validation_classes(folder, tmp_path):
     cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=[str(folder)],
                      variants=build_variants(["tinytrain"], static=True), tasks=1, resolution=32, iterations=1,
-                     lr=1e-3, compute_budget=1.0, episodes=EvalEpisodes("fixed", 3, 2, 2))
+                     lr=1e-3, compute_budget=1.0, episodes=EpisodeSpec("fixed", 3, 2, 2))
     with pytest.raises(ValueError, match="--ablate-static needs validation classes"):
         run_eval(cfg, tmp_path / "run", progress=False, log=lambda s: None)
 
@@ -158,7 +159,7 @@ def test_option_variants_train_with_their_options_and_get_a_paired_table(small_p
     cfg = EvalConfig(model="tiny-test", checkpoint="random", domains=["pocket-digits"],
                      variants=build_variants(["tinytrain"], options=[spec]), tasks=2, resolution=32,
                      iterations=1, lr=1e-3, memory_budget=60_000, compute_budget=1.0,
-                     episodes=EvalEpisodes("fixed", 3, 2, 2))
+                     episodes=EpisodeSpec("fixed", 3, 2, 2))
     out = tmp_path / "run"
     records = run_eval(cfg, out, progress=False, log=lambda s: None)
     var = [r for r in records if r["method"] == spec]
@@ -181,7 +182,7 @@ def test_variant_lr_own_searches_each_variant_with_its_options(small_pocket, tmp
     spec = "tinytrain[crossed_biases=false]"
     base = dict(model="tiny-test", checkpoint="random", domains=["pocket-digits"], tasks=2, resolution=32,
                 iterations=2, lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, memory_budget=60_000,
-                compute_budget=1.0, episodes=EvalEpisodes("fixed", 3, 2, 2))
+                compute_budget=1.0, episodes=EpisodeSpec("fixed", 3, 2, 2))
     own = EvalConfig(variants=build_variants(["tinytrain"], options=[spec]), variant_lr="own", **base)
     records = run_eval(own, tmp_path / "own", progress=False, log=lambda s: None)
     lr = json.loads((tmp_path / "own" / "lr.json").read_text())["pocket-digits"]
@@ -208,7 +209,7 @@ def test_lr_search_trains_the_method_with_its_given_options(small_pocket, tmp_pa
     from dataclasses import replace
     monkeypatch.setenv("TINYTRAIN_DATA", str(small_pocket))
     base = dict(model="tiny-test", checkpoint="random", domains=["pocket-digits"], tasks=1, resolution=32,
-                iterations=2, lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, episodes=EvalEpisodes("fixed", 3, 2, 2))
+                iterations=2, lr="target-val", lr_grid=(0.0, 1e-2), lr_episodes=2, episodes=EpisodeSpec("fixed", 3, 2, 2))
     scores = []
     for policy in ({"n_bias": 1, "ratios": {}}, {"n_bias": 16, "ratios": {"13": 1.0, "14": 1.0, "15": 1.0}}):
         variants = [replace(v, options={"policy": policy}) for v in build_variants(["sparseupdate"])]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tinytrain.cli import main
-from tinytrain.offline.episodes import EpisodeShape, ImageEpisodes, open_source_splits
+from tinytrain.data import EpisodeSpec
+from tinytrain.offline.episodes import ImageEpisodes, open_source_splits
 from tinytrain.models.weights import load_checkpoint
 
 from .helpers import write_png_folder
@@ -18,13 +19,13 @@ def test_image_episodes_are_reproducible(tmp_path):
     train, val = open_source_splits(str(data))
     assert len(train.classes) == 8 and len(val.classes) == 2
     assert not set(train.classes) & set(val.classes)
-    src = ImageEpisodes(train, EpisodeShape.parse(3, 2, 3), resolution=32, seed=1, train=True)
+    src = ImageEpisodes(train, EpisodeSpec.parse(3, 2, 3), resolution=32, seed=1, train=True)
     a, b, c = src.task(5), src.task(5), src.task(6)
     assert a.support_x.shape == (6, 3, 32, 32) and a.query_x.shape == (9, 3, 32, 32)
     assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
     assert not torch.equal(a.support_x, c.support_x)
     # --crop-scale reaches the random resized crop: whole-image crops differ from the default ones
-    full = ImageEpisodes(train, EpisodeShape.parse(3, 2, 3), resolution=32, seed=1, train=True, crop_scale=1.0)
+    full = ImageEpisodes(train, EpisodeSpec.parse(3, 2, 3), resolution=32, seed=1, train=True, crop_scale=1.0)
     assert full.transform(5).scale == (1.0, 1.0) and src.transform(5).scale == (0.35, 1.0)
     assert not torch.equal(full.task(5).support_x, a.support_x)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from tinytrain.offline import EpisodeShape, MetaTrainConfig, TensorEpisodes, meta_train
+from tinytrain.data import EpisodeSpec
+from tinytrain.offline import MetaTrainConfig, TensorEpisodes, meta_train
 from tinytrain.offline.distributed import launch
 from tinytrain.models.backbone import build_backbone
 from tinytrain.models.head import CosineClassifier
@@ -14,7 +15,7 @@ from .helpers import pattern_tensors
 
 def make_run():
     x, y = pattern_tensors(classes=12, per_class=12)
-    shape = EpisodeShape.parse(4, 3, 4)
+    shape = EpisodeSpec.parse(4, 3, 4)
     torch.manual_seed(0)
     return (build_backbone("tiny-test"), CosineClassifier(),
             TensorEpisodes(x[:96], y[:96], shape, 0), TensorEpisodes(x[96:], y[96:], shape, 1))

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from tinytrain.offline import (EpisodeShape, MetaTrainConfig, TensorEpisodes, evaluate_none, meta_train, summarize,
+from tinytrain.data import EpisodeSpec
+from tinytrain.offline import (MetaTrainConfig, TensorEpisodes, evaluate_none, meta_train, summarize,
                                warmup_cosine_lr)
-from tinytrain.offline.episodes import parse_range
+from tinytrain.data.episodes import parse_range
 from tinytrain.offline.evaluate import paired_table
 from tinytrain.offline.state import load_state, save_state
 from tinytrain.models.backbone import build_backbone
@@ -52,7 +53,7 @@ def test_episode_shapes_and_determinism():
     with pytest.raises(ValueError, match="ways"):
         parse_range("x", "ways")
     x, y = pattern_tensors(classes=12, per_class=12)
-    src = TensorEpisodes(x, y, EpisodeShape.parse("3-6", "1-4", 5), seed=3)
+    src = TensorEpisodes(x, y, EpisodeSpec.parse("3-6", "1-4", 5), seed=3)
     t1, t2 = src.task(4), src.task(4)
     assert torch.equal(t1.support_x, t2.support_x) and torch.equal(t1.query_y, t2.query_y)
     ways = {src.task(i).ways for i in range(30)}
@@ -60,7 +61,7 @@ def test_episode_shapes_and_determinism():
     t = src.task(0)
     assert len(t.query_y) == 5 * t.ways
     with pytest.raises(ValueError, match="lower --ways"):
-        TensorEpisodes(x, y, EpisodeShape.parse(20, 5, 5)).task(0)
+        TensorEpisodes(x, y, EpisodeSpec.parse(20, 5, 5)).task(0)
 
 
 def test_summary_ci_and_same_episodes():
@@ -68,7 +69,7 @@ def test_summary_ci_and_same_episodes():
     assert s.mean == pytest.approx(0.65)
     assert s.ci95 == pytest.approx(1.96 * torch.tensor([0.5, 0.7, 0.6, 0.8]).std().item() / 2)
     x, y = pattern_tensors()
-    src = TensorEpisodes(x, y, EpisodeShape.parse(5, 3, 4), seed=0)
+    src = TensorEpisodes(x, y, EpisodeSpec.parse(5, 3, 4), seed=0)
     torch.manual_seed(0)
     a = build_backbone("tiny-test")
     res = evaluate_none({"a": a, "b": a}, [src.task(i) for i in range(4)])
@@ -84,7 +85,7 @@ def _config(**kw) -> MetaTrainConfig:
 
 def _sources(seed=0):
     x, y = pattern_tensors(classes=12, per_class=12)
-    shape = EpisodeShape.parse(4, 3, 4)
+    shape = EpisodeSpec.parse(4, 3, 4)
     return TensorEpisodes(x[:96], y[:96], shape, seed), TensorEpisodes(x[96:], y[96:], shape, seed + 1)
 
 

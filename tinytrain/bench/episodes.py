@@ -2,8 +2,8 @@
 method, worker, rank and resume sees the identical tasks; the held-out episodes that learning rates and the
 static plan are chosen on (validation classes, or held-out episodes of the target itself) are stored beside
 them and never equal a test episode. Here too: how a domain spec opens as a dataset and how it is named as a
-file. How episodes are drawn is the config's EvalEpisodes (not tinytrain.offline's EpisodeShape, which
-shapes meta-training episodes)."""
+file. How episodes are drawn is the config's EpisodeSpec (tinytrain.data.episodes, the same spec
+meta-training draws its episodes by)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..jsonfile import write_json_atomic
-from .evalconfig import TRAINING_FREE, EvalConfig, EvalEpisodes
+from ..data.episodes import EpisodeSpec
+from .evalconfig import TRAINING_FREE, EvalConfig
 from ..errors import BadInput
 
 
@@ -67,7 +68,7 @@ def val_domain_of(out_dir: Path, domain: str) -> str:
     return val_info(out_dir)[domain]["domain"]
 
 
-def _sampler(dataset, shape: EvalEpisodes, seed: int):
+def _sampler(dataset, shape: EpisodeSpec, seed: int):
     from ..data.sampler import EpisodeSampler
     return EpisodeSampler(dataset, seed=seed, **shape.sampler_kwargs())
 
@@ -143,7 +144,7 @@ def ensure_validation_episodes(config: EvalConfig, out: Path, log: Callable[[str
                              + (", or a fixed --lr" if flag == "--lr auto" else ""))
         shape = config.episodes
         if shape.mode == "fixed" and len(dataset.classes) < (shape.ways or 0):
-            shape = EvalEpisodes("fixed", len(dataset.classes), shape.shots, shape.queries)
+            shape = EpisodeSpec("fixed", len(dataset.classes), shape.shots, shape.queries)
         episodes = _sampler(dataset, shape, config.seed + 7919).sample(config.lr_episodes)
         save_episodes(path, episodes, {"domain": used, "split": "val", "for": domain, "sampler": asdict(shape)})
         info[domain] = {"domain": used, "split": "val"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from ..data.episodes import EpisodeSpec
 from ..errors import BadInput
 
 TRAINING_FREE = {"none"}                 # methods whose result does not depend on the learning rate
@@ -46,25 +47,6 @@ class Variant:
     group: str = "main"                  # main | meta | score | channels | static | budget | options
 
 
-@dataclass
-class EvalEpisodes:
-    """How test and validation episodes are sampled (see tinytrain.data.sampler.EpisodeSampler); stored as
-    config.json's "episodes". Not tinytrain.offline.episodes.EpisodeShape (the ranges of ways and shots of
-    meta-training episodes)."""
-
-    mode: str = "metadataset"            # metadataset (variable way/shot) | fixed
-    ways: int | None = None
-    shots: int | None = None
-    queries: int | None = None
-    max_ways: int = 50
-    max_support: int = 500
-
-    def sampler_kwargs(self) -> dict:
-        if self.mode == "fixed":
-            return {"mode": "fixed", "ways": self.ways, "shots": self.shots, "queries": self.queries}
-        return {"mode": "metadataset", "max_ways": self.max_ways, "max_support": self.max_support}
-
-
 def _whole(value, name: str, low: int | None = None, none_ok: bool = False) -> None:
     """A setting that must be a whole number (not a bool, not 2.5), at least `low`."""
     if value is None and none_ok:
@@ -95,7 +77,7 @@ class EvalConfig:
     lr_domain: str | None = None         # validation data for domains without a validation split
     variant_lr: str = "method"           # auto/target-val: --variant columns use their method's rate, or "own"
     split: str = "test"
-    episodes: EvalEpisodes = field(default_factory=EvalEpisodes)
+    episodes: EpisodeSpec = field(default_factory=EpisodeSpec)  # how episodes are drawn (tinytrain.data)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -106,7 +88,7 @@ class EvalConfig:
     def from_dict(d: dict) -> "EvalConfig":
         d = dict(d)
         d["variants"] = [Variant(**v) for v in d.get("variants", [])]
-        d["episodes"] = EvalEpisodes(**d.get("episodes", {}))
+        d["episodes"] = EpisodeSpec(**d.get("episodes", {}))
         d["lr_grid"] = tuple(d.get("lr_grid", DEFAULT_LR_GRID))
         return EvalConfig(**d)
 

@@ -17,7 +17,7 @@ def describe_episodes(config: EvalConfig) -> str:
     """The episode shape in words, as the report and the demo print it."""
     shape = config.episodes
     return (f"fixed {shape.ways}-way {shape.shots}-shot, {shape.queries} queries per class" if shape.mode == "fixed"
-            else f"Meta-Dataset variable way/shot (ways <= {shape.max_ways}, support <= {shape.max_support})")
+            else shape.describe())
 
 
 def describe_lr(config: EvalConfig) -> str:

@@ -170,7 +170,8 @@ def config_from_args(args: argparse.Namespace):
     if getattr(args, "config", None):
         return config_from_file(args)
     from ..bench.ablations import build_variants
-    from ..bench.evalconfig import EvalConfig, EvalEpisodes, available_methods, checkpoint_resolution
+    from ..bench.evalconfig import EvalConfig, available_methods, checkpoint_resolution
+    from ..data.episodes import EpisodeSpec
     from ..costs.units import parse_bytes, parse_compute_budget
 
     check_domains(_csv(args.domains))
@@ -240,7 +241,7 @@ def config_from_args(args: argparse.Namespace):
                                                           getattr(args, "resolution_fallback", 128))
     if resolution < 8:
         raise BadInput(f"--resolution must be at least 8 (got {resolution})")
-    shape = EvalEpisodes(args.mode, args.ways, args.shots, args.queries, args.max_ways, args.max_support)
+    shape = EpisodeSpec(args.mode, args.ways, args.shots, args.queries, args.max_ways, args.max_support)
     return EvalConfig(model=args.model, checkpoint=args.checkpoint, domains=_csv(args.domains), variants=variants,
                       tasks=args.tasks, seed=args.seed,
                       memory_budget=memory_budget, compute_budget=compute_budget,

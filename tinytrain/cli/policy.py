@@ -57,7 +57,7 @@ def register(sub) -> None:
 
 
 def _check_args(args) -> tuple[tuple[int, int], Path]:
-    from ..offline.episodes import parse_range
+    from ..data.episodes import parse_range
     from ..models.specs import get_spec
 
     for flag, value, low in (("--episodes", args.episodes, 1), ("--iterations", args.iterations, 1),

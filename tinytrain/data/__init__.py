@@ -1,29 +1,52 @@
 """Data: readers (class-per-folder, the nine Meta-Dataset sources, the pocket benchmark), the episode
-sampler, transforms without torchvision, and `open_dataset`, the one entry point by name or path."""
+spec and sampler, transforms without torchvision, and `open_dataset`, the one entry point by name or path.
+
+Importing the package is cheap: EpisodeSpec (pure Python) loads at once, everything that needs torch or
+NumPy when first used."""
 from __future__ import annotations
 
 import difflib
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import transforms
-from .datasets import ArrayDataset, ClassificationView, FileDataset, ImageDataset, folder_dataset
-from .folders import IMAGE_EXTENSIONS, read_class_folders
-from .metadataset import READERS as METADATASET_SOURCES
-from .metadataset import open_source
-from .sampler import (EpisodeSampler, episode_stats, load_episode_file, load_task, save_episode_file)
-from .types import Episode, Task, load_episodes, save_episodes
+from .episodes import EpisodeSpec
 from ..errors import BadInput
+
+if TYPE_CHECKING:
+    from .datasets import ImageDataset
+
+_LAZY = {"transforms": ("transforms", None),
+         **{n: ("datasets", n) for n in ("ArrayDataset", "ClassificationView", "FileDataset", "ImageDataset",
+                                         "folder_dataset")},
+         "IMAGE_EXTENSIONS": ("folders", "IMAGE_EXTENSIONS"), "read_class_folders": ("folders", "read_class_folders"),
+         "METADATASET_SOURCES": ("metadataset", "READERS"), "open_source": ("metadataset", "open_source"),
+         **{n: ("sampler", n) for n in ("EpisodeSampler", "episode_stats", "load_episode_file", "load_task",
+                                        "save_episode_file")},
+         **{n: ("types", n) for n in ("Episode", "Task", "load_episodes", "save_episodes")}}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(f".{module}", __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
 
 SPLITS = ("train", "val", "test", "all")
 
 __all__ = ["open_dataset", "dataset_names", "ImageDataset", "FileDataset", "ArrayDataset", "ClassificationView",
            "folder_dataset", "read_class_folders", "open_source", "EpisodeSampler", "episode_stats", "load_task",
            "save_episode_file", "load_episode_file", "Episode", "Task", "save_episodes", "load_episodes", "transforms",
-           "METADATASET_SOURCES", "IMAGE_EXTENSIONS"]
+           "METADATASET_SOURCES", "IMAGE_EXTENSIONS", "EpisodeSpec"]
 
 
 def dataset_names() -> list[str]:
     """Named datasets `open_dataset` accepts besides folders: pocket domains and '<source>:<path>'."""
+    from .metadataset import READERS as METADATASET_SOURCES
     from .pocket import POCKET_DOMAINS
     return list(POCKET_DOMAINS) + [f"{s}:<path>" for s in METADATASET_SOURCES]
 
@@ -35,6 +58,9 @@ def open_dataset(spec: str, split: str = "all", root: str | None = None) -> Imag
     """
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    from .datasets import folder_dataset
+    from .metadataset import READERS as METADATASET_SOURCES
+    from .metadataset import open_source
     from .pocket import POCKET_DOMAINS, open_pocket
     spec = str(spec)
     if spec in POCKET_DOMAINS:

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from .datasets import ImageDataset
+from .episodes import MODES
 from .transforms import eval_transform
 from .types import Episode, Task, load_episodes, save_episodes
 from ..errors import BadInput
-
-MODES = ("metadataset", "fixed")
 
 
 class EpisodeSampler:

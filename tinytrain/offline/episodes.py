@@ -7,11 +7,11 @@ their share of a step without talking to each other.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
+from ..data.episodes import EpisodeSpec
 from ..data.types import Episode, Task
 from ..errors import BadInput
 
@@ -25,55 +25,11 @@ def episode_seed(seed: int, index: int) -> int:
     return x % (1 << 63)
 
 
-def parse_range(text: str | int | tuple[int, int], what: str) -> tuple[int, int]:
-    """'5' -> (5, 5); '5-20' -> (5, 20): a fixed value or an inclusive range drawn per episode."""
-    if isinstance(text, int):
-        lo = hi = text
-    elif isinstance(text, (tuple, list)):
-        lo, hi = int(text[0]), int(text[1])
-    else:
-        parts = str(text).split("-")
-        try:
-            lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (None, None)
-        except ValueError:
-            lo = hi = None
-        if lo is None:
-            raise BadInput(f"{what} must be a number or a range like 5-20, got {text!r}")
-    if lo < 1 or hi < lo:
-        raise BadInput(f"{what} range {lo}-{hi} is invalid; use positive numbers with low <= high")
-    return lo, hi
-
-
-@dataclass(frozen=True)
-class EpisodeShape:
-    """Ways and shots are drawn uniformly per episode from their ranges; queries per class is fixed."""
-
-    ways: tuple[int, int] = (5, 5)
-    shots: tuple[int, int] = (5, 5)
-    queries: int = 15
-
-    @staticmethod
-    def parse(ways: str | int = 5, shots: str | int = 5, queries: int = 15) -> "EpisodeShape":
-        if queries < 1:
-            raise BadInput(f"queries per class must be at least 1, got {queries}")
-        ways_range = parse_range(ways, "ways")
-        if ways_range[0] < 2:
-            raise BadInput(f"ways must be at least 2 (got {ways!r}): a 1-way episode has nothing to tell apart")
-        return EpisodeShape(ways_range, parse_range(shots, "shots"), int(queries))
-
-    def draw(self, rng: random.Random) -> tuple[int, int]:
-        return rng.randint(*self.ways), rng.randint(*self.shots)
-
-    def describe(self) -> str:
-        r = lambda t: str(t[0]) if t[0] == t[1] else f"{t[0]}-{t[1]}"
-        return f"{r(self.ways)}-way {r(self.shots)}-shot {self.queries}-query"
-
-
 class EpisodeSource(Protocol):
     def task(self, index: int) -> Task: ...
 
 
-def sample_episode(class_sizes: list[int], shape: EpisodeShape, seed: int) -> Episode:
+def sample_episode(class_sizes: list[int], shape: EpisodeSpec, seed: int) -> Episode:
     """Choose classes and items for one episode (classes need shots + queries images)."""
     rng = random.Random(seed)
     ways, shots = shape.draw(rng)
@@ -96,7 +52,7 @@ class TensorEpisodes:
 
     `augment(x, generator) -> x` is applied per image batch with a generator seeded per episode."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, shape: EpisodeShape = EpisodeShape(),
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, shape: EpisodeSpec = EpisodeSpec.parse(),
                  seed: int = 0, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         if len(images) != len(labels):
             raise BadInput(f"{len(images)} images but {len(labels)} labels")
@@ -123,7 +79,7 @@ class ImageEpisodes:
     gets the same crops and colours. `flip=False` suits glyph domains, where a mirror image is
     another class."""
 
-    def __init__(self, dataset, shape: EpisodeShape, resolution: int, seed: int = 0, train: bool = True,
+    def __init__(self, dataset, shape: EpisodeSpec, resolution: int, seed: int = 0, train: bool = True,
                  flip: bool = False, crop_scale: float = 0.35):
         self.dataset, self.shape, self.resolution = dataset, shape, resolution
         self.seed, self.train, self.flip, self.crop_scale = seed, train, flip, crop_scale

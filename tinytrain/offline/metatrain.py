@@ -17,7 +17,8 @@ import torch
 from ..models.backbone import Backbone
 from ..models.checkpoint_info import CheckpointInfo
 from ..models.head import CosineClassifier, protonet_loss
-from .episodes import EpisodeShape, EpisodeSource
+from ..data.episodes import EpisodeSpec
+from .episodes import EpisodeSource
 from .loop import TrainResult, ValidatedStage, train_loop
 from .rundir import RunConfig
 from ..errors import BadInput
@@ -73,8 +74,8 @@ class MetaTrainConfig(RunConfig):
             raise BadInput(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         self.shape()
 
-    def shape(self) -> EpisodeShape:
-        return EpisodeShape.parse(self.ways, self.shots, self.queries)
+    def shape(self) -> EpisodeSpec:
+        return EpisodeSpec.parse(self.ways, self.shots, self.queries)
 
     @property
     def steps_per_epoch(self) -> int:

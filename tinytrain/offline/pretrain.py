@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models.backbone import Backbone
-from .episodes import EpisodeShape, EpisodeSource, episode_seed, seeded_rng
+from ..data.episodes import EpisodeSpec
+from .episodes import EpisodeSource, episode_seed, seeded_rng
 from .loop import TrainResult, ValidatedStage, train_loop
 from .rundir import RunConfig, RunDir
 from ..errors import BadInput
@@ -53,7 +54,7 @@ class PretrainConfig(RunConfig):
             raise BadInput(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise BadInput(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
-        EpisodeShape.parse(self.ways, self.shots, self.queries)
+        EpisodeSpec.parse(self.ways, self.shots, self.queries)
 
 
 class _Pretraining(ValidatedStage):
@@ -141,7 +142,7 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, restart: bool = Fal
     val = None
     if config.val_episodes:
         val = ImageEpisodes(val_set,
-                            EpisodeShape.parse(config.ways, config.shots, config.queries),
+                            EpisodeSpec.parse(config.ways, config.shots, config.queries),
                             config.resolution, config.seed + 10_000, train=False)
     torch.manual_seed(config.seed)
     backbone = build_backbone(config.model, num_classes=len(train_set.classes))
