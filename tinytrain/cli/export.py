@@ -29,7 +29,6 @@ def run_export(args) -> int:
     if args.format != "c" and (args.precision or args.calibration):
         raise BadInput("--precision and --calibration are for --format c")
     if args.format == "c":
-        from ..mcu.export import run_export_c
         return run_export_c(args)
     from ..deploy.adapted import load_adapted
     from ..deploy.export import export_model
@@ -42,4 +41,27 @@ def run_export(args) -> int:
     out = export_model(adapted, args.format, Path(args.out), args.opset, overwrite=overwrite)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.name}.json: input 'image' "
           f"(N, 3, {adapted.resolution}, {adapted.resolution}) RGB in [0, 1] -> 'scores' (N, {len(adapted.classes)})")
+    return 0
+
+
+def run_export_c(args) -> int:
+    """The `--format c` branch: write the tree (tinytrain.mcu.export.export_c) and say what is in it."""
+    from ..costs.units import format_bytes
+    from ..mcu.export import META_FILE, MODEL_FILE, check_precision, export_c, runtime_sources
+
+    precision = args.precision or "float32"
+    if args.calibration is not None and precision != "int8":
+        raise BadInput("--calibration is for --precision int8 (a float32 export needs no calibration)")
+    if precision == "int8" and args.calibration is None:
+        check_precision(precision, None)
+    cm = export_c(args.model_dir, args.out, args.device, overwrite=args.overwrite, flag="--out",
+                  precision=precision, calibration=args.calibration)
+    n_w = sum(layer.trained_weights for layer in cm.network.layers)
+    int8 = (f"; layers 0-{cm.network.n_int8 - 1} in int8 (calibrated on {cm.quant.calibration_images} images)"
+            if cm.quant else "")
+    print(f"wrote {args.out}/: {len(runtime_sources())} runtime files, {MODEL_FILE} and {META_FILE}; "
+          f"{cm.adapted.model} at {cm.network.resolution} px ({cm.precision}) trains {n_w:,} weights from layer "
+          f"{cm.network.earliest} up{int8}; arena {cm.memory.arena_bytes:,} B ({format_bytes(cm.memory.arena_bytes)}), "
+          f"cost model {cm.predicted.total:,} B. Input: {cm.network.resolution}x{cm.network.resolution} RGB bytes; "
+          f"see {args.out}/README.md")
     return 0

@@ -419,26 +419,3 @@ def export_c(model_dir: str | Path, out: str | Path, device: str | None = None, 
     check_device(cm, device, devices_file)
     write_tree(cm, out, overwrite, flag)
     return cm
-
-
-def run_export_c(args) -> int:
-    """The `tinytrain export --format c` branch: write the tree and say what is in it."""
-    from ..costs.units import format_bytes
-
-    precision = getattr(args, "precision", None) or "float32"
-    calibration = getattr(args, "calibration", None)
-    if calibration is not None and precision != "int8":
-        raise BadInput("--calibration is for --precision int8 (a float32 export needs no calibration)")
-    if precision == "int8" and calibration is None:
-        check_precision(precision, None)
-    cm = export_c(args.model_dir, args.out, args.device, overwrite=getattr(args, "overwrite", False), flag="--out",
-                  precision=precision, calibration=calibration)
-    n_w = sum(l.trained_weights for l in cm.network.layers)
-    int8 = (f"; layers 0-{cm.network.n_int8 - 1} in int8 (calibrated on {cm.quant.calibration_images} images)"
-            if cm.quant else "")
-    print(f"wrote {args.out}/: {len(runtime_sources())} runtime files, {MODEL_FILE} and {META_FILE}; "
-          f"{cm.adapted.model} at {cm.network.resolution} px ({cm.precision}) trains {n_w:,} weights from layer "
-          f"{cm.network.earliest} up{int8}; arena {cm.memory.arena_bytes:,} B ({format_bytes(cm.memory.arena_bytes)}), "
-          f"cost model {cm.predicted.total:,} B. Input: {cm.network.resolution}x{cm.network.resolution} RGB bytes; "
-          f"see {args.out}/README.md")
-    return 0
