@@ -1,7 +1,9 @@
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -22,3 +24,13 @@ def make_folder_dataset(root: Path, classes: int = 6, per_class: int = 8, size: 
 @pytest.fixture
 def folder(tmp_path) -> Path:
     return make_folder_dataset(tmp_path / "data")
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """The benches pin threads and CPUs for their process; give the test process its own back."""
+    threads = torch.get_num_threads()
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    yield
+    torch.set_num_threads(threads)
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import pytest
-import torch
 
 from tinytrain.bench.e2e import E2EResult, E2ESettings, measure_e2e
 from tinytrain.bench.memory import MemoryResult, MemorySettings, measure_memory
@@ -18,16 +16,6 @@ from tinytrain.mcu.bench import McuSettings
 
 TINY = dict(model="tiny-test", resolution=32, ways=2, shots=2)
 
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """speed and e2e pin threads and CPUs for their process; give the test process its own back."""
-    threads = torch.get_num_threads()
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    yield
-    torch.set_num_threads(threads)
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
 
 
 def check_result(result, capsys) -> dict:

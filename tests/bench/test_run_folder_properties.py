@@ -7,6 +7,7 @@ traceback or an "internal error", and a refusal leaves the files it read exactly
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -147,16 +148,21 @@ def test_the_template_run_is_complete(template):
     assert len(ResultStore(template[1] / "results.jsonl").load()) == TASKS * len(METHODS)
 
 
-@SETTINGS
-@given(data=st.data())
-def test_eval_report_on_a_damaged_run_folder_reports_or_refuses_in_one_line(template, data, capsys):
-    _, src = template
+@contextlib.contextmanager
+def damaged_copy(template, data):
+    """A copy of the template run with one random damage: (run folder, the files it reads back as damaged)."""
     damage = data.draw(damages(run_files(template)))
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        shutil.copytree(src, run)
+        shutil.copytree(template[1], run)
         apply(run, damage)
-        before = inputs(run)
+        yield run, inputs(run)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_eval_report_on_a_damaged_run_folder_reports_or_refuses_in_one_line(template, data, capsys):
+    with damaged_copy(template, data) as (run, before):
         capsys.readouterr()
         code = main(["eval-report", str(run)])
         check_outcome(code, capsys.readouterr().err, "eval-report", before, run)
@@ -168,13 +174,8 @@ def test_eval_report_on_a_damaged_run_folder_reports_or_refuses_in_one_line(temp
 @settings(SETTINGS, max_examples=max(1, EXAMPLES // 2))
 @given(data=st.data())
 def test_resuming_a_damaged_run_folder_finishes_validly_or_refuses_in_one_line(template, data, capsys):
-    folder, src = template
-    damage = data.draw(damages(run_files(template)))
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        shutil.copytree(src, run)
-        apply(run, damage)
-        before = inputs(run)
+    folder = template[0]
+    with damaged_copy(template, data) as (run, before):
         capsys.readouterr()
         try:
             code = main(["eval", *eval_args(folder), "--out", str(run)])

@@ -9,16 +9,6 @@ from tinytrain.bench.timing import pin_threads, ratio_spread, round_robin, sprea
 from tinytrain.cli import main
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """The benches pin threads and CPUs for their process; give the test process its own back."""
-    threads = torch.get_num_threads()
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    yield
-    torch.set_num_threads(threads)
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
-
 
 def test_round_robin_rotates_the_order_and_times_every_round():
     calls = []
