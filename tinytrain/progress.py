@@ -1,11 +1,14 @@
-"""Progress of the long steps of one adaptation (the Fisher pass, the fine-tuning iterations).
+"""Progress of the long steps of one adaptation (the Fisher pass, the fine-tuning iterations), and notes.
 
 The library never prints: a step reports `(stage, done, total)` to whatever callback the caller
 installed with `report_to` (the CLI shows progress bars with it); without one, reporting costs nothing.
+A note (something the user should know that is not an error: a recovered interrupted write, skipped files)
+goes to the `tinytrain` logger: stderr unless the caller configures logging otherwise.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 from contextvars import ContextVar
 from typing import Callable, Iterator
 
@@ -51,3 +54,8 @@ class ProgressBars:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def note(message: str) -> None:
+    """Tell the user something that is not an error, as `tinytrain: note: ...` on the `tinytrain` logger."""
+    logging.getLogger("tinytrain").warning("tinytrain: note: %s", message)

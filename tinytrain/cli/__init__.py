@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import logging
 import sys
 import traceback
 
@@ -148,7 +149,22 @@ def internal_error(prog: str, exc: Exception, debug: bool) -> int:
     return 1
 
 
+class NotesToStderr(logging.Handler):
+    """The library's notes (the `tinytrain` logger) as lines on the command's stderr, whatever sys.stderr is
+    at the time (a test's capture included)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def show_notes() -> None:
+    logger = logging.getLogger("tinytrain")
+    if not any(isinstance(h, NotesToStderr) for h in logger.handlers):
+        logger.addHandler(NotesToStderr(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_notes()
     argv, debug = take_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     try:

@@ -20,7 +20,6 @@ folder that cannot be used are the same whichever command reads it:
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -39,7 +38,6 @@ NESTED_FOLDER = "a folder inside a class folder (images must sit directly in it)
 LOOSE_IMAGE = "an image beside the class folders, in no class (move it into the folder of its class)"
 LAYOUT = "one sub-folder per class"
 
-log = logging.getLogger("tinytrain")
 
 
 def is_metadata_file(path: str | Path) -> bool:
@@ -148,7 +146,8 @@ def report_skipped(skipped: list[tuple[Path, str]]) -> None:
     """Say what was skipped, on the `tinytrain` logger (stderr unless logging is configured otherwise)."""
     msg = skipped_message(skipped)
     if msg:
-        log.warning("tinytrain: note: %s", msg)
+        from ..progress import note
+        note(msg)
 
 
 # --- class folders --------------------------------------------------------------------------------

@@ -161,8 +161,8 @@ def recover_interrupted_save(out_dir: str | Path, valid=None, what: str = "saved
         notes.append(f"removed {len(removed)} hidden leftover folder(s) of interrupted writes beside {out} "
                      f"({', '.join(p.name for p in removed[:2])})")
     if notes:
-        import sys
-        print("note: " + "; ".join(notes), file=sys.stderr)
+        from ..progress import note
+        note("; ".join(notes))
     return "; ".join(notes) or None
 
 

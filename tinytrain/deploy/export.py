@@ -181,8 +181,8 @@ def prepare_export_target(path: str | Path, overwrite: bool = False) -> bool:
     with: True where FILE and FILE.json are an interrupted export's. `tinytrain export` calls it first."""
     note, replaceable = recover_interrupted_export(path)
     if note:
-        import sys
-        print(f"note: {note}", file=sys.stderr)
+        from ..progress import note as tell
+        tell(note)
     overwrite = overwrite or replaceable
     check_output_file(path, "--out", overwrite, sidecars=(".json",))
     return overwrite

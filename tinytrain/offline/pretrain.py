@@ -125,7 +125,8 @@ def pretrain(backbone: Backbone, train_data: torch.utils.data.Dataset, val: Epis
     result = train_loop(stage, out, restart=restart, stop_at_step=stop_at_step, progress=progress)
     run = RunDir(out)
     if result.completed and not run.best_path.is_file():     # finished, then best.safetensors was deleted
-        print(f"note: {run.missing_best(result.best_val, restore=True)}")
+        from ..progress import note
+        note(run.missing_best(result.best_val, restore=True))
     return result
 
 
