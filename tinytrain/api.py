@@ -98,7 +98,8 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
         raise BadInput(f"lr must be a positive number (got {lr!r}); the default is 1e-3")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BadInput(f"seed must be an integer (got {seed!r})")
-    info = backbone.checkpoint_info
+    from .models.checkpoint_info import CheckpointInfo
+    info = getattr(backbone, "checkpoint_info", None) or CheckpointInfo()    # e.g. a module pickled before it existed
     res, source = resolve_resolution(info.resolution, resolution)
     bg = parse_background(background)
     budgets = resolve_budgets(memory_budget, compute_budget, device)

@@ -78,7 +78,8 @@ class TinyTLMethod(TrainedMethod):
         res = int(x.shape[-1])
         torch.manual_seed(int(self.config.seed))    # branch initialisation is part of the seeded run
         tl = TinyTLBackbone.from_backbone(private_copy(self.source_backbone), res)
-        lite = self.source_backbone.checkpoint_info.lite if self.opts.lite == "pretrained" else None
+        info = getattr(self.source_backbone, "checkpoint_info", None)      # None: not loaded by load_backbone
+        lite = info.lite if info is not None and self.opts.lite == "pretrained" else None
         pretrained = lite is not None and lite.resolution == res
         if pretrained:
             tl.lite.load_state_dict(lite.state)
