@@ -294,7 +294,8 @@ def build_pocket(root: str | Path | None = None, force: bool = False, progress: 
     root.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=".pocket-build-", dir=root.parent))
-    say = (lambda m: print(f"[pocket] {m}", flush=True)) if progress else (lambda m: None)
+    from ..progress import note
+    say = (lambda m: note(f"pocket benchmark: {m}")) if progress else (lambda m: None)
     try:
         rng = np.random.default_rng(seed)
         fonts = _font_files()
