@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 import traceback
+from pathlib import Path
 
 from .. import __version__
 from ..errors import BadInput
@@ -78,6 +79,38 @@ def refuse_blank_values(parser: argparse.ArgumentParser, args: argparse.Namespac
                 name = (max(action.option_strings, key=len) if action.option_strings
                         else f"argument {(action.metavar or action.dest).upper()}")
                 parser.error(f"{name} is empty ({v!r}); give a value")
+
+
+def record_setting_defaults(parser: argparse.ArgumentParser, not_settings: set[str]) -> None:
+    """Remember the defaults of the run settings (every flag but `not_settings` and --help), so that `--config`
+    can refuse any of them given beside it (`refuse_settings_beside_config`)."""
+    parser.set_defaults(setting_defaults={a.dest: a.default for a in parser._actions
+                                          if a.dest not in not_settings and a.dest != "help"})
+
+
+def refuse_settings_beside_config(args: argparse.Namespace) -> None:
+    """--config FILE holds every setting of a run: a setting flag given beside it is refused by name, never
+    silently overridden (a value that differs from the flag's default counts as given)."""
+    given = sorted(d for d, default in args.setting_defaults.items() if getattr(args, d, default) != default)
+    if given:
+        flags = ", ".join("--" + d.replace("_", "-") for d in given)
+        raise BadInput(f"--config {args.config} holds every run setting; leave out {flags}, or drop --config")
+
+
+def read_config_file(path: Path) -> dict:
+    """The JSON object of a `--config` file (a run's config.json), or one line saying what is wrong with it."""
+    import json
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"--config {path} is a folder; give its config.json") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadInput(f"--config {path}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(d, dict):
+        raise BadInput(f"--config {path}: must hold one JSON object in the layout of a run's config.json")
+    return d
 
 
 def innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -4,7 +4,6 @@ ablations."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -13,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import BadInput
+from . import read_config_file, record_setting_defaults, refuse_settings_beside_config
 from .adapt import add_policy_argument
 
 
@@ -143,19 +143,9 @@ def check_domains(domains: list[str], flag: str = "--domains") -> None:
 def config_from_file(args: argparse.Namespace):
     """`--config FILE`: every run setting from a JSON file in config.json's layout, checked as a stored one."""
     from ..bench.evalconfig import EvalConfig
-    given = sorted(dest for dest, default in args.setting_defaults.items() if getattr(args, dest, default) != default)
-    if given:
-        flags = ", ".join("--" + d.replace("_", "-") for d in given)
-        raise BadInput(f"--config {args.config} holds every run setting; leave out {flags}, or drop --config")
+    refuse_settings_beside_config(args)
     path = Path(args.config).expanduser()
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise BadInput(f"--config {path}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(d, dict):
-        raise BadInput(f"--config {path}: must hold one JSON object in the layout of a run's config.json")
+    d = read_config_file(path)
     try:
         config = EvalConfig.from_dict(d)
         config.validate()
@@ -503,9 +493,7 @@ def register(sub) -> None:
     p.add_argument("--config", metavar="FILE",
                    help="take every run setting from FILE, a JSON object in the layout of a run's OUT/config.json "
                         "(copy one, or write your own); no other run setting may be given with it")
-    # the run settings' defaults: --config refuses any of them given beside it (never silently overridden)
-    p.set_defaults(setting_defaults={a.dest: a.default for a in p._actions
-                                     if a.dest not in NOT_RUN_SETTINGS and a.dest != "help"})
+    record_setting_defaults(p, NOT_RUN_SETTINGS)
     g = p.add_argument_group("distributed (docs/distributed.md)")
     g.add_argument("--nproc", type=int, default=1,
                    help="ranks on this machine, each with its own --workers, over torch.distributed (gloo); under "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..jsonfile import write_json_atomic
 from ..errors import BadInput
+from . import read_config_file, record_setting_defaults, refuse_settings_beside_config
 
 DEFAULT_RESOLUTION = 64
 
@@ -78,33 +79,21 @@ _FIELDS = {**{name: name for name in _SAME_NAME}, "save_every": "save_every_step
 
 
 # flags that may accompany --config: where and how the run goes, not what it computes
-RUN_FLAGS = {"config", "out", "restart", "max_steps", "no_progress", "device", "nproc", "save_every", "log_every",
-             "func", "command", "export", "parser_defaults", "debug"}
+NOT_RUN_SETTINGS = {"config", "out", "restart", "max_steps", "no_progress", "device", "nproc", "save_every",
+                    "log_every", "export"}
 OPERATIONAL = {"device": "device", "nproc": "nproc", "save_every": "save_every_steps",
                "log_every": "log_every_steps"}
 
 
-def _config_from_file(cls, args, parser_defaults: dict, stage: str):
+def _config_from_file(cls, args, stage: str):
     """--config FILE: the run config stored in FILE, with only the operational flags (--device, --nproc,
     --save-every, --log-every) taken from the command line; any other setting flag is refused."""
     import dataclasses
+    refuse_settings_beside_config(args)
     path = Path(args.config)
-    given = sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                   if k not in RUN_FLAGS and v is not None and v != parser_defaults.get(k))
-    if given:
-        raise BadInput(f"--config {path} holds every setting of the run; leave out {', '.join(given)}, or drop --config")
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"--config {path}: no such file") from None
-    except IsADirectoryError:
-        raise BadInput(f"--config {path} is a folder; give its config.json") from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadInput(f"--config {path}: not a readable JSON file ({type(exc).__name__})") from None
-    if not isinstance(stored, dict):
-        raise BadInput(f"--config {path} must hold one JSON object, a run's config.json")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(stored) - set(known))
+    stored = read_config_file(path)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(stored) - known)
     if unknown:
         raise BadInput(f"--config {path} is not a {stage} run's config: it has {', '.join(map(repr, unknown[:4]))}, "
                        f"which {stage} does not take")
@@ -137,7 +126,7 @@ def _same_json_type(value, default) -> bool:
 
 def _config_from_args(cls, args, stage: str):
     if args.config:
-        config = _config_from_file(cls, args, args.parser_defaults, stage)
+        config = _config_from_file(cls, args, stage)
         config.check()
         version = _prepare_data(config.data)
         if version != config.data_version:
@@ -146,9 +135,9 @@ def _config_from_args(cls, args, stage: str):
         return config, Path(args.out or Path(args.config).parent)
     values = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a, None) is not None}
     values["data"] = args.data or _default_source()
-    cls(**values).check()        # numbers and episode shapes, before any data is built or read
-    values["data_version"] = _prepare_data(values["data"])
     config = cls(**values)
+    config.check()        # numbers and episode shapes, before any data is built or read
+    config.data_version = _prepare_data(config.data)
     out = Path(args.out or f"runs/{stage}-{config.model}")
     return config, out
 
@@ -327,7 +316,7 @@ def _distill_config(args):
     from ..data.photos import DEFAULT_HELDOUT_PHOTOS, DEFAULT_TRAIN_PHOTOS, describe, resolve_images
     from ..offline.distill import DistillConfig
     if args.config:
-        config = _config_from_file(DistillConfig, args, args.parser_defaults, "distill")
+        config = _config_from_file(DistillConfig, args, "distill")
         from ..offline.distill import photo_files
         photo_files(config.images, "--images"), photo_files(config.heldout, "--heldout")
         if config.pocket_fraction > 0:
@@ -402,7 +391,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--label-smoothing", type=float)
     p.set_defaults(func=cmd_pretrain)
-    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
+    record_setting_defaults(p, NOT_RUN_SETTINGS)
 
     p = sub.add_parser("metatrain", help="episodic ProtoNet meta-training (paper recipe), optionally distributed",
                        description="Meta-train MODEL with ProtoNet (cosine) episodes. Defaults: the paper's recipe "
@@ -424,7 +413,7 @@ def register(sub) -> None:
                    "pretrains them before transfer; the checkpoint then carries them for `--method tinytl`")
     p.add_argument("--nproc", type=int, help="local processes (gloo on CPU, NCCL on GPU)")
     p.set_defaults(func=cmd_metatrain)
-    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
+    record_setting_defaults(p, NOT_RUN_SETTINGS)
 
     p = sub.add_parser("distill", help="distil an ImageNet teacher into a tiny backbone from patches of a few photos",
                        description="Train STUDENT to match the softened ImageNet outputs (KL at a temperature) of "
@@ -476,7 +465,7 @@ def register(sub) -> None:
     p.add_argument("--export", help="when finished, write the student without its ImageNet classifier here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_distill)
-    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
+    record_setting_defaults(p, NOT_RUN_SETTINGS)
 
     p = sub.add_parser("checkpoint-eval", help="None accuracy of several checkpoints on the same episodes",
                        description="ProtoNet nearest-centroid accuracy (no fine-tuning), mean and 95% CI over "
