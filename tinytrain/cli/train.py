@@ -316,9 +316,7 @@ def _distill_config(args):
     from ..data.photos import DEFAULT_HELDOUT_PHOTOS, DEFAULT_TRAIN_PHOTOS, describe, resolve_images
     from ..offline.distill import DistillConfig
     if args.config:
-        config = _config_from_file(DistillConfig, args, "distill")
-        from ..offline.distill import photo_files
-        photo_files(config.images, "--images"), photo_files(config.heldout, "--heldout")
+        config = _config_from_file(DistillConfig, args, "distill")    # its photos: checked by run_distill
         if config.pocket_fraction > 0:
             config.data_version = _prepare_data(config.pocket_data)
         config.check()
