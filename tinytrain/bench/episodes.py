@@ -75,12 +75,16 @@ def _sampler(dataset, shape: EpisodeSpec, seed: int):
 
 def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = print) -> None:
     """Sample each domain's test episodes once and store them; later runs (and all methods) reuse them."""
+    from ..data.sampler import check_episode_indices
     from ..data.types import load_episodes, save_episodes
     ep_dir = out / "episodes"
     ep_dir.mkdir(exist_ok=True)
     for domain in config.domains:
         path = ep_dir / (domain_file_stem(domain) + ".json")
         dataset = open_domain(domain, config.split)
+        held_out = ep_dir / (domain_file_stem(domain) + ".tval.json")
+        if held_out.exists():      # --lr target-val's, drawn from this dataset: checked while it is open
+            check_episode_indices(held_out, load_episodes(held_out)[0], dataset)
         if path.exists():
             episodes, meta = load_episodes(path)
             if meta.get("classes") is not None and list(meta["classes"]) != list(dataset.classes):
@@ -88,7 +92,6 @@ def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = 
                                  "use a new --out (the data changed)")
             if len(episodes) != config.tasks:
                 raise BadInput(f"{path} holds {len(episodes)} episodes, not --tasks {config.tasks}; use a new --out")
-            from ..data.sampler import check_episode_indices
             check_episode_indices(path, episodes, dataset)
             continue
         episodes = _sampler(dataset, config.episodes, config.seed).sample(config.tasks)
@@ -159,9 +162,7 @@ def ensure_target_val_episodes(config: EvalConfig, out: Path, log: Callable[[str
     from ..data.types import load_episodes, save_episodes
     for domain in config.domains:
         path = out / "episodes" / (domain_file_stem(domain) + ".tval.json")
-        if path.exists():
-            from ..data.sampler import check_episode_indices
-            check_episode_indices(path, load_episodes(path)[0], open_domain(domain, config.split))
+        if path.exists():          # checked by ensure_episodes, which every run calls first
             continue
         test, _ = load_episodes(out / "episodes" / (domain_file_stem(domain) + ".json"))
         seen = {(tuple(e.classes), tuple(e.support), tuple(e.query)) for e in test}
