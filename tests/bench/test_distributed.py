@@ -92,6 +92,16 @@ def test_two_ranks_under_torchrun_give_the_records_of_one_process(data, clean, t
     same_run(clean, out)
 
 
+def test_nproc_ranks_give_the_records_of_one_process_and_leave_quietly(data, clean, tmp_path):
+    out = tmp_path / "nproc"
+    proc = subprocess.run([sys.executable, "-m", "tinytrain", "eval", *eval_args(data), "--nproc", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # each rank unlinks its semaphores (tqdm's write lock) before its os._exit: no resource-tracker warning
+    assert "leaked semaphore" not in proc.stderr, proc.stderr[-2000:]
+    same_run(clean, out)
+
+
 def rank_pids(parent: int) -> list[int]:
     """The spawned rank processes of a `--nproc` launch (not multiprocessing's resource tracker)."""
     found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()

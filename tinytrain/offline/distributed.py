@@ -127,8 +127,12 @@ def exit_rank(code: int = 0) -> NoReturn:
     """End a finished rank's process without the interpreter's teardown. With gloo, the C++ threads of a
     process group that was used can still abort the process at interpreter exit ("terminate called without
     an active exception", SIGABRT) after all its work is done and written: in about 1 of 10 2-rank runs on
-    this 2-core machine under load, with or without destroy_process_group. Python's buffers are flushed
-    first; every file the run writes is already closed."""
+    this 2-core machine under load, with or without destroy_process_group. multiprocessing's finalizers run
+    and Python's buffers are flushed first; every file the run writes is already closed."""
+    from multiprocessing import util
+    # what the interpreter's exit would do for multiprocessing objects: unlink this process's semaphores
+    # (tqdm's write lock is one), else the resource tracker warns of "leaked semaphore objects"
+    util._run_finalizers(0)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
