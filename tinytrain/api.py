@@ -34,9 +34,10 @@ def _support_set(support: Any, resolution: int, background: tuple[int, int, int]
     """A class-per-folder path, or {class name: [image files or PIL images]}."""
     import torch
 
+    from .data.folders import ClassFolders
     from .deploy.images import LabeledImages, as_image_batch, load_class_folder
 
-    if isinstance(support, (str, Path)):
+    if isinstance(support, (str, Path, ClassFolders)):
         return load_class_folder(support, resolution, classes, background)
     if isinstance(support, Mapping):
         names = list(support) if classes is None else list(classes)
@@ -105,7 +106,9 @@ def adapt(backbone: "Backbone | str", support: str | Path | Mapping[str, Sequenc
     budgets = resolve_budgets(memory_budget, compute_budget, device)
     if isinstance(support, (str, Path)):       # folders: checked as the CLI checks them, naming the argument
         from .deploy.images import check_task_folders
-        check_task_folders(support, query if isinstance(query, (str, Path)) else None, flags=("support", "query"))
+        support, read_query = check_task_folders(support, query if isinstance(query, (str, Path)) else None,
+                                                 flags=("support", "query"))
+        query = read_query or query            # the trees just read are loaded, not listed again
     support_set = _support_set(support, res, bg)
     check_support_classes(support_set)
     query_set = _support_set(query, res, bg, support_set.classes) if query is not None else None

@@ -122,11 +122,11 @@ def load_model_for_task(args, support_dir: str, query_dir: str | None = None):
     import torch
 
     background = parse_background(args.background)
-    check_task_folders(support_dir, query_dir)     # before the model: errors name --support / --query
+    folders = check_task_folders(support_dir, query_dir)     # before the model: errors name --support / --query
     torch.manual_seed(args.seed)   # a 'random' checkpoint is then reproducible
     backbone = load_backbone(args.model, args.checkpoint)
     resolution, source = resolve_resolution(backbone.checkpoint_info.resolution, args.resolution)
-    support, query = load_task_folders(support_dir, query_dir, resolution, background)
+    support, query = load_task_folders(*folders, resolution, background)
     return backbone, resolution, source, background, support, query
 
 

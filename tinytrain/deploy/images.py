@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..data.datasets import WHITE, check_image_shape, open_rgb, to_rgb
-from ..data.folders import is_metadata_file, list_image_files, read_class_folders, report_skipped, skipped_message
+from ..data.folders import (ClassFolders, is_metadata_file, list_image_files, read_class_folders, report_skipped,
+                            skipped_message)
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize
 from ..errors import BadInput
 
@@ -126,26 +127,33 @@ def load_images_skipping(paths: list[str | Path], resolution: int, background: t
 
 
 def check_task_folders(support_dir: str | Path, query_dir: str | Path | None,
-                       flags: tuple[str, str] = ("--support", "--query")) -> None:
+                       flags: tuple[str, str] = ("--support", "--query")) -> tuple[ClassFolders, ClassFolders | None]:
     """Before any model is loaded: the support folder (at least two classes, each with an image) and the
     optional query folder (its classes among the support's) can be read as class folders; else one line
-    naming the flag and the folder. Nothing is reported: the notes come when the images are loaded."""
+    naming the flag and the folder. Returns what was read, for `load_class_folder` to load without listing
+    the folders again; nothing is reported here: the notes come when the images are loaded."""
     support = read_class_folders(support_dir, flag=flags[0], min_classes=2, report=False)
     if query_dir is None:
-        return
-    read_class_folders(query_dir, flag=flags[1], report=False, known=support.classes,
-                       known_as=f"in the support set ({flags[0]} {support_dir}: "
-                                f"{', '.join(map(repr, support.classes))})",
-                       fix=f"add them to {flags[0]} or remove them from {flags[1]}")
+        return support, None
+    query = read_class_folders(query_dir, flag=flags[1], report=False, known=support.classes,
+                               known_as=f"in the support set ({flags[0]} {support_dir}: "
+                                        f"{', '.join(map(repr, support.classes))})",
+                               fix=f"add them to {flags[0]} or remove them from {flags[1]}")
+    return support, query
 
 
-def load_class_folder(folder: str | Path, resolution: int, classes: list[str] | None = None,
+def load_class_folder(folder: str | Path | ClassFolders, resolution: int, classes: list[str] | None = None,
                       background: tuple[int, int, int] = WHITE) -> LabeledImages:
-    """Load a class-per-folder tree. With `classes`, labels follow that order and every folder
-    must be one of them (a query class absent from the support set is an error)."""
-    found = read_class_folders(folder, known=classes,
-                               known_as=f"in the support set {list(classes)}" if classes is not None else None,
-                               fix="add them to the support folder or remove them from the query folder")
+    """Load a class-per-folder tree (a path, or a tree `check_task_folders` already read). With `classes`,
+    labels follow that order and every folder must be one of them (a query class absent from the support
+    set is an error)."""
+    if isinstance(folder, ClassFolders):
+        found = folder
+        report_skipped(found.skipped)
+    else:
+        found = read_class_folders(folder, known=classes,
+                                   known_as=f"in the support set {list(classes)}" if classes is not None else None,
+                                   fix="add them to the support folder or remove them from the query folder")
     classes = found.classes if classes is None else list(classes)
     paths, labels = found.labelled(classes)
     x, sizes = load_images(paths, resolution, background)

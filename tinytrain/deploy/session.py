@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data.datasets import WHITE
+from ..data.folders import ClassFolders
 from ..methods import METHODS, make_method
 from ..methods.base import AdaptConfig, Predictor, support_prototypes
 from ..models.backbone import Backbone
@@ -122,8 +123,10 @@ def check_support_classes(support: LabeledImages, where: str = "support") -> Non
                          "needs at least two class folders")
 
 
-def load_task_folders(support_dir: str | Path, query_dir: str | Path | None, resolution: int,
-                      background: tuple[int, int, int] = WHITE) -> tuple[LabeledImages, LabeledImages | None]:
+def load_task_folders(support_dir: str | Path | ClassFolders, query_dir: str | Path | ClassFolders | None,
+                      resolution: int, background: tuple[int, int, int] = WHITE
+                      ) -> tuple[LabeledImages, LabeledImages | None]:
+    """The support and query images of a task: folders, or the trees `check_task_folders` read."""
     support = load_class_folder(support_dir, resolution, background=background)
     check_support_classes(support)
     query = (load_class_folder(query_dir, resolution, classes=support.classes, background=background)
