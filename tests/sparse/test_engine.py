@@ -6,7 +6,8 @@ import torch
 
 from tinytrain.models.backbone import build_backbone
 from tinytrain.sparse.accounting import predicted_saved_bytes
-from tinytrain.sparse.engine import EnginePlan, LayerSelection, SparseEngine, count_saved_bytes
+from tinytrain.sparse.engine import (EnginePlan, LayerSelection, ReLU6Mask, SparseEngine, count_saved_bytes,
+                                     pack_bits, unpack_bits)
 from tinytrain.sparse.reference import MaskedReference
 
 
@@ -78,6 +79,29 @@ def test_measured_saved_bytes_equal_prediction(name, batch):
         feats = eng(x)
     feats.sum().backward()
     assert counter.bytes == predicted_saved_bytes(eng.backbone.spec, plan, batch)
+
+
+@pytest.mark.parametrize("shape,channels_last", [((3, 5, 7, 9), False), ((3, 5, 7, 9), True),
+                                                   ((2, 48, 16, 16), True), ((1, 3), False), ((13,), False)])
+def test_relu6_masks_are_kept_as_bits_and_give_relu6s_gradient(shape, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 4
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mask = (x > 0) & (x < 6)
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == (mask.numel() + 7) // 8
+    back = unpack_bits(packed, mask)
+    assert torch.equal(back, mask) and back.stride() == mask.stride()   # same values, same memory layout
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(shape)
+    with count_saved_bytes() as counter:
+        ya = ReLU6Mask.apply(a * 1.0)
+    ya.backward(g)
+    yb = torch.nn.functional.relu6(b * 1.0)
+    yb.backward(g)
+    assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+    assert counter.bytes == (mask.numel() + 7) // 8
 
 
 def test_prefix_runs_without_autograd_and_optimizer_sees_only_slices():

@@ -5,7 +5,8 @@ model of `SparseEngine`, so that the measured figure can be checked against a pr
 
 * layers below the earliest updated layer: nothing (run without autograd);
 * from the earliest updated layer up, per conv layer i
-  - ReLU6 (every layer but pw2): a 1-byte bool mask per output element (the paper counts 1 bit);
+  - ReLU6 (every layer but pw2): a 1-bit mask per output element, as the paper counts it (packed 8 to
+    a byte over the micro-batch, the last byte padded);
   - frozen conv and every BN: nothing (weights and BN constants are not activations);
   - updated conv, axis "out" (not depthwise): the full fp32 input;
   - updated conv, axis "in", or a depthwise conv: the fp32 input of the K selected channels;
@@ -18,7 +19,6 @@ from .engine import EnginePlan
 from ..errors import BadInput
 
 FP32 = 4
-MASK_BYTES = 1
 
 
 def predicted_saved_bytes(spec: ArchSpec, plan: EnginePlan, batch_size: int = 1,
@@ -31,15 +31,15 @@ def predicted_saved_bytes(spec: ArchSpec, plan: EnginePlan, batch_size: int = 1,
     total = 0
     for layer in layers[plan.earliest:]:
         if layer.kind != "pw2":
-            total += MASK_BYTES * layer.output_elems
+            total += -(-batch_size * layer.output_elems // 8)      # the packed mask of the whole micro-batch
         w = sel.get(layer.index)
         if w is not None:
             hw = layer.h_in * layer.h_in
             if w.axis == "out" and not layer.groups > 1:
-                total += FP32 * layer.cin * hw
+                total += FP32 * layer.cin * hw * batch_size
             else:
-                total += FP32 * len(w.channels) * hw
-    return total * batch_size
+                total += FP32 * len(w.channels) * hw * batch_size
+    return total
 
 
 def engine_backward_macs(spec: ArchSpec, plan: EnginePlan, resolution: int | None = None) -> int:

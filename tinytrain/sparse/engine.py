@@ -7,7 +7,7 @@ Savings are structural, not simulated by masking gradients after a full backward
 * a frozen conv and its frozen BatchNorm (eval mode: the per-channel map ``y = x * s + t``) are folded once
   into one conv with weight ``W * s`` and bias ``t``; it keeps nothing but a reference to the folded weight
   and computes only ``grad_input``;
-* ReLU6 keeps a 1-byte bool mask per element instead of its fp32 input (and clamps in place);
+* ReLU6 keeps a 1-bit mask per element (packed 8 to a byte) instead of its fp32 input (and clamps in place);
 * a partially updated conv owns a trainable tensor holding only its K selected channels (rows for axis
   "out", columns for axis "in"), computes the weight gradient only for them, and keeps only the input slice
   those channels need (``x`` for "out", ``x[:, sel]`` for "in" and for depthwise convs). Its BN scale is
@@ -102,20 +102,56 @@ def engine_plan(plan, backbone: Backbone) -> EnginePlan:
 # --------------------------------------------------------------------------------------------
 # Memory-light autograd functions
 
+# Packing 8 bools into a byte with 64-bit arithmetic on 8-byte words, so that both directions run over an
+# eighth of the elements: one multiply gathers a word's 8 flag bytes into its top byte (each flag lands on its
+# own bit, and no two partial products share a bit below it), and a 256-entry table spreads a byte back.
+_GATHER = 0x0102040810204080
+_SPREAD: dict[torch.device, torch.Tensor] = {}
+
+
+def _memory_order(t: torch.Tensor) -> torch.Tensor:
+    """A view of `t` whose logical order is its memory order (NHWC for channels-last maps), so that packing
+    and unpacking never copy the map into another layout."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1)
+    return t
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as uint8 bytes, 8 elements per byte in memory order (the last byte zero-padded)."""
+    flat = _memory_order(mask).reshape(-1).view(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return ((flat.view(torch.int64) * _GATHER) >> 56).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The bool tensor `pack_bits` packed, with the shape and memory layout of `like`."""
+    spread = _SPREAD.get(packed.device)
+    if spread is None:
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+        spread = _SPREAD[packed.device] = bits.to(torch.uint8).view(torch.int64).view(-1).to(packed.device)
+    order = _memory_order(like)
+    out = spread.index_select(0, packed.long()).view(torch.uint8)[:order.numel()].view(torch.bool).view(order.shape)
+    return out.permute(0, 3, 1, 2) if order is not like else out
+
+
 class ReLU6Mask(torch.autograd.Function):
-    """ReLU6 that keeps a bool mask (1 byte per element) instead of its fp32 input; clamps in place
-    (its input is always a fresh conv output that nothing else keeps)."""
+    """ReLU6 that keeps a 1-bit mask per element (the paper's accounting) instead of its fp32 input; clamps
+    in place (its input is always a fresh conv output that nothing else keeps)."""
 
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward((x > 0) & (x < 6))
+        ctx.save_for_backward(pack_bits((x > 0) & (x < 6)))
+        ctx.like = torch.empty_strided(x.shape, x.stride(), dtype=torch.bool, device="meta")
         ctx.mark_dirty(x)
         return x.clamp_(0.0, 6.0)
 
     @staticmethod
     def backward(ctx, g):
-        (mask,) = ctx.saved_tensors
-        return g * mask
+        (packed,) = ctx.saved_tensors
+        return g * unpack_bits(packed, ctx.like)
 
 
 def conv_input_grad(x_shape: torch.Size, weight: torch.Tensor, g: torch.Tensor, stride, padding, groups: int
