@@ -34,11 +34,8 @@ def predicted_saved_bytes(spec: ArchSpec, plan: EnginePlan, batch_size: int = 1,
             total += -(-batch_size * layer.output_elems // 8)      # the packed mask of the whole micro-batch
         w = sel.get(layer.index)
         if w is not None:
-            hw = layer.h_in * layer.h_in
-            if w.axis == "out" and not layer.groups > 1:
-                total += FP32 * layer.cin * hw * batch_size
-            else:
-                total += FP32 * len(w.channels) * hw * batch_size
+            kept = layer.cin if (w.axis == "out" and not layer.groups > 1) else len(w.channels)
+            total += FP32 * kept * layer.h_in * layer.h_in * batch_size
     return total
 
 
