@@ -211,3 +211,39 @@ def test_channel_ablation_changes_the_plan_at_the_default_budgets():
     jaccard = lambda a, b: len(a & b) / len(a | b)
     # mostly different channels, not one layer's half (the plan of the former defaults: Jaccard 0.88)
     assert jaccard(plans["fisher"], plans["l2"]) < 0.5 and jaccard(plans["fisher"], plans["random"]) < 0.5
+
+
+def test_fisher_pass_inspects_only_layers_a_plan_can_hold_and_the_plan_is_unchanged():
+    """At the default budgets (mcunet-5fps, 128 px, 1 MiB, 15 %) most layers fit at no ratio even alone: the
+    Fisher pass leaves them out (and stops its backward above them), and the plan is the one the selection
+    makes from a pass over every layer."""
+    from tinytrain.methods.tinytrain import candidate_layers
+    from tinytrain.models.weights import load_backbone
+    from tinytrain.sparse.fisher import fisher_information
+    from tinytrain.sparse.selection import select_layers
+    bb = load_backbone("mcunet-5fps", "pocket")
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(10, 3, 128, 128, generator=g)
+    x[5:, 1] *= 0.3
+    y = torch.arange(2).repeat_interleave(5)
+    cfg = AdaptConfig(iterations=1, resolution=128, augment=False)
+    m = make_method("tinytrain", bb, cfg)
+    rep = m.plan(x, y)
+    kept = rep.extra["candidates"]
+    every = candidate_layers(bb, "all")
+    dropped = [i for i in every if i not in kept]
+    assert dropped and kept and min(kept) > 0
+    full = fisher_information(bb, x, y, every, m.head, batch_size=len(x))
+    _, cost = m._costs(bb.spec, 128)
+    mem, comp = rep.memory_budget, rep.compute_budget_macs
+    totals = {i: l.channels("out") for i, l in enumerate(bb.conv_layers(128))}
+    for i in dropped:                      # each dropped layer fits at no ratio on its own
+        with pytest.raises(BudgetTooSmall):
+            select_layers([i], {i: 1.0}, lambda j, r: tuple(range(max(1, round(r * totals[j])))), totals, cost,
+                          mem, comp, stop_rule="skip")
+    chosen, biases, _ = m.select(bb, full.channel, 128)
+    assert [(c.index, c.channels) for c in chosen] == [(w.index, tuple(w.channels)) for w in rep.engine_plan.weights]
+    assert sorted(biases) == sorted(rep.engine_plan.biases)
+    first = make_method("tinytrain", bb, AdaptConfig(iterations=1, resolution=128, augment=False,
+                                                     options={"stop_rule": "first"}))
+    assert first.plan(x, y).extra["candidates"] == every          # there an unfitting layer ends the walk

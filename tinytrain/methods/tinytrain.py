@@ -90,8 +90,9 @@ class TinyTrainOptions(MethodOptions):
     stop_rule: Literal["first", "skip"] = option(
         "skip", "skip: keep walking past a layer that fits at no ratio; first: stop there once one is placed")
     candidates: Literal["last6", "all"] = option(
-        "all", "layers the Fisher pass inspects: all (default since the ImageNet-regime validation: the same plans "
-               "at 15 % compute, +1.8 points at SparseUpdate's budgets) or the last 6 blocks (+ feature-mix)")
+        "all", "layers the Fisher pass inspects, of which it keeps those that fit the budgets: all (default since "
+               "the ImageNet-regime validation: the same plans at 15 % compute, +1.8 points at SparseUpdate's "
+               "budgets) or the last 6 blocks (+ feature-mix)")
     channel_ratios: tuple[float, ...] = option(
         (1.0, 0.5, 0.25, 0.125), "ratios tried per layer, largest that fits first", low=0.0, low_open=True, high=1.0)
     ratio_policy: Literal["fisher-mass", "largest"] = option(
@@ -229,8 +230,20 @@ class TinyTrainMethod(TrainedMethod):
         if policy == "fisher-mass":
             mass = o.fisher_mass
             cap = lambda i: fisher_mass_ratio(channel_fisher[i], ratios, mass)
+        biases_of, cost = self._costs(spec, res)
+        chosen = select_layers(order, scores, channels_for, totals, cost, mem_budget, comp_budget, ratios,
+                               o.stop_rule, axis, ratio_cap=cap)
+        extra = {"memory_budget": mem_budget, "compute_budget_macs": comp_budget, "candidates": cands,
+                 "fisher_potential": dict(potential),
+                 "scores": {str(i): v for i, v in scores.items()}}
+        return chosen, biases_of(chosen), extra
+
+    def _costs(self, spec, res: int):
+        """(biases_of, cost): the BN shifts a selection trains, and a selection's (memory bytes, backward MACs)
+        as the budgets count them."""
+        o = self.opts
         cm = CostModel(spec, res, self.precision)
-        n_layers = len(layers)
+        n_layers = len(conv_layers(spec, res))
 
         def biases_of(sel: list[LayerChoice]) -> list[int]:
             if not sel:
@@ -243,13 +256,28 @@ class TinyTrainMethod(TrainedMethod):
             ups = [LayerUpdate(c.index, len(c.channels) / c.channels_total, c.axis, list(c.channels)) for c in sel]
             biases = biases_of(sel)
             return cm.sparse_memory_bytes(ups, self.config.optimizer, biases), cm.sparse_backward_macs(ups, biases)
+        return biases_of, cost
 
-        chosen = select_layers(order, scores, channels_for, totals, cost, mem_budget, comp_budget, ratios,
-                               o.stop_rule, axis, ratio_cap=cap)
-        extra = {"memory_budget": mem_budget, "compute_budget_macs": comp_budget, "candidates": cands,
-                 "fisher_potential": dict(potential),
-                 "scores": {str(i): v for i, v in scores.items()}}
-        return chosen, biases_of(chosen), extra
+    def reachable(self, spec, cands: list[int], res: int) -> list[int]:
+        """The candidates that fit both budgets alone at the smallest channel ratio. With the `skip` stop rule
+        no plan can hold any other (a layer only adds memory and MACs to a selection), so the Fisher pass need
+        not inspect them, nor back-propagate below the deepest one kept: the same plan, a shorter pass. All
+        of `cands` when none fits (the selection then says which budgets would) or with the `first` rule
+        (there an unfitting layer ends the walk, so it changes the plan)."""
+        if self.opts.stop_rule != "skip":
+            return list(cands)
+        mem_budget, comp_budget = self.budgets(spec, res)
+        _, cost = self._costs(spec, res)
+        r = min(self.opts.channel_ratios)
+        layers = conv_layers(spec, res)
+        keep = []
+        for i in cands:
+            total = layers[i].channels(self.opts.axis)
+            k = max(1, int(round(r * total)))
+            mem, macs = cost([LayerChoice(i, tuple(range(k)), total, self.opts.axis, 0.0, r)])
+            if mem <= mem_budget and macs <= comp_budget:
+                keep.append(i)
+        return keep or list(cands)
 
     def _fixed(self, backbone, res: int) -> tuple[list[LayerChoice], list[int], dict]:
         spec = backbone.spec
@@ -273,7 +301,7 @@ class TinyTrainMethod(TrainedMethod):
             extra["fisher_seconds"] = 0.0
         else:
             mem_budget, _ = self.budgets(spec, res)
-            cands = candidate_layers(backbone, self.opts.candidates)
+            cands = self.reachable(spec, candidate_layers(backbone, self.opts.candidates), res)
             fisher = self._fisher(backbone, x, y, cands, mem_budget, res)
             chosen, biases, extra = self.select(backbone, fisher.channel, res)
             extra |= {"fisher_batch_size": fisher.batch_size, "fisher_seconds": fisher.seconds}
