@@ -31,6 +31,18 @@ def test_tinytrain_fits(device, folders, capsys):
     if device == "mcu-1mb":
         assert r["predicted_memory_bytes"] <= parse_bytes("1MB")
     assert r["update_plan"]["layers"] and r["selection_seconds"] > 0
+    # the estimate prices the Fisher pass the dry run made: from the earliest layer it inspected, which no
+    # chosen layer precedes, and which leaves out layers that fit the budgets at no ratio (stem onwards)
+    first = r["fisher_first_layer"]
+    assert 0 < first <= min(row["layer"] for row in r["plan"])
+    if device == "pi-zero-2":                        # a device with a throughput: an estimate
+        from tinytrain.costs.devices import adaptation_macs
+        from tinytrain.models.specs import get_spec
+        trained = min([row["layer"] for row in r["plan"]] + r["update_plan"]["bias_layers"])
+        args = (get_spec("mcunet-5fps"), 128, r["backward_macs"], r["images"], 40)
+        kw = {"first_trained": trained, "cached": r["prefix_cache"]["cached"]}
+        assert r["estimate"]["macs_by_phase"] == adaptation_macs(*args, first, **kw)
+        assert r["estimate"]["macs_by_phase"]["fisher"] < adaptation_macs(*args, 0, **kw)["fisher"]
 
 
 def test_plan_needs_support_for_tinytrain(capsys):

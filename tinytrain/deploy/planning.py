@@ -37,15 +37,17 @@ def fixed_plan(method: str, spec: ArchSpec, resolution: int, optimizer: str = "a
 
 
 def tinytrain_plan(backbone: Backbone, support_x: torch.Tensor, support_y: torch.Tensor, config: AdaptConfig
-                   ) -> tuple[UpdatePlan, list[dict], float]:
-    """TinyTrain's dry run on the support set: (update plan, scored rows, selection seconds)."""
+                   ) -> tuple[UpdatePlan, list[dict], float, int]:
+    """TinyTrain's dry run on the support set: (update plan, scored rows, selection seconds, the earliest layer
+    its Fisher pass inspected)."""
     method = make_method("tinytrain", backbone, config)
     t0 = time.perf_counter()
     report = method.plan(support_x, support_y)
     seconds = report.selection_seconds or (time.perf_counter() - t0)
     if report.update_plan is None:
         raise BadInput("the tinytrain method returned no update plan; it cannot be priced")
-    return report.update_plan, [r.to_dict() for r in report.rows], float(seconds)
+    inspected = report.extra.get("candidates") or [0]
+    return report.update_plan, [r.to_dict() for r in report.rows], float(seconds), int(min(inspected))
 
 
 def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
@@ -78,13 +80,14 @@ def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
 
 
 def cache_and_estimate(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets, priced: dict, n_images: int | None,
-                       method: str, iterations: int = 40) -> dict:
+                       method: str, iterations: int = 40, fisher_from: int | None = None) -> dict:
     """What the fine-tuning loop would cache (the support set's frozen-prefix output) and whether it fits,
     and, on a device profile with a throughput, the estimated end-to-end time and energy.
 
     On a device the cache counts in the memory the plan needs there and is kept only if that still fits
     the device's budget; without a device it is held beside the backward memory, within the methods'
-    default cache budget. `priced` is `price_plan`'s answer (its memory_needed_bytes is updated)."""
+    default cache budget. `priced` is `price_plan`'s answer (its memory_needed_bytes is updated).
+    `fisher_from`: TinyTrain's earliest inspected layer (its dry run's), else the paper's (the last 6 blocks)."""
     from ..costs.devices import adaptation_macs, estimate_adaptation, fisher_first_layer
     from ..methods.trained import DEFAULT_CACHE_BUDGET
     from ..sparse.accounting import stage_input_elems, stage_name
@@ -120,7 +123,10 @@ def cache_and_estimate(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets, price
     out["prefix_cache"] = cache
     if device is not None:
         back = CostModel(spec, plan.resolution).backward_macs(plan)
-        fisher_from = fisher_first_layer(spec) if method == "tinytrain" else None
+        if method != "tinytrain":
+            fisher_from = None
+        elif fisher_from is None:
+            fisher_from = fisher_first_layer(spec)
         parts = adaptation_macs(spec, plan.resolution, back, n, iterations, fisher_from, first, cache["cached"])
         est = estimate_adaptation(device, sum(parts.values()), priced["memory_needed_bytes"])
         out["estimate"] = est.to_dict() | {"macs_by_phase": parts}
@@ -144,12 +150,13 @@ def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
                              compute_budget=budgets.compute, precision=device_precision(budgets))
         torch.manual_seed(seed)
         with resolution_advice_on_failure(spec, budgets, config):
-            plan, rows, seconds = tinytrain_plan(backbone, support_x, support_y, config)
-        result |= {"selection_seconds": seconds}
+            plan, rows, seconds, fisher_from = tinytrain_plan(backbone, support_x, support_y, config)
+        result |= {"selection_seconds": seconds, "fisher_first_layer": fisher_from}
     else:
         plan = fixed_plan(method, spec, resolution)
         rows = [r.to_dict() for r in plan_rows(spec, plan)]
     result |= {"batch_size": plan.batch_size, "plan": rows, "update_plan": plan.to_dict()}
     result |= price_plan(spec, plan, budgets)
-    result |= cache_and_estimate(spec, plan, budgets, result, None if support_x is None else len(support_x), method)
+    result |= cache_and_estimate(spec, plan, budgets, result, None if support_x is None else len(support_x), method,
+                                 fisher_from=result.get("fisher_first_layer"))
     return result
