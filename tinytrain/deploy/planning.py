@@ -80,15 +80,16 @@ def price_plan(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets) -> dict:
 
 
 def cache_and_estimate(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets, priced: dict, n_images: int | None,
-                       method: str, iterations: int = 40, fisher_from: int | None = None) -> dict:
+                       fisher_from: int | None = None, iterations: int = 40) -> dict:
     """What the fine-tuning loop would cache (the support set's frozen-prefix output) and whether it fits,
     and, on a device profile with a throughput, the estimated end-to-end time and energy.
 
     On a device the cache counts in the memory the plan needs there and is kept only if that still fits
     the device's budget; without a device it is held beside the backward memory, within the methods'
     default cache budget. `priced` is `price_plan`'s answer (its memory_needed_bytes is updated).
-    `fisher_from`: TinyTrain's earliest inspected layer (its dry run's), else the paper's (the last 6 blocks)."""
-    from ..costs.devices import adaptation_macs, estimate_adaptation, fisher_first_layer
+    `fisher_from`: the earliest layer TinyTrain's dry run inspected (its Fisher pass is priced from there), None
+    for a method without a Fisher pass."""
+    from ..costs.devices import adaptation_macs, estimate_adaptation
     from ..methods.trained import DEFAULT_CACHE_BUDGET
     from ..sparse.accounting import stage_input_elems, stage_name
 
@@ -123,10 +124,6 @@ def cache_and_estimate(spec: ArchSpec, plan: UpdatePlan, budgets: Budgets, price
     out["prefix_cache"] = cache
     if device is not None:
         back = CostModel(spec, plan.resolution).backward_macs(plan)
-        if method != "tinytrain":
-            fisher_from = None
-        elif fisher_from is None:
-            fisher_from = fisher_first_layer(spec)
         parts = adaptation_macs(spec, plan.resolution, back, n, iterations, fisher_from, first, cache["cached"])
         est = estimate_adaptation(device, sum(parts.values()), priced["memory_needed_bytes"])
         out["estimate"] = est.to_dict() | {"macs_by_phase": parts}
@@ -157,6 +154,6 @@ def make_plan(spec: ArchSpec, method: str, budgets: Budgets, resolution: int,
         rows = [r.to_dict() for r in plan_rows(spec, plan)]
     result |= {"batch_size": plan.batch_size, "plan": rows, "update_plan": plan.to_dict()}
     result |= price_plan(spec, plan, budgets)
-    result |= cache_and_estimate(spec, plan, budgets, result, None if support_x is None else len(support_x), method,
-                                 fisher_from=result.get("fisher_first_layer"))
+    result |= cache_and_estimate(spec, plan, budgets, result, None if support_x is None else len(support_x),
+                                 result.get("fisher_first_layer"))
     return result
