@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ..errors import BadInput
 
+
+def channel_count(ratio: float, total: int) -> int:
+    """How many of `total` channels a ratio in (0, 1] updates: round(ratio x total), at least 1, at most total."""
+    return min(total, max(1, int(round(ratio * total))))
+
 OPTIMIZERS = ("adam", "sgd", "sgdm")
 PLAN_KINDS = ("sparse", "full", "tinytl")
 AXES = ("out", "in")
@@ -49,7 +54,7 @@ class LayerUpdate:
             return len(self.channels)
         if self.ratio == 0:
             return 0
-        return min(total, max(1, int(round(self.ratio * total))))
+        return channel_count(self.ratio, total)
 
     def to_dict(self) -> dict:
         d = {"index": self.index, "ratio": self.ratio, "axis": self.axis}

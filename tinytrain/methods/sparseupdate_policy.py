@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..costs.model import CostModel
-from ..costs.plan import LayerUpdate
+from ..costs.plan import LayerUpdate, channel_count
 from ..sparse.engine import EnginePlan, LayerSelection, SparseEngine
 from ..sparse.selection import select_channels
 from .base import AdaptConfig
@@ -50,8 +50,7 @@ def channels_total(conv) -> int:
 def l2_channels(conv, ratio: float) -> tuple[int, ...]:
     """The round(ratio * C) input channels with the largest weight L2 norm (static, as upstream)."""
     total = channels_total(conv)
-    k = max(1, int(round(ratio * total)))
-    return select_channels(k, "l2", weight=conv.weight, axis="in")
+    return select_channels(channel_count(ratio, total), "l2", weight=conv.weight, axis="in")
 
 
 def structural_policy(backbone, memory_budget: int, resolution: int, optimizer: str = "adam") -> dict:

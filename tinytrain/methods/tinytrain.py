@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 import torch
 
 from ..costs.model import CostModel, compute_budget_macs
-from ..costs.plan import LayerUpdate, UpdatePlan
+from ..costs.plan import LayerUpdate, UpdatePlan, channel_count
 from ..models.specs import conv_layers
 from ..sparse.accounting import predicted_saved_bytes
 from ..sparse.engine import EnginePlan, SparseEngine
@@ -221,8 +221,8 @@ class TinyTrainMethod(TrainedMethod):
 
         def channels_for(i: int, r: float) -> tuple[int, ...]:
             if (i, r) not in cache:
-                k = max(1, int(round(r * totals[i])))
-                cache[(i, r)] = select_channels(k, choice, channel_fisher[i], mods[i].conv.weight, axis, gen)
+                cache[(i, r)] = select_channels(channel_count(r, totals[i]), choice, channel_fisher[i],
+                                                mods[i].conv.weight, axis, gen)
             return cache[(i, r)]
 
         ratios = list(o.channel_ratios)
@@ -273,8 +273,7 @@ class TinyTrainMethod(TrainedMethod):
         keep = []
         for i in cands:
             total = layers[i].channels(self.opts.axis)
-            k = max(1, int(round(r * total)))
-            mem, macs = cost([LayerChoice(i, tuple(range(k)), total, self.opts.axis, 0.0, r)])
+            mem, macs = cost([LayerChoice(i, tuple(range(channel_count(r, total))), total, self.opts.axis, 0.0, r)])
             if mem <= mem_budget and macs <= comp_budget:
                 keep.append(i)
         return keep or list(cands)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..costs.plan import channel_count
 from ..models.specs import ConvLayer
 from ..errors import BadInput
 
@@ -96,7 +97,7 @@ def fisher_mass_ratio(fisher: torch.Tensor, ratios: Sequence[float], mass: float
         return ladder[0]
     cum = values.cumsum(0) / total
     for r in ladder:
-        k = max(1, int(round(r * len(values))))
+        k = channel_count(r, len(values))
         if float(cum[k - 1]) >= mass - 1e-12:
             return r
     return ladder[-1]
