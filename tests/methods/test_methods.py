@@ -247,3 +247,6 @@ def test_fisher_pass_inspects_only_layers_a_plan_can_hold_and_the_plan_is_unchan
     first = make_method("tinytrain", bb, AdaptConfig(iterations=1, resolution=128, augment=False,
                                                      options={"stop_rule": "first"}))
     assert first.plan(x, y).extra["candidates"] == every          # there an unfitting layer ends the walk
+    drawn = make_method("tinytrain", bb, AdaptConfig(iterations=1, resolution=128, augment=False,
+                                                     options={"channel_choice": "random"}))
+    assert drawn.plan(x, y).extra["candidates"] == every          # the walk's draws stay those of every layer

@@ -262,9 +262,10 @@ class TinyTrainMethod(TrainedMethod):
         """The candidates that fit both budgets alone at the smallest channel ratio. With the `skip` stop rule
         no plan can hold any other (a layer only adds memory and MACs to a selection), so the Fisher pass need
         not inspect them, nor back-propagate below the deepest one kept: the same plan, a shorter pass. All
-        of `cands` when none fits (the selection then says which budgets would) or with the `first` rule
-        (there an unfitting layer ends the walk, so it changes the plan)."""
-        if self.opts.stop_rule != "skip":
+        of `cands` when none fits (the selection then says which budgets would), with the `first` rule (there an
+        unfitting layer ends the walk, so it changes the plan) and with random channels (the walk over an
+        unfitting layer draws from the seeded generator, so leaving it out would change the later draws)."""
+        if self.opts.stop_rule != "skip" or self.opts.channel_choice in ("random", "redraw"):
             return list(cands)
         mem_budget, comp_budget = self.budgets(spec, res)
         _, cost = self._costs(spec, res)
