@@ -14,6 +14,7 @@ def channel_count(ratio: float, total: int) -> int:
     """How many of `total` channels a ratio in (0, 1] updates: round(ratio x total), at least 1, at most total."""
     return min(total, max(1, int(round(ratio * total))))
 
+
 OPTIMIZERS = ("adam", "sgd", "sgdm")
 PLAN_KINDS = ("sparse", "full", "tinytl")
 AXES = ("out", "in")
