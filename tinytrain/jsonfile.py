@@ -15,16 +15,22 @@ def give_normal_mode(path: str | Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
-def write_json_atomic(path: str | Path, payload) -> None:
-    """Write to a temporary file beside `path`, then rename: `path` is either complete or untouched."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: `path` is either complete or untouched, so a
+    run killed mid-write never leaves a half file that the next launch would refuse as damaged."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(payload, indent=1) + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         give_normal_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | Path, payload) -> None:
+    """`payload` as indented JSON, written atomically (write_text_atomic)."""
+    write_text_atomic(path, json.dumps(payload, indent=1) + "\n")

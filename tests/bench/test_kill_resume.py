@@ -2,6 +2,7 @@
 accuracy table of a run that was never interrupted: nothing lost, nothing duplicated."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -38,15 +39,17 @@ def test_eval_killed_at_several_points_matches_an_uninterrupted_run(folder, tmp_
     results = killed / "results.jsonl"
     # kill points: as soon as the run folder exists (episodes being sampled), then after 2 and 6 results
     for point in ("config", 2, 6):
-        proc = subprocess.Popen([sys.executable, "-m", "tinytrain", "eval", *args, "--out", str(killed)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        err = tmp_path / f"stderr-{point}.txt"
+        with open(err, "w") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "tinytrain", "eval", *args, "--out", str(killed)],
+                                    stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if (point == "config" and (killed / "config.json").exists()) or \
                     (point != "config" and lines_in(results) >= point):
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, f"the run finished before the kill at {point}; make it longer"
+        assert proc.poll() is None, f"the run ended (exit {proc.poll()}) before the kill at {point}: {err.read_text()}"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert len(ResultStore(results).load()) < 12
@@ -84,3 +87,35 @@ def test_lr_search_killed_midway_resumes_where_it_stopped(folder, tmp_path, caps
     assert len(ResultStore(search).load()) == 9
     assert json.loads((killed / "lr.json").read_text()) == json.loads((clean / "lr.json").read_text())
     assert records(killed) == records(clean)
+
+
+def test_a_launch_killed_while_writing_its_settings_resumes(folder, tmp_path, capsys):
+    """config.json and config.sha256 are two files: a kill between them (or, before the digest was written
+    atomically, inside it) left a digest that does not match. With no result made yet that is no edit to
+    protect, so the next launch starts over; once results exist, a mismatch is still refused."""
+    args = ["--model", "tiny-test", "--checkpoint", "random", "--domains", str(folder), "--methods", "none",
+            "--tasks", "2", "--resolution", "32", "--iterations", "2", "--lr", "1e-3", "--mode", "fixed",
+            "--ways", "3", "--shots", "2", "--queries", "2", "--workers", "1", "--no-progress"]
+    clean = tmp_path / "clean"
+    assert main(["eval", *args, "--out", str(clean)]) == 0
+    want = records(clean)
+    for left in ("empty", "half", "other settings"):
+        run = tmp_path / left.replace(" ", "-")
+        run.mkdir()
+        (run / "config.json").write_text((clean / "config.json").read_text())
+        digest = (clean / "config.sha256").read_text()
+        if left == "other settings":          # a restart over other settings killed after config.json, before its digest
+            stored = json.loads((clean / "config.json").read_text())
+            stored["tasks"] = 3
+            digest = hashlib.sha256(json.dumps(stored, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        (run / "config.sha256").write_text({"empty": "", "half": digest[:20]}.get(left, digest))
+        (run / "episodes").mkdir()
+        (run / "episodes" / ".data-0.json.k3j9.tmp").write_text('{"meta": {"dom')     # a half-written episode file
+        assert main(["eval", *args, "--out", str(run)]) == 0, left
+        capsys.readouterr()
+        assert records(run) == want
+        assert sorted(p.name for p in (run / "episodes").iterdir()) == sorted(p.name for p in (clean / "episodes").iterdir())
+        assert (run / "config.sha256").read_text() == (clean / "config.sha256").read_text()
+    (run / "config.sha256").write_text("")                     # results exist now: an unmatched digest is refused
+    assert main(["eval", *args, "--out", str(run)]) == 2
+    assert "edited after the run began" in capsys.readouterr().err

@@ -118,7 +118,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     b2, h2 = _fresh()
     part = meta_train(b2, train, val, _config(), tmp_path / "cut", head=h2, stop_at_step=1, progress=False)
     assert not part.completed and part.step == 1               # killed mid-epoch (epoch = 2 steps)
-    (tmp_path / "cut" / "log.jsonl").open("a").write(json.dumps({"step": 2, "loss": 99.0}) + "\n")
+    with (tmp_path / "cut" / "log.jsonl").open("a") as f:     # a step after the saved state, then a line torn
+        f.write(json.dumps({"step": 2, "loss": 99.0}) + "\n" + '{"step": 2, "lo')     # by the kill mid-append
     b3, h3 = _fresh()                                          # a new process: fresh weights, state on disk
     done = meta_train(b3, train, val, _config(), tmp_path / "cut", head=h3, progress=False)
     assert done.completed and done.step == full.step

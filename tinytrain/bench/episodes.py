@@ -97,9 +97,7 @@ def ensure_episodes(config: EvalConfig, out: Path, log: Callable[[str], None] = 
         episodes = _sampler(dataset, config.episodes, config.seed).sample(config.tasks)
         meta = {"domain": domain, "split": config.split, "seed": config.seed, "tasks": config.tasks,
                 "sampler": asdict(config.episodes), "dataset": dataset.name, "classes": list(dataset.classes)}
-        tmp = path.with_suffix(".tmp")
-        save_episodes(tmp, episodes, meta)
-        tmp.replace(path)
+        save_episodes(path, episodes, meta)
         log(f"sampled {len(episodes)} {config.episodes.mode} episodes of {domain} ({len(dataset.classes)} classes) "
             f"-> {path}")
 

@@ -6,12 +6,12 @@ append their records (results.py); the settings are an EvalConfig (evalconfig.py
 folder's files."""
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from ..jsonfile import write_json_atomic
 from .distributed import Ranks, rank_device, run_lock
 from .episodes import check_support_split, ensure_episodes
 from .evalconfig import EvalConfig
@@ -121,7 +121,7 @@ def run_eval(config: EvalConfig, out_dir: str | Path, workers: int = 1, progress
             if ranks.distributed:
                 for f in failures:
                     log(f"FAILED {f['domain']} task {f['task']} {f['method']}: {f['error']}")
-            (out / "failures.json").write_text(json.dumps(failures, indent=1))
+            write_json_atomic(out / "failures.json", failures)
             recurring = [f for f in failures if f.get("recurs")]
             if recurring:
                 log(f"{len(failures)} jobs failed (details in {out / 'failures.json'}); {len(recurring)} with an "

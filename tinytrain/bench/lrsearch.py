@@ -81,7 +81,7 @@ def choose_learning_rates(config: EvalConfig, out: Path, workers: int, progress:
     def decide() -> dict:
         failures = [rec for rec in gathered if "error" in rec]
         if failures:     # one line (exit 2); the tracebacks go to a file, never to the terminal
-            (out / "failures.json").write_text(json.dumps(failures, indent=1))
+            write_json_atomic(out / "failures.json", failures)
             again = ("a rerun repeats it: change the settings" if any(f.get("recurs") for f in failures)
                      else "rerun the same command to retry")
             raise BadInput(f"the lr search failed on {len(failures)} jobs (details in {out / 'failures.json'}); "

@@ -23,7 +23,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..jsonfile import write_json_atomic
+from ..jsonfile import write_json_atomic, write_text_atomic
 from .evalconfig import EvalConfig
 from .results import ResultStore, shard_paths
 from ..errors import BadInput
@@ -49,8 +49,10 @@ def read_json(path: Path, what: str):
 
 
 def _write_config(out: Path, new: dict) -> None:
+    """config.json, then its digest, each atomically. A kill between the two leaves no digest (read_stored_config
+    makes it) or, on a restart over settings that made nothing, the old one (prepare_run_dir rewrites it)."""
     write_json_atomic(out / "config.json", new)
-    (out / CONFIG_DIGEST).write_text(config_digest(new) + "\n", encoding="utf-8")
+    write_text_atomic(out / CONFIG_DIGEST, config_digest(new) + "\n")
 
 
 def read_stored_config(out: Path) -> dict:
@@ -68,7 +70,7 @@ def read_stored_config(out: Path) -> dict:
                              "settings are not the ones the results were made with; restore it, or rerun into a "
                              "new --out")
     else:
-        digest.write_text(config_digest(stored) + "\n", encoding="utf-8")
+        write_text_atomic(digest, config_digest(stored) + "\n")
     return stored
 
 
@@ -106,9 +108,15 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
     path = out / "config.json"
     new = json.loads(json.dumps(config.to_dict()))
     if path.exists():
-        old = read_stored_config(out)
-        diff = config_differences(old, new)
-        if diff and ResultStore(out / "results.jsonl").load():
+        made = bool(ResultStore(out / "results.jsonl").load())
+        try:
+            old = read_stored_config(out)
+        except BadInput:
+            if made:
+                raise
+            old = None    # a launch killed between config.json and its digest, before any result: start over
+        diff = config_differences(old, new) if old is not None else ["the stored settings are unusable"]
+        if diff and made:
             raise BadInput(f"{out} holds a run with different settings ({'; '.join(diff)}); "
                              "use a new --out, or repeat the original settings to resume")
         if diff:       # nothing was evaluated yet (e.g. the first attempt failed early): start over
@@ -120,4 +128,8 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
             _write_config(out, new)
     else:
         _write_config(out, new)
+    # a launch killed mid-write leaves the temporary file of the settings or episodes it was writing (only the
+    # lock holder writes those, so none is in use)
+    for tmp in [*out.glob(".config.*.tmp"), *((out / "episodes").glob(".*.tmp"))]:
+        tmp.unlink(missing_ok=True)
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput
+from ..jsonfile import write_text_atomic
 
 
 @dataclass
@@ -70,8 +71,9 @@ EPISODE_FILE_FIX = "delete it (a run folder samples the same episodes again from
 
 
 def save_episodes(path: str | Path, episodes: list[Episode], meta: dict | None = None) -> None:
+    """Written atomically: a launch killed while sampling leaves no half file that its resume would refuse."""
     payload = {"meta": meta or {}, "episodes": [e.to_dict() for e in episodes]}
-    Path(path).write_text(json.dumps(payload))
+    write_text_atomic(path, json.dumps(payload))
 
 
 def load_episodes(path: str | Path) -> tuple[list[Episode], dict]:

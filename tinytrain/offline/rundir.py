@@ -16,6 +16,7 @@ import math
 
 from .state import load_state, save_state
 from ..errors import BadInput
+from ..jsonfile import write_text_atomic
 
 # Fields that may differ between an interrupted run and the command that resumes it.
 OPERATIONAL_FIELDS = {"save_every_steps", "log_every_steps", "progress", "device", "nproc"}
@@ -118,7 +119,7 @@ class RunDir:
             if write:
                 self.truncate_log(state["step"])
         if write:
-            self.config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(self.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
         return state
 
     def read_config(self) -> dict:
@@ -176,9 +177,23 @@ class RunDir:
     def read_log(self) -> list[dict]:
         if not self.log_path.is_file():
             return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+                 if line.strip()]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                if i == len(lines) - 1:     # torn by a kill mid-append: the resume writes that step again
+                    break
+                raise BadInput(f"{self.log_path} line {i + 1} is not a log record; restore the file, or pass "
+                               "--restart to discard the run")
+            records.append(record)
+        return records
 
     def truncate_log(self, step: int) -> None:
         """Drop records written after the saved state (they will be produced again on resume)."""
         kept = [r for r in self.read_log() if r.get("step", 0) <= step]
-        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        write_text_atomic(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
