@@ -7,11 +7,13 @@ parsing formatted text.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..jsonfile import write_text_atomic
 from ..costs.units import format_bytes, format_macs
 from .stats import accuracy_table, cost_table, layer_selection, ordered_unique, paired_differences
 
@@ -37,14 +39,15 @@ class Table:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         md, cs, js = (out / f"{self.name}.{ext}" for ext in ("md", "csv", "json"))
-        md.write_text(self.to_markdown(), encoding="utf-8")
+        write_text_atomic(md, self.to_markdown())      # atomic: a kill mid-report leaves the former tables
         keys = ordered_unique(k for d in self.data for k in d)
-        with open(cs, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows({k: _csv_value(d.get(k)) for k in keys} for d in self.data)
-        js.write_text(json.dumps({"title": self.title, "notes": self.notes, "rows": _json_safe(self.data)},
-                                 indent=1), encoding="utf-8")
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows({k: _csv_value(d.get(k)) for k in keys} for d in self.data)
+        write_text_atomic(cs, buffer.getvalue())
+        write_text_atomic(js, json.dumps({"title": self.title, "notes": self.notes, "rows": _json_safe(self.data)},
+                                         indent=1))
         return [md, cs, js]
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..costs.units import format_bytes
+from ..jsonfile import write_text_atomic
 from . import plots
 from .ablations import GROUP_TITLES
 from .evalconfig import EvalConfig
@@ -109,5 +110,5 @@ def write_run_report(out_dir: str | Path, config: EvalConfig, records: list[dict
     if plot_files:
         text += "\n### Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plot_files) + "\n"
     report = out / "report.md"
-    report.write_text(text, encoding="utf-8")
+    write_text_atomic(report, text)
     return text, [report] + files
