@@ -119,3 +119,11 @@ def test_a_launch_killed_while_writing_its_settings_resumes(folder, tmp_path, ca
     (run / "config.sha256").write_text("")                     # results exist now: an unmatched digest is refused
     assert main(["eval", *args, "--out", str(run)]) == 2
     assert "edited after the run began" in capsys.readouterr().err
+    searched = tmp_path / "searched"                           # so is it once a learning-rate search has begun
+    searched.mkdir()
+    (searched / "config.json").write_text((clean / "config.json").read_text())
+    (searched / "config.sha256").write_text("")
+    (searched / "lr_search.jsonl").write_text("")
+    assert main(["eval", *args, "--out", str(searched)]) == 2
+    assert "edited after the run began" in capsys.readouterr().err
+    assert (searched / "lr_search.jsonl").exists()

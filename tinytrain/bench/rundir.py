@@ -112,9 +112,10 @@ def prepare_run_dir(config: EvalConfig, out_dir: str | Path) -> Path:
         try:
             old = read_stored_config(out)
         except BadInput:
-            if made:
+            searched = any(p.exists() for p in [out / "lr.json", out / LR_SEARCH, *shard_paths(out / LR_SEARCH)])
+            if made or searched:
                 raise
-            old = None    # a launch killed between config.json and its digest, before any result: start over
+            old = None    # a launch killed between config.json and its digest, before any work: start over
         diff = config_differences(old, new) if old is not None else ["the stored settings are unusable"]
         if diff and made:
             raise BadInput(f"{out} holds a run with different settings ({'; '.join(diff)}); "
