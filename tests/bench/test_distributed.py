@@ -92,6 +92,25 @@ def test_two_ranks_under_torchrun_give_the_records_of_one_process(data, clean, t
     same_run(clean, out)
 
 
+def test_two_nodes_under_torchrun_give_the_records_of_one_process(data, clean, tmp_path):
+    """Multi-node as on a cluster: two torchrun launches (one per "node", static rendezvous at node 0's address),
+    one rank each, LOCAL_RANK 0 on both, one run folder on the filesystem they share."""
+    out = tmp_path / "nodes"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(i),
+                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               "-m", "tinytrain", "eval", *eval_args(data), "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(2)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    stdout = "".join(o for o, _ in outputs)
+    assert "18 jobs over 2 ranks" in stdout and stdout.count("report: ") == 1
+    same_run(clean, out)
+
+
 def test_nproc_ranks_give_the_records_of_one_process_and_leave_quietly(data, clean, tmp_path):
     out = tmp_path / "nproc"
     proc = subprocess.run([sys.executable, "-m", "tinytrain", "eval", *eval_args(data), "--nproc", "2",
