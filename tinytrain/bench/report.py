@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..jsonfile import write_text_atomic
 from ..costs.units import format_bytes, format_macs
+from ..jsonfile import write_text_atomic
 from .stats import accuracy_table, cost_table, layer_selection, ordered_unique, paired_differences
 
 
