@@ -1,6 +1,7 @@
 """PNG plots of evaluation results (matplotlib, object API: no pyplot state, no display needed)."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..costs.units import format_bytes
+from ..jsonfile import write_bytes_atomic
 from .stats import MeanCI
 
 
@@ -15,7 +17,9 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    write_bytes_atomic(path, png.getvalue())       # a kill mid-report leaves the former plot whole
     return path
 
 
